@@ -1,0 +1,244 @@
+"""VQ speed and memory: mediatok's `VectorQuantizer` against vector-quantize-pytorch's
+`VectorQuantize` (and a plain matmul + argmin VQ), with matched settings.
+
+Both quantizers: EMA codebook (decay 0.99, eps 1e-5), l2 distance, commitment weight 0.25, no
+k-means init, no dead-code revival, fp32, the same gradient path (straight-through or rotation
+trick, both measured). Modes: `train` (forward + backward of a loss on the output, EMA update
+included) and `inference` (eval, no grad). Time is the median over CUDA-event-timed repeats after
+a warm-up; memory is the peak allocated during one call above what was allocated before it
+(inputs and the module itself excluded). Time and memory come from the same run.
+
+    python benchmarks/quantize.py                      # GPU, the issue's sizes, N = 16384
+    python benchmarks/quantize.py --device cpu --small # a quick look on a CPU
+
+Writes `bench-output/quantize.json` (or `--out`) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mediatok.quantize import build_quantizer
+
+SIZES = [(4096, 16), (16384, 8), (8192, 256), (65536, 8)]
+SMALL_SIZES = [(512, 16), (1024, 8)]
+
+
+def build(impl: str, dim: int, size: int, gradient: str, device: str) -> torch.nn.Module:
+    if impl == "mediatok":
+        module = build_quantizer(
+            "vq",
+            dim=dim,
+            codebook_size=size,
+            ema_update=True,
+            decay=0.99,
+            eps=1e-5,
+            commitment_weight=0.25,
+            kmeans_init=False,
+            revive_dead_codes=False,
+            gradient=gradient,
+            check_finite=False,
+        )
+    elif impl == "mediatok+check":  # the default NaN check: one host sync per call
+        module = build_quantizer(
+            "vq",
+            dim=dim,
+            codebook_size=size,
+            decay=0.99,
+            commitment_weight=0.25,
+            revive_dead_codes=False,
+            gradient=gradient,
+        )
+    elif impl == "vqtorch":
+        from vector_quantize_pytorch import VectorQuantize
+
+        module = VectorQuantize(
+            dim=dim,
+            codebook_size=size,
+            decay=0.99,
+            eps=1e-5,
+            kmeans_init=False,
+            use_cosine_sim=False,
+            threshold_ema_dead_code=0,
+            commitment_weight=0.25,
+            rotation_trick=gradient == "rotation",
+            straight_through=False,
+            ema_update=True,
+            learnable_codebook=False,
+            sync_codebook=False,
+        )
+    elif impl == "plain":
+        module = PlainVQ(dim, size)
+    else:
+        raise ValueError(f"unknown impl {impl!r}")
+    return module.to(device)
+
+
+class PlainVQ(torch.nn.Module):
+    """The textbook version: full distance matrix, argmin, straight-through, no EMA."""
+
+    def __init__(self, dim: int, size: int):
+        super().__init__()
+        self.register_buffer("embed", torch.randn(size, dim))
+
+    def forward(self, x: torch.Tensor):
+        flat = x.reshape(-1, x.shape[-1])
+        scores = self.embed.pow(2).sum(1) - 2 * flat @ self.embed.t()  # (N, K)
+        codes = scores.argmin(dim=1)
+        q = self.embed[codes]
+        loss = 0.25 * F.mse_loss(flat, q)
+        return (flat + (q - flat).detach()).view_as(x), codes, loss
+
+
+def step_fn(impl: str, module: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
+    def outputs():
+        if impl.startswith("mediatok"):
+            out = module(x)
+            return out.quantized, sum(out.losses.values())
+        quantized, _, loss = module(x)
+        return quantized, loss
+
+    if mode == "train":
+        module.train()
+
+        def run():
+            quantized, loss = outputs()
+            (quantized.square().mean() + loss).backward()
+            x.grad = None
+
+    else:
+        module.eval()
+
+        def run():
+            with torch.no_grad():
+                outputs()
+
+    return run
+
+
+def measure(run: Callable[[], None], device: str, warmup: int, repeats: int) -> tuple[float, int]:
+    """Median milliseconds over `repeats` calls, and peak bytes of one call above its start."""
+    for _ in range(warmup):
+        run()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        run()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - before
+        times = []
+        for _ in range(repeats):
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            stop.record()
+            stop.synchronize()
+            times.append(start.elapsed_time(stop))
+    else:
+        peak = -1  # the CPU allocator keeps no peak statistics
+        times = []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - began) * 1e3)
+    return statistics.median(times), peak
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--num-vectors", type=int, default=16384)
+    parser.add_argument("--small", action="store_true", help="small sizes for a CPU check")
+    parser.add_argument("--impls", default="mediatok,mediatok+check,vqtorch,plain")
+    parser.add_argument("--gradients", default="straight_through,rotation")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--out", default="bench-output/quantize.json")
+    args = parser.parse_args()
+
+    sizes = SMALL_SIZES if args.small else SIZES
+    torch.manual_seed(0)
+    rows = []
+    for size, dim in sizes:
+        for gradient in args.gradients.split(","):
+            for impl in args.impls.split(","):
+                if impl == "plain" and gradient != "straight_through":
+                    continue
+                for mode in ("train", "inference"):
+                    module = build(impl, dim, size, gradient, args.device)
+                    x = torch.randn(
+                        1, args.num_vectors, dim, device=args.device, requires_grad=mode == "train"
+                    )
+                    row = {"impl": impl, "K": size, "D": dim, "N": args.num_vectors}
+                    row |= {"gradient": gradient, "mode": mode}
+                    try:
+                        ms, peak = measure(
+                            step_fn(impl, module, x, mode), args.device, args.warmup, args.repeats
+                        )
+                        row |= {"ms": round(ms, 4), "peak_mb": round(peak / 2**20, 1)}
+                    except torch.OutOfMemoryError as error:
+                        row |= {"ms": None, "peak_mb": None, "error": str(error).split("\n")[0]}
+                        torch.cuda.empty_cache()
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                    del module, x
+
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor()
+    report = {
+        "benchmark": "quantize",
+        "device": device_name,
+        "torch": torch.__version__,
+        "commit": git_commit(),
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+
+    print(f"\n{device_name}, N = {args.num_vectors}; ratio = vqtorch / mediatok")
+    print(
+        f"{'K':>6} {'D':>4} {'gradient':>16} {'mode':>9} | {'ours ms':>8} {'vqtorch ms':>10} "
+        f"{'speedup':>7} | {'ours MB':>8} {'vqtorch MB':>10} {'mem ratio':>9} | {'plain ms':>8}"
+    )
+    index = {(r["impl"], r["K"], r["D"], r["gradient"], r["mode"]): r for r in rows}
+    for size, dim in sizes:
+        for gradient in args.gradients.split(","):
+            for mode in ("train", "inference"):
+                ours = index.get(("mediatok", size, dim, gradient, mode))
+                theirs = index.get(("vqtorch", size, dim, gradient, mode))
+                plain = index.get(("plain", size, dim, "straight_through", mode))
+                if not ours or not theirs or ours["ms"] is None or theirs["ms"] is None:
+                    continue
+                speedup = theirs["ms"] / ours["ms"]
+                mem = theirs["peak_mb"] / ours["peak_mb"] if ours["peak_mb"] > 0 else float("nan")
+                plain_ms = plain["ms"] if plain and plain["ms"] else float("nan")
+                print(
+                    f"{size:>6} {dim:>4} {gradient:>16} {mode:>9} | {ours['ms']:>8.3f} "
+                    f"{theirs['ms']:>10.3f} {speedup:>6.1f}x | {ours['peak_mb']:>8.1f} "
+                    f"{theirs['peak_mb']:>10.1f} {mem:>8.1f}x | {plain_ms:>8.3f}"
+                )
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

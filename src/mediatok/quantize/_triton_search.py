@@ -1,0 +1,157 @@
+"""Fused nearest-code kernel (Triton). Imported only when a CUDA tensor asks for it.
+
+One program owns BLOCK_N latent rows. It walks the codebook in tiles of BLOCK_K codes; for each
+tile it forms the (BLOCK_N, BLOCK_K) block of x·cᵀ on the matrix units, turns it into ‖c‖² − 2·x·c,
+and folds the tile's row minima into a running (min, argmin). Only the N codes leave the kernel:
+the N×K distances live in registers, one tile at a time.
+
+With `TRITON_INTERPRET=1` the same kernel runs on the CPU through Triton's interpreter, which is how
+the CPU test suite checks it against brute force.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+
+def _configs() -> list[triton.Config]:
+    configs = []
+    for block_n, block_k, warps, stages in (
+        (64, 64, 4, 3),
+        (128, 64, 4, 3),
+        (128, 128, 8, 3),
+        (64, 128, 4, 4),
+        (256, 64, 8, 3),
+    ):
+        configs.append(
+            triton.Config(
+                {"BLOCK_N": block_n, "BLOCK_K": block_k}, num_warps=warps, num_stages=stages
+            )
+        )
+    return configs
+
+
+@triton.jit
+def _nearest_kernel(
+    x_ptr,
+    c_ptr,
+    code_norm_ptr,
+    out_ptr,
+    N,
+    K,
+    D,
+    stride_x,
+    stride_c,
+    D_BUCKET,
+    K_BUCKET,
+    N_BUCKET,
+    BLOCK_D: tl.constexpr,
+    D_TILES: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < N
+    dims = tl.arange(0, BLOCK_D)
+
+    # With a single D tile the latent block stays in registers for the whole codebook walk.
+    if D_TILES == 1:
+        x_block = tl.load(
+            x_ptr + rows[:, None] * stride_x + dims[None, :],
+            mask=row_ok[:, None] & (dims[None, :] < D),
+            other=0.0,
+        )
+
+    best = tl.full([BLOCK_N], float("inf"), tl.float32)
+    best_code = tl.zeros([BLOCK_N], tl.int32)
+    for k_start in range(0, K, BLOCK_K):
+        codes = k_start + tl.arange(0, BLOCK_K)
+        code_ok = codes < K
+        dot = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+        for tile in tl.static_range(D_TILES):
+            d = tile * BLOCK_D + dims
+            if D_TILES != 1:
+                x_block = tl.load(
+                    x_ptr + rows[:, None] * stride_x + d[None, :],
+                    mask=row_ok[:, None] & (d[None, :] < D),
+                    other=0.0,
+                )
+            c_block = tl.load(  # (BLOCK_D, BLOCK_K): the codebook tile, transposed
+                c_ptr + codes[None, :] * stride_c + d[:, None],
+                mask=code_ok[None, :] & (d[:, None] < D),
+                other=0.0,
+            )
+            dot = tl.dot(x_block, c_block, dot, input_precision=PRECISION)
+        # Padding codes get +inf so they never win.
+        norms = tl.load(code_norm_ptr + codes, mask=code_ok, other=float("inf"))
+        scores = norms[None, :] - 2.0 * dot
+        tile_best, tile_code = tl.min(
+            scores, axis=1, return_indices=True, return_indices_tie_break_left=True
+        )
+        # Strict '<' keeps the earlier tile on ties: lowest index wins, as torch.argmin.
+        better = tile_best < best
+        best = tl.where(better, tile_best, best)
+        best_code = tl.where(better, tile_code + k_start, best_code)
+    tl.store(out_ptr + rows, best_code.to(tl.int64), mask=row_ok)
+
+
+# The autotuner times each config on the device, so the interpreter (CPU tests) gets one fixed config.
+_nearest_autotuned = triton.autotune(
+    configs=_configs(), key=["D_BUCKET", "K_BUCKET", "N_BUCKET", "PRECISION"]
+)(_nearest_kernel)
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _bucket(value: int) -> int:
+    """Power-of-two bucket, so the autotuner re-tunes per size class, not per exact size."""
+    return 1 << max(0, (value - 1).bit_length())
+
+
+def nearest_code_triton(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """`flat` (N, D) and `codebook` (K, D) of one float dtype → (N,) int64 codes."""
+    if flat.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"the Triton search takes fp32, bf16 or fp16, got {flat.dtype}")
+    flat = flat.contiguous()
+    codebook = codebook.contiguous()
+    num_rows, dim = flat.shape
+    num_codes = codebook.shape[0]
+    code_norms = codebook.float().pow(2).sum(dim=1)  # (K,)
+    out = torch.empty(num_rows, dtype=torch.int64, device=flat.device)
+    if num_rows == 0:
+        return out
+    # tl.dot needs at least 16 along the reduced axis; larger D is walked in tiles of 64.
+    block_d = max(16, min(64, triton.next_power_of_2(dim)))
+    d_tiles = triton.cdiv(dim, block_d)
+    precision = "tf32x3" if flat.dtype == torch.float32 else "ieee"
+
+    def grid(meta):
+        return (triton.cdiv(num_rows, meta["BLOCK_N"]),)
+
+    kernel, fixed = _nearest_autotuned, {}
+    if _INTERPRET:
+        kernel, fixed = _nearest_kernel, {"BLOCK_N": 32, "BLOCK_K": 32}
+    kernel[grid](
+        flat,
+        codebook,
+        code_norms,
+        out,
+        num_rows,
+        num_codes,
+        dim,
+        flat.stride(0),
+        codebook.stride(0),
+        _bucket(dim),
+        _bucket(num_codes),
+        _bucket(num_rows),
+        BLOCK_D=block_d,
+        D_TILES=d_tiles,
+        PRECISION=precision,
+        **fixed,
+    )
+    return out

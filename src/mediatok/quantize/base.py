@@ -1,0 +1,217 @@
+"""The quantizer contract shared by every kind, and the usage bookkeeping they all report.
+
+Tensor layout: latents are channel-last `(..., D)`. Codes are int64, `(...)` for single-codebook
+kinds and `(..., Q)` for residual ones. `forward` runs in fp32 with autocast off, whatever the
+caller's precision, because nearest-code decisions and rounding are where low precision hurts most.
+
+A subclass implements two methods on flattened rows:
+- `_quantize(latents (N, D) fp32) -> Step(quantized (N, D), codes (N, Q), losses, counts)`, where
+  `counts` is the `(Q, K)` histogram of this step's codes summed over ranks, or None to let the base
+  compute it;
+- `_decode(codes (N, Q)) -> (N, D)`, which must give exactly the `quantized` of `forward`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from mediatok.quantize.distributed import all_reduce_sum_
+
+
+@dataclass
+class QuantizeOutput:
+    """What every quantizer's `forward` returns.
+
+    Attributes:
+        quantized: `(..., D)` fp32, equal to `decode(codes)`; gradients reach the latents.
+        codes: int64, `(...)` or `(..., Q)` for multi-level quantizers.
+        losses: named scalar losses, already weighted: a trainer adds them to its objective.
+        metrics: named scalar tensors (`usage`, `perplexity`, `dead_codes`, per level for Q > 1),
+            computed over all ranks; for logging, detached.
+    """
+
+    quantized: torch.Tensor
+    codes: torch.Tensor
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Step:
+    """One `_quantize` result on flattened rows (see the module docstring)."""
+
+    quantized: torch.Tensor
+    codes: torch.Tensor
+    losses: dict[str, torch.Tensor]
+    counts: torch.Tensor | None = None
+
+
+class CodeUsage(nn.Module):
+    """Tracks how many tokens each code has gone without being chosen, per level.
+
+    A code is *dead* once `dead_after_tokens` tokens (counted over all ranks) have passed without
+    it being picked. Counting tokens rather than steps keeps the threshold meaning the same at any
+    batch size or number of GPUs.
+
+    Args:
+        num_levels: Q.
+        codebook_size: K (the largest level's, when levels differ).
+        dead_after_tokens: tokens without a hit after which a code counts as dead.
+    """
+
+    def __init__(self, num_levels: int, codebook_size: int, dead_after_tokens: int):
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.dead_after_tokens = dead_after_tokens
+        self.register_buffer(
+            "tokens_since_used", torch.zeros(num_levels, codebook_size, dtype=torch.int64)
+        )
+
+    def histogram(self, codes: torch.Tensor) -> torch.Tensor:
+        """`(N, Q)` codes → `(Q, K)` int64 counts summed over ranks."""
+        num_levels = codes.shape[1]
+        offsets = torch.arange(num_levels, device=codes.device) * self.codebook_size
+        counts = torch.bincount(
+            (codes + offsets).reshape(-1), minlength=num_levels * self.codebook_size
+        )
+        return all_reduce_sum_(counts.view(num_levels, self.codebook_size))
+
+    @torch.no_grad()
+    def update(self, counts: torch.Tensor, track: bool) -> dict[str, torch.Tensor]:
+        """Fold a `(Q, K)` histogram into the dead-code clock (when `track`) and report metrics."""
+        hit = counts > 0
+        if track:
+            seen = counts[0].sum()  # tokens this step, all ranks
+            self.tokens_since_used.add_(seen).masked_fill_(hit, 0)
+        total = counts.sum(dim=1, keepdim=True).clamp_min(1)
+        probs = counts / total
+        entropy = -torch.special.xlogy(probs, probs).sum(dim=1)  # (Q,) nats
+        usage = hit.float().mean(dim=1)
+        perplexity = entropy.exp()
+        dead = (self.tokens_since_used >= self.dead_after_tokens).sum(dim=1)
+        metrics = {
+            "usage": usage.mean(),
+            "perplexity": perplexity.mean(),
+            "dead_codes": dead.sum(),
+        }
+        if counts.shape[0] > 1:
+            for level in range(counts.shape[0]):
+                metrics[f"usage_q{level}"] = usage[level]
+                metrics[f"perplexity_q{level}"] = perplexity[level]
+        return metrics
+
+    def dead_mask(self) -> torch.Tensor:
+        """`(Q, K)` bool: codes unused for at least `dead_after_tokens` tokens."""
+        return self.tokens_since_used >= self.dead_after_tokens
+
+
+class Quantizer(nn.Module):
+    """Base class: checks input, runs the subclass in fp32, reshapes, reports usage.
+
+    Subclasses set `dim` (D of the latents), `codebook_sizes` (one K per level) and
+    `self.usage = CodeUsage(...)`, and implement `_quantize` and `_decode`.
+    """
+
+    dim: int
+    codebook_sizes: tuple[int, ...]
+    usage: CodeUsage | None  # None: no usage metrics (codebooks too large to histogram)
+    check_finite: bool = True
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.codebook_sizes)
+
+    def forward(self, latents: torch.Tensor) -> QuantizeOutput:
+        """Quantize channel-last latents.
+
+        Args:
+            latents: `(..., D)` float tensor, any leading shape.
+
+        Returns:
+            `QuantizeOutput` with `quantized (..., D)` fp32 and `codes (...)` (or `(..., Q)`).
+        """
+        self._check_latents(latents)
+        leading = latents.shape[:-1]
+        with torch.autocast(latents.device.type, enabled=False):
+            flat = latents.reshape(-1, self.dim).float()  # (N, D)
+            step = self._quantize(flat)
+            metrics = {}
+            if self.usage is not None:
+                counts = step.counts
+                if counts is None:
+                    counts = self.usage.histogram(step.codes)
+                metrics = self.usage.update(counts, track=self.training)
+        codes = step.codes.reshape(*leading, self.num_levels)
+        if self.num_levels == 1:
+            codes = codes.squeeze(-1)
+        return QuantizeOutput(
+            quantized=step.quantized.reshape(*leading, self.dim),
+            codes=codes,
+            losses=step.losses,
+            metrics=metrics,
+        )
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes back to quantized vectors: `(...)` or `(..., Q)` int → `(..., D)` fp32."""
+        self._check_codes(codes)
+        codes = codes.long()
+        if self.num_levels == 1:
+            codes = codes.unsqueeze(-1)
+        leading = codes.shape[:-1]
+        with torch.autocast(codes.device.type, enabled=False):
+            quantized = self._decode(codes.reshape(-1, self.num_levels))
+        return quantized.reshape(*leading, self.dim)
+
+    def _quantize(self, latents: torch.Tensor) -> Step:
+        raise NotImplementedError
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _check_latents(self, latents: torch.Tensor) -> None:
+        name = type(self).__name__
+        if not isinstance(latents, torch.Tensor):
+            raise TypeError(
+                f"{name} expected a torch.Tensor of latents, got {type(latents).__name__}"
+            )
+        if not latents.is_floating_point():
+            raise ValueError(f"{name} expected floating-point latents, got dtype {latents.dtype}")
+        if latents.ndim < 1 or latents.shape[-1] != self.dim:
+            raise ValueError(
+                f"{name} expected channel-last latents (..., {self.dim}), got shape "
+                f"{tuple(latents.shape)}"
+            )
+        # One reduction and a host sync; worth it, since a NaN would otherwise silently pick code 0.
+        if self.check_finite and not bool(torch.isfinite(latents).all()):
+            raise ValueError(f"{name} expected finite latents, got NaN or inf values")
+
+    def _check_codes(self, codes: torch.Tensor) -> None:
+        name = type(self).__name__
+        if not isinstance(codes, torch.Tensor):
+            raise TypeError(
+                f"{name}.decode expected a torch.Tensor of codes, got {type(codes).__name__}"
+            )
+        if codes.dtype == torch.bool or codes.is_floating_point() or codes.is_complex():
+            raise ValueError(
+                f"{name}.decode expected integer codes (int64), got dtype {codes.dtype}"
+            )
+        if self.num_levels > 1 and (codes.ndim < 1 or codes.shape[-1] != self.num_levels):
+            raise ValueError(
+                f"{name}.decode expected codes (..., {self.num_levels}) with one code per level, "
+                f"got shape {tuple(codes.shape)}"
+            )
+        if codes.numel() == 0:
+            return
+        sizes = torch.tensor(self.codebook_sizes, device=codes.device)
+        per_level = codes.reshape(-1, self.num_levels)
+        low, high = int(per_level.min()), int((per_level - sizes).max())
+        if low < 0 or high >= 0:
+            raise ValueError(
+                f"{name}.decode expected codes in [0, {max(self.codebook_sizes)}) per level "
+                f"(codebook sizes {list(self.codebook_sizes)}), got values from {low} to "
+                f"{int(per_level.max())}"
+            )

@@ -1,0 +1,94 @@
+"""Residual vector quantization (SoundStream, Zeghidour et al. 2021, §3.3).
+
+Q codebooks in sequence: level q quantizes what levels 0..q−1 left over, and the quantized vector
+is the sum of the Q code vectors. Each level is a `Codebook` of `vq.py`, so every level has the
+fused search, EMA or learned updates, k-means init and dead-code revival, all DDP-safe.
+
+How we differ from vector-quantize-pytorch's `ResidualVQ`: the gradient path (straight-through or
+rotation) is applied once to the whole sum rather than per level, so the encoder's gradient is
+not scaled by Q, and the output equals `decode(codes)` exactly.
+
+Codes are `(..., Q)`, level 0 first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mediatok.quantize.base import CodeUsage, Quantizer, Step
+from mediatok.quantize.vq import Codebook, VQConfig, gradient_path
+
+
+@dataclass
+class RVQConfig(VQConfig):
+    """`VQConfig` plus the number of levels; every level shares the codebook settings.
+
+    Attributes:
+        num_quantizers: Q, the number of residual levels.
+    """
+
+    num_quantizers: int = field(default=8)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.num_quantizers, int) or self.num_quantizers < 1:
+            raise ValueError(
+                f"expected num_quantizers to be a positive integer, got {self.num_quantizers!r}"
+            )
+
+
+class ResidualVQ(Quantizer):
+    """Q-level residual VQ; see the module docstring and `RVQConfig`."""
+
+    def __init__(self, config: RVQConfig):
+        super().__init__()
+        self.config = config
+        self.dim = config.dim
+        self.codebook_sizes = (config.codebook_size,) * config.num_quantizers
+        self.check_finite = config.check_finite
+        search_dim = config.codebook_dim or config.dim
+        factorized = search_dim != config.dim
+        self.project_in = nn.Linear(config.dim, search_dim) if factorized else nn.Identity()
+        self.project_out = nn.Linear(search_dim, config.dim) if factorized else nn.Identity()
+        level = VQConfig(**{f.name: getattr(config, f.name) for f in fields(VQConfig)})
+        self.levels = nn.ModuleList(
+            Codebook(level, search_dim) for _ in range(config.num_quantizers)
+        )
+        dead_after = config.dead_code_after_tokens or 32 * config.codebook_size
+        self.usage = CodeUsage(config.num_quantizers, config.codebook_size, dead_after)
+
+    def _quantize(self, latents: torch.Tensor) -> Step:
+        x = self.project_in(latents)  # (N, d)
+        if self.config.distance == "cosine":
+            x = F.normalize(x, dim=-1)
+        total = torch.zeros_like(x)
+        all_codes, all_counts, losses = [], [], {}
+        dead = self.usage.dead_mask()
+        for index, codebook in enumerate(self.levels):
+            # Level q sees the residual with its own gradient for the commitment loss.
+            level_input = x - total.detach() if index else x
+            codes, vectors, level_losses, counts, revived = codebook.lookup(
+                level_input, dead[index]
+            )
+            if self.training:
+                self.usage.tokens_since_used[index].masked_fill_(revived, 0)
+            for name, value in level_losses.items():
+                losses[name] = losses.get(name, 0.0) + value
+            total = total + vectors.detach()
+            all_codes.append(codes)
+            all_counts.append(counts)
+        # Learned codebooks get their gradient from the codebook loss, not through the output.
+        quantized = self.project_out(gradient_path(x, total.detach(), self.config.gradient))
+        losses = {name: value / len(self.levels) for name, value in losses.items()}
+        return Step(quantized, torch.stack(all_codes, dim=1), losses, torch.stack(all_counts))
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        total = None
+        for index, codebook in enumerate(self.levels):
+            vectors = F.embedding(codes[:, index], codebook.vectors.detach())
+            total = vectors if total is None else total + vectors
+        return self.project_out(total)

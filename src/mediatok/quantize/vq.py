@@ -1,0 +1,317 @@
+"""Vector quantization (VQ-VAE, van den Oord et al. 2017), our own implementation.
+
+What it offers, each set explicitly by `VQConfig`:
+- distance: l2, or cosine (latents and codes l2-normalized, as ViT-VQGAN §3.2 does);
+- codebook update: EMA of assignment counts and sums (VQ-VAE-2 appendix; Laplace-smoothed), or a
+  learned codebook trained by the codebook loss;
+- k-means init on the first training batch, pooled over all ranks and broadcast from rank 0;
+- dead-code revival: a code that no token has picked for `dead_code_after_tokens` tokens (counted
+  over all ranks) is replaced by a latent drawn from the batch;
+- low-dimensional factorized lookup (ViT-VQGAN §3.2): project to `codebook_dim`, search there,
+  project back;
+- gradient: straight-through, or the rotation trick (Fifty et al. 2024, §4.2).
+
+Why our own rather than vector-quantize-pytorch's `VectorQuantize`: it builds the N×K distance
+matrix and a one-hot N×K assignment for the EMA update, which dominates time and memory at large
+K. Here the search is the fused `nearest_code` kernel and the EMA statistics come from one
+`index_add_`, so memory stays O(N·D + K·D). `benchmarks/quantize.py` measures both.
+
+Layout: rows `(N, D)` inside; the base class handles `(..., D)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mediatok.quantize.base import CodeUsage, Quantizer, Step
+from mediatok.quantize.distributed import (
+    all_gather_rows,
+    all_reduce_sum_,
+    broadcast_,
+    rank,
+    world_size,
+)
+from mediatok.quantize.search import nearest_code
+
+Gradient = Literal["straight_through", "rotation"]
+
+
+@dataclass
+class VQConfig:
+    """Vector quantizer settings (names follow vector-quantize-pytorch where it has them).
+
+    Attributes:
+        dim: D of the latents.
+        codebook_size: K.
+        codebook_dim: search dimension; a value below `dim` adds linear projections in and out
+            (factorized lookup). None: search in `dim`.
+        distance: "l2" or "cosine".
+        ema_update: True for an EMA codebook, False for a learned one.
+        decay: EMA decay of the counts and sums.
+        eps: Laplace smoothing of the EMA counts.
+        commitment_weight: β of the commitment loss ‖x − sg(q)‖².
+        codebook_weight: weight of the codebook loss ‖sg(x) − q‖² (learned codebooks only).
+        kmeans_init: initialize the codebook by k-means on the first training batch.
+        kmeans_iters: Lloyd iterations of that k-means.
+        kmeans_samples: latents pooled over all ranks for it.
+        revive_dead_codes: replace dead codes with batch latents during training.
+        dead_code_after_tokens: tokens without a hit after which a code is dead; None means
+            32 × codebook_size (a code used uniformly is hit once per K tokens).
+        gradient: "straight_through" or "rotation".
+        sync_codebook: sum EMA statistics over ranks so every rank keeps one codebook.
+        check_finite: reject NaN/inf latents (costs one host sync per call).
+    """
+
+    dim: int
+    codebook_size: int
+    codebook_dim: int | None = None
+    distance: Literal["l2", "cosine"] = "l2"
+    ema_update: bool = True
+    decay: float = 0.99
+    eps: float = 1e-5
+    commitment_weight: float = 0.25
+    codebook_weight: float = 1.0
+    kmeans_init: bool = False
+    kmeans_iters: int = 10
+    kmeans_samples: int = 65536
+    revive_dead_codes: bool = True
+    dead_code_after_tokens: int | None = None
+    gradient: Gradient = "straight_through"
+    sync_codebook: bool = True
+    check_finite: bool = True
+
+    def __post_init__(self) -> None:
+        positive = {"dim": self.dim, "codebook_size": self.codebook_size}
+        positive["kmeans_iters"] = self.kmeans_iters
+        positive["kmeans_samples"] = self.kmeans_samples
+        if self.codebook_dim is not None:
+            positive["codebook_dim"] = self.codebook_dim
+        if self.dead_code_after_tokens is not None:
+            positive["dead_code_after_tokens"] = self.dead_code_after_tokens
+        for name, value in positive.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
+        if self.distance not in ("l2", "cosine"):
+            raise ValueError(f"expected distance 'l2' or 'cosine', got {self.distance!r}")
+        if self.gradient not in ("straight_through", "rotation"):
+            raise ValueError(
+                f"expected gradient 'straight_through' or 'rotation', got {self.gradient!r}"
+            )
+        if not 0.0 <= self.decay < 1.0:
+            raise ValueError(f"expected decay in [0, 1), got {self.decay}")
+
+
+def gradient_path(latents: torch.Tensor, quantized: torch.Tensor, kind: Gradient) -> torch.Tensor:
+    """The value of `quantized`, with gradients routed to `latents` (both `(N, D)`).
+
+    Written as `sg(q) + (f(x) − sg(f(x)))`: the second term is exactly zero in value, so the
+    output equals `quantized` bit for bit (what makes `decode(codes) == quantized` hold), while
+    its gradient is that of `f`: the identity for straight-through, or the fixed rotation and
+    rescaling that carries x onto q for the rotation trick.
+    """
+    if kind == "straight_through":
+        return quantized.detach() + (latents - latents.detach())
+    x = latents.detach()
+    q = quantized.detach()
+    x_norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    q_norm = q.norm(dim=-1, keepdim=True)
+    x_hat, q_hat = x / x_norm, q / q_norm.clamp_min(1e-12)
+    r = F.normalize(x_hat + q_hat, dim=-1)
+    # R·e with R = I − 2rrᵀ + 2q̂êᵀ, never forming the D×D matrix.
+    rotated = (
+        latents
+        - 2 * r * (r * latents).sum(-1, keepdim=True)
+        + 2 * q_hat * (x_hat * latents).sum(-1, keepdim=True)
+    )
+    rotated = rotated * (q_norm / x_norm)
+    return q + (rotated - rotated.detach())
+
+
+class Codebook(nn.Module):
+    """One codebook: lookup, losses, EMA/learned update, k-means init and revival, on rows in
+    codebook space. `VectorQuantizer` wraps it with projections; `ResidualVQ` stacks several."""
+
+    def __init__(self, config: VQConfig, dim: int):
+        super().__init__()
+        self.config = config
+        size = config.codebook_size
+        init = torch.randn(size, dim)
+        if config.distance == "cosine":
+            init = F.normalize(init, dim=-1)
+        if config.ema_update:
+            self.register_buffer("embed", init)
+            self.register_buffer("embed_sum", init.clone())
+            self.register_buffer("cluster_size", torch.ones(size))
+        else:
+            self.embed = nn.Parameter(init)
+        self.register_buffer("initialized", torch.tensor(not config.kmeans_init))
+        self._known_initialized = not config.kmeans_init  # spares a host sync per step
+
+    @property
+    def vectors(self) -> torch.Tensor:
+        """`(K, d)` code vectors as the search sees them (unit norm for cosine)."""
+        if self.config.distance == "cosine" and not self.config.ema_update:
+            return F.normalize(self.embed, dim=-1)
+        return self.embed
+
+    def lookup(
+        self, x: torch.Tensor, dead: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Nearest codes for rows `x (N, d)`; in training, also update the codebook.
+
+        Args:
+            x: `(N, d)` fp32 rows in codebook space (already normalized for cosine).
+            dead: `(K,)` bool dead-code mask from the owner's usage clock, or None.
+
+        Returns:
+            codes `(N,)` int64, code vectors `(N, d)` (with gradient for learned codebooks),
+            losses, counts `(K,)` int64 over all ranks, revived `(K,)` bool.
+        """
+        cfg = self.config
+        if self.training and not self._known_initialized:
+            if not bool(self.initialized):  # False until k-means ran (also in a loaded checkpoint)
+                self._kmeans_init(x.detach())
+            self._known_initialized = True
+        vectors = self.vectors
+        codes = nearest_code(x.detach(), vectors.detach(), "l2")
+        quantized = F.embedding(codes, vectors)  # (N, d)
+        losses = {"commitment": cfg.commitment_weight * F.mse_loss(x, quantized.detach())}
+        if not cfg.ema_update:
+            losses["codebook"] = cfg.codebook_weight * F.mse_loss(quantized, x.detach())
+        revived = torch.zeros(cfg.codebook_size, dtype=torch.bool, device=x.device)
+        if self.training and cfg.ema_update:
+            counts = self._ema_update(x.detach(), codes)
+        else:
+            counts = all_reduce_sum_(torch.bincount(codes, minlength=cfg.codebook_size))
+        if self.training and cfg.revive_dead_codes and dead is not None:
+            revived = dead & (counts == 0)
+            if bool(revived.any()):
+                self._revive(x.detach(), revived)
+        return codes, quantized, losses, counts, revived
+
+    @torch.no_grad()
+    def _ema_update(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        size, dim = self.embed.shape
+        # Sums and counts in one (K, d + 1) buffer: one index_add_, one all-reduce.
+        stats = x.new_zeros(size, dim + 1)
+        stats.index_add_(0, codes, torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1))
+        if cfg.sync_codebook:
+            all_reduce_sum_(stats)
+        counts = stats[:, dim]
+        self.cluster_size.lerp_(counts, 1 - cfg.decay)
+        self.embed_sum.lerp_(stats[:, :dim], 1 - cfg.decay)
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + cfg.eps) / (total + size * cfg.eps) * total
+        embed = self.embed_sum / smoothed.unsqueeze(1)
+        if cfg.distance == "cosine":
+            embed = F.normalize(embed, dim=-1)
+        self.embed.copy_(embed)
+        return counts.round().long()
+
+    @torch.no_grad()
+    def _revive(self, x: torch.Tensor, revived: torch.Tensor) -> None:
+        """Replace the codes in `revived (K,)` by rows of rank 0's batch, identical on all ranks."""
+        count = int(revived.sum())
+        if x.shape[0] >= count:
+            picks = torch.randperm(x.shape[0], device=x.device)[:count]
+        else:
+            picks = torch.randint(x.shape[0], (count,), device=x.device)
+        fresh = broadcast_(x[picks].contiguous())
+        if self.config.ema_update:
+            self.embed[revived] = fresh
+            self.embed_sum[revived] = fresh
+            self.cluster_size[revived] = 1.0
+        else:
+            self.embed.data[revived] = fresh
+
+    @torch.no_grad()
+    def _kmeans_init(self, x: torch.Tensor) -> None:
+        cfg = self.config
+        per_rank = -(-cfg.kmeans_samples // world_size())
+        local = x[torch.randperm(x.shape[0], device=x.device)[:per_rank]]
+        pool = all_gather_rows(local)
+        centers = self.embed.detach().clone()
+        if rank() == 0:
+            centers = kmeans(pool, cfg.codebook_size, cfg.kmeans_iters, cfg.distance)
+        broadcast_(centers)
+        if cfg.ema_update:
+            self.embed.copy_(centers)
+            self.embed_sum.copy_(centers)
+            self.cluster_size.fill_(1.0)
+        else:
+            self.embed.data.copy_(centers)
+        self.initialized.fill_(True)
+
+
+@torch.no_grad()
+def kmeans(
+    samples: torch.Tensor, num_clusters: int, iters: int, distance: str = "l2"
+) -> torch.Tensor:
+    """Lloyd's k-means on `(M, d)` samples → `(num_clusters, d)` centers.
+
+    Centers start at random samples (with replacement and a little noise when M < K); a cluster
+    that loses all its samples keeps its center. Spherical for cosine distance.
+    """
+    num_samples = samples.shape[0]
+    if num_samples >= num_clusters:
+        centers = samples[torch.randperm(num_samples, device=samples.device)[:num_clusters]]
+    else:
+        picks = torch.randint(num_samples, (num_clusters,), device=samples.device)
+        centers = samples[picks] + 1e-3 * samples.std() * torch.randn_like(samples[picks])
+    centers = centers.clone()
+    for _ in range(iters):
+        codes = nearest_code(samples, centers, "l2")
+        sums = torch.zeros_like(centers).index_add_(0, codes, samples)
+        counts = torch.bincount(codes, minlength=num_clusters).unsqueeze(1)
+        centers = torch.where(counts > 0, sums / counts.clamp_min(1), centers)
+        if distance == "cosine":
+            centers = F.normalize(centers, dim=-1)
+    return centers
+
+
+class VectorQuantizer(Quantizer):
+    """A single-codebook VQ; see the module docstring and `VQConfig`."""
+
+    def __init__(self, config: VQConfig):
+        super().__init__()
+        self.config = config
+        self.dim = config.dim
+        self.codebook_sizes = (config.codebook_size,)
+        self.check_finite = config.check_finite
+        search_dim = config.codebook_dim or config.dim
+        factorized = search_dim != config.dim
+        self.project_in = nn.Linear(config.dim, search_dim) if factorized else nn.Identity()
+        self.project_out = nn.Linear(search_dim, config.dim) if factorized else nn.Identity()
+        self.codebook = Codebook(config, search_dim)
+        dead_after = config.dead_code_after_tokens or 32 * config.codebook_size
+        self.usage = CodeUsage(1, config.codebook_size, dead_after)
+
+    def _to_search_space(self, latents: torch.Tensor) -> torch.Tensor:
+        x = self.project_in(latents)
+        if self.config.distance == "cosine":
+            x = F.normalize(x, dim=-1)
+        return x
+
+    def _quantize(self, latents: torch.Tensor) -> Step:
+        x = self._to_search_space(latents)  # (N, d)
+        codes, vectors, losses, counts, revived = self.codebook.lookup(x, self.usage.dead_mask()[0])
+        if self.training:
+            self.usage.tokens_since_used[0].masked_fill_(revived, 0)
+        quantized = self.project_out(gradient_path(x, vectors, self.config.gradient))
+        return Step(quantized, codes.unsqueeze(1), losses, counts.unsqueeze(0))
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        vectors = F.embedding(codes[:, 0], self.codebook.vectors)
+        return self.project_out(vectors.detach())
+
+    @property
+    def codebook_vectors(self) -> torch.Tensor:
+        """`(K, D)` code vectors in latent space (through `project_out`)."""
+        with torch.no_grad():
+            return self.project_out(self.codebook.vectors)
