@@ -155,6 +155,32 @@ def measure(run: Callable[[], None], device: str, warmup: int, repeats: int) -> 
     return statistics.median(times), peak
 
 
+def profile(args: argparse.Namespace) -> None:
+    """Kernel launches and their time in one train step of ours, at the issue's K=16384, D=8."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    size, dim = (1024, 8) if args.small else (16384, 8)
+    for gradient in args.gradients.split(","):
+        module = build("mediatok", dim, size, gradient, args.device)
+        x = torch.randn(1, args.num_vectors, dim, device=args.device, requires_grad=True)
+        run = step_fn("mediatok", module, x, "train")
+        for _ in range(args.warmup):
+            run()
+        activities = [ProfilerActivity.CPU]
+        if args.device == "cuda":
+            activities.append(ProfilerActivity.CUDA)
+            torch.cuda.synchronize()
+        with torch_profile(activities=activities) as prof:
+            run()
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+        events = prof.key_averages()
+        sort = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
+        print(f"--- {gradient}: K={size} D={dim} N={args.num_vectors}")
+        print(events.table(sort_by=sort, row_limit=30))
+
+
 def git_commit() -> str | None:
     try:
         return subprocess.run(
@@ -174,7 +200,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--out", default="bench-output/quantize.json")
+    parser.add_argument(
+        "--profile", action="store_true", help="print a torch.profiler table of one train step"
+    )
     args = parser.parse_args()
+    if args.profile:
+        profile(args)
+        return
 
     sizes = SMALL_SIZES if args.small else SIZES
     torch.manual_seed(0)

@@ -201,7 +201,7 @@ def test_dead_codes_are_counted_in_tokens_and_revived():
     far = torch.full((8, 2), 100.0)
     far[0] = 0.0  # only code 0 is ever near the data
     quantizer.codebook.embed.copy_(far)
-    quantizer.codebook.embed_sum.copy_(far)
+    quantizer.codebook.ema.copy_(torch.cat([far, torch.ones(8, 1)], dim=1))
     latents = 0.01 * torch.randn(60, 2)
     out = quantizer(latents)  # 60 tokens seen: nothing dead yet
     assert int(out.metrics["dead_codes"]) == 0
@@ -330,3 +330,24 @@ def test_usage_and_perplexity_of_a_known_histogram():
     assert int(metrics["dead_codes"]) == 0  # 8 tokens < 10
     metrics = usage.update(usage.histogram(codes), track=True)
     assert int(metrics["dead_codes"]) == 4  # 16 tokens without codes 4..7
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", KINDS)
+def test_contract_on_cuda_under_bf16_autocast(name):
+    quantizer = make(name).cuda()
+    latents = torch.randn(4, 256, DIM, device="cuda", requires_grad=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = quantizer(latents)
+        loss = out.quantized.square().mean() + sum(out.losses.values())
+    loss.backward()
+    assert out.quantized.dtype == torch.float32 and out.codes.dtype == torch.int64
+    assert latents.grad.abs().sum() > 0
+    assert float(out.metrics["usage"]) > 0
+    quantizer.eval()
+    out = quantizer(latents.detach())
+    assert torch.equal(quantizer.decode(out.codes), out.quantized)
+    # The same module on the CPU picks the same codes (ties aside).
+    cpu_codes = quantizer.cpu()(latents.detach().cpu()).codes
+    assert (cpu_codes == out.codes.cpu()).float().mean() > 0.99

@@ -21,13 +21,13 @@ def assert_nearest(
     if cosine:
         x, c = torch.nn.functional.normalize(x, dim=-1), torch.nn.functional.normalize(c, dim=-1)
     distances = torch.cdist(x, c).pow(2)  # (N, K)
-    chosen = distances.gather(1, codes.reshape(-1, 1).cpu()).squeeze(1)
+    chosen = distances.gather(1, codes.reshape(-1, 1)).squeeze(1)
     best = distances.min(dim=1).values
     scale = x.pow(2).sum(1) + c.pow(2).sum(1).max()
     assert codes.dtype == torch.int64
     assert torch.all(chosen - best <= 1e-5 * scale), (chosen - best).max()
     # and almost every row is the exact brute-force argmin
-    assert (codes.reshape(-1).cpu() == distances.argmin(1)).float().mean() > 0.99
+    assert (codes.reshape(-1) == distances.argmin(1)).float().mean() > 0.99
 
 
 @pytest.mark.parametrize("shape", [(1000, 8), (7, 3, 16), (257, 100)])
@@ -138,7 +138,7 @@ def test_triton_kernel_matches_brute_force(n, k, d, dtype):
     codes = nearest_code(latents, codebook, backend="triton")
     assert codes.is_cuda
     # Reference on the same (rounded) inputs, in float64.
-    assert_nearest(latents.float().cpu(), codebook.float().cpu(), codes.cpu())
+    assert_nearest(latents.float(), codebook.float(), codes)
 
 
 @pytest.mark.gpu

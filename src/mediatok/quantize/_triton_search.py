@@ -39,7 +39,6 @@ def _configs() -> list[triton.Config]:
 def _nearest_kernel(
     x_ptr,
     c_ptr,
-    code_norm_ptr,
     out_ptr,
     N,
     K,
@@ -74,22 +73,36 @@ def _nearest_kernel(
         codes = k_start + tl.arange(0, BLOCK_K)
         code_ok = codes < K
         dot = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-        for tile in tl.static_range(D_TILES):
-            d = tile * BLOCK_D + dims
-            if D_TILES != 1:
-                x_block = tl.load(
+        norms = tl.zeros([BLOCK_K], tl.float32)
+        if D_TILES == 1:
+            c_block = tl.load(  # (BLOCK_D, BLOCK_K): the codebook tile, transposed
+                c_ptr + codes[None, :] * stride_c + dims[:, None],
+                mask=code_ok[None, :] & (dims[:, None] < D),
+                other=0.0,
+            )
+            dot = tl.dot(x_block, c_block, dot, input_precision=PRECISION)
+            c_float = c_block.to(tl.float32)
+            norms += tl.sum(c_float * c_float, axis=0)
+        else:
+            # A real loop, not unrolled: unrolling would give every D tile its own pipeline buffers.
+            for d_start in range(0, D, BLOCK_D):
+                d = d_start + dims
+                x_tile = tl.load(
                     x_ptr + rows[:, None] * stride_x + d[None, :],
                     mask=row_ok[:, None] & (d[None, :] < D),
                     other=0.0,
                 )
-            c_block = tl.load(  # (BLOCK_D, BLOCK_K): the codebook tile, transposed
-                c_ptr + codes[None, :] * stride_c + d[:, None],
-                mask=code_ok[None, :] & (d[:, None] < D),
-                other=0.0,
-            )
-            dot = tl.dot(x_block, c_block, dot, input_precision=PRECISION)
+                c_block = tl.load(
+                    c_ptr + codes[None, :] * stride_c + d[:, None],
+                    mask=code_ok[None, :] & (d[:, None] < D),
+                    other=0.0,
+                )
+                dot = tl.dot(x_tile, c_block, dot, input_precision=PRECISION)
+                c_float = c_block.to(tl.float32)
+                norms += tl.sum(c_float * c_float, axis=0)
+        # ‖c‖² is recomputed per row block: K·D work against the N·K·D of the products.
         # Padding codes get +inf so they never win.
-        norms = tl.load(code_norm_ptr + codes, mask=code_ok, other=float("inf"))
+        norms = tl.where(code_ok, norms, float("inf"))
         scores = norms[None, :] - 2.0 * dot
         tile_best, tile_code = tl.min(
             scores, axis=1, return_indices=True, return_indices_tie_break_left=True
@@ -121,12 +134,12 @@ def nearest_code_triton(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Ten
     codebook = codebook.contiguous()
     num_rows, dim = flat.shape
     num_codes = codebook.shape[0]
-    code_norms = codebook.float().pow(2).sum(dim=1)  # (K,)
     out = torch.empty(num_rows, dtype=torch.int64, device=flat.device)
     if num_rows == 0:
         return out
-    # tl.dot needs at least 16 along the reduced axis; larger D is walked in tiles of 64.
-    block_d = max(16, min(64, triton.next_power_of_2(dim)))
+    # tl.dot needs at least 16 along the reduced axis; D up to 64 stays in registers, larger D is
+    # walked in tiles of 32.
+    block_d = max(16, triton.next_power_of_2(dim)) if dim <= 64 else 32
     d_tiles = triton.cdiv(dim, block_d)
     precision = "tf32x3" if flat.dtype == torch.float32 else "ieee"
 
@@ -139,7 +152,6 @@ def nearest_code_triton(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Ten
     kernel[grid](
         flat,
         codebook,
-        code_norms,
         out,
         num_rows,
         num_codes,

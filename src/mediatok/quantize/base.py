@@ -6,13 +6,14 @@ caller's precision, because nearest-code decisions and rounding are where low pr
 
 A subclass implements two methods on flattened rows:
 - `_quantize(latents (N, D) fp32) -> Step(quantized (N, D), codes (N, Q), losses, counts)`, where
-  `counts` is the `(Q, K)` histogram of this step's codes summed over ranks, or None to let the base
-  compute it;
+  `counts` is the `(Q, K)` float histogram of this step's codes summed over ranks, or None to let
+  the base compute it;
 - `_decode(codes (N, Q)) -> (N, D)`, which must give exactly the `quantized` of `forward`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -30,13 +31,13 @@ class QuantizeOutput:
         codes: int64, `(...)` or `(..., Q)` for multi-level quantizers.
         losses: named scalar losses, already weighted: a trainer adds them to its objective.
         metrics: named scalar tensors (`usage`, `perplexity`, `dead_codes`, per level for Q > 1),
-            computed over all ranks; for logging, detached.
+            computed over all ranks; for logging, detached; computed on first read.
     """
 
     quantized: torch.Tensor
     codes: torch.Tensor
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
-    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    metrics: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -47,6 +48,35 @@ class Step:
     codes: torch.Tensor
     losses: dict[str, torch.Tensor]
     counts: torch.Tensor | None = None
+
+
+class LazyMetrics(Mapping[str, torch.Tensor]):
+    """A read-only dict of metric tensors, computed from the step's histogram on first read.
+
+    A training step that does not log pays nothing for the dozen small reductions behind the
+    metrics; reading any key computes them all once.
+    """
+
+    def __init__(self, compute: Callable[[], dict[str, torch.Tensor]]):
+        self._compute = compute
+        self._values: dict[str, torch.Tensor] | None = None
+
+    def _resolved(self) -> dict[str, torch.Tensor]:
+        if self._values is None:
+            self._values = self._compute()
+        return self._values
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._resolved()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resolved())
+
+    def __len__(self) -> int:
+        return len(self._resolved())
+
+    def __repr__(self) -> str:
+        return f"LazyMetrics({self._resolved()!r})"
 
 
 class CodeUsage(nn.Module):
@@ -71,37 +101,49 @@ class CodeUsage(nn.Module):
         )
 
     def histogram(self, codes: torch.Tensor) -> torch.Tensor:
-        """`(N, Q)` codes → `(Q, K)` int64 counts summed over ranks."""
+        """`(N, Q)` codes → `(Q, K)` float32 counts summed over ranks.
+
+        `index_add_` rather than `torch.bincount`, which syncs with the host on CUDA.
+        """
         num_levels = codes.shape[1]
-        offsets = torch.arange(num_levels, device=codes.device) * self.codebook_size
-        counts = torch.bincount(
-            (codes + offsets).reshape(-1), minlength=num_levels * self.codebook_size
-        )
+        if num_levels > 1:
+            codes = codes + torch.arange(num_levels, device=codes.device) * self.codebook_size
+        flat = codes.reshape(-1)
+        counts = torch.zeros(num_levels * self.codebook_size, device=codes.device)
+        counts.index_add_(0, flat, torch.ones(1, device=codes.device).expand(flat.shape[0]))
         return all_reduce_sum_(counts.view(num_levels, self.codebook_size))
 
     @torch.no_grad()
-    def update(self, counts: torch.Tensor, track: bool) -> dict[str, torch.Tensor]:
-        """Fold a `(Q, K)` histogram into the dead-code clock (when `track`) and report metrics."""
+    def update(self, counts: torch.Tensor, track: bool) -> LazyMetrics:
+        """Fold a `(Q, K)` histogram into the dead-code clock (when `track`) and report metrics.
+
+        Returns:
+            `usage` (fraction of codes hit this step), `perplexity` (exp of the code entropy),
+            `dead_codes` (count), averaged (summed for dead codes) over levels, and per level
+            `usage_q{i}` / `perplexity_q{i}` when Q > 1.
+        """
         hit = counts > 0
         if track:
-            seen = counts[0].sum()  # tokens this step, all ranks
+            seen = counts[0].sum().long()  # tokens this step, all ranks
             self.tokens_since_used.add_(seen).masked_fill_(hit, 0)
-        total = counts.sum(dim=1, keepdim=True).clamp_min(1)
-        probs = counts / total
-        entropy = -torch.special.xlogy(probs, probs).sum(dim=1)  # (Q,) nats
-        usage = hit.float().mean(dim=1)
-        perplexity = entropy.exp()
-        dead = (self.tokens_since_used >= self.dead_after_tokens).sum(dim=1)
-        metrics = {
-            "usage": usage.mean(),
-            "perplexity": perplexity.mean(),
-            "dead_codes": dead.sum(),
-        }
-        if counts.shape[0] > 1:
-            for level in range(counts.shape[0]):
-                metrics[f"usage_q{level}"] = usage[level]
-                metrics[f"perplexity_q{level}"] = perplexity[level]
-        return metrics
+        dead = (self.tokens_since_used >= self.dead_after_tokens).sum(dim=1)  # (Q,), as of now
+
+        def compute() -> dict[str, torch.Tensor]:
+            probs = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+            perplexity = torch.special.entr(probs).sum(dim=1).exp()  # (Q,)
+            usage = hit.float().mean(dim=1)
+            metrics = {
+                "usage": usage.mean(),
+                "perplexity": perplexity.mean(),
+                "dead_codes": dead.sum(),
+            }
+            if counts.shape[0] > 1:
+                for level in range(counts.shape[0]):
+                    metrics[f"usage_q{level}"] = usage[level]
+                    metrics[f"perplexity_q{level}"] = perplexity[level]
+            return metrics
+
+        return LazyMetrics(compute)
 
     def dead_mask(self) -> torch.Tensor:
         """`(Q, K)` bool: codes unused for at least `dead_after_tokens` tokens."""
@@ -138,7 +180,7 @@ class Quantizer(nn.Module):
         with torch.autocast(latents.device.type, enabled=False):
             flat = latents.reshape(-1, self.dim).float()  # (N, D)
             step = self._quantize(flat)
-            metrics = {}
+            metrics: Mapping[str, torch.Tensor] = {}
             if self.usage is not None:
                 counts = step.counts
                 if counts is None:

@@ -67,14 +67,13 @@ class ResidualVQ(Quantizer):
             x = F.normalize(x, dim=-1)
         total = torch.zeros_like(x)
         all_codes, all_counts, losses = [], [], {}
-        dead = self.usage.dead_mask()
+        dead = self.usage.dead_mask() if self.config.revive_dead_codes else None
         for index, codebook in enumerate(self.levels):
             # Level q sees the residual with its own gradient for the commitment loss.
-            level_input = x - total.detach() if index else x
-            codes, vectors, level_losses, counts, revived = codebook.lookup(
-                level_input, dead[index]
-            )
-            if self.training:
+            level_input = x - total if index else x
+            level_dead = dead[index] if dead is not None else None
+            codes, vectors, level_losses, counts, revived = codebook.lookup(level_input, level_dead)
+            if revived is not None:
                 self.usage.tokens_since_used[index].masked_fill_(revived, 0)
             for name, value in level_losses.items():
                 losses[name] = losses.get(name, 0.0) + value

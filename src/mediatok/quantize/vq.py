@@ -134,7 +134,11 @@ def gradient_path(latents: torch.Tensor, quantized: torch.Tensor, kind: Gradient
 
 class Codebook(nn.Module):
     """One codebook: lookup, losses, EMA/learned update, k-means init and revival, on rows in
-    codebook space. `VectorQuantizer` wraps it with projections; `ResidualVQ` stacks several."""
+    codebook space. `VectorQuantizer` wraps it with projections; `ResidualVQ` stacks several.
+
+    EMA state is one `(K, d + 1)` buffer `ema`: the running sums of the latents assigned to each
+    code, then the running count, so one `index_add_`, one all-reduce and one `lerp_` update both.
+    """
 
     def __init__(self, config: VQConfig, dim: int):
         super().__init__()
@@ -145,8 +149,7 @@ class Codebook(nn.Module):
             init = F.normalize(init, dim=-1)
         if config.ema_update:
             self.register_buffer("embed", init)
-            self.register_buffer("embed_sum", init.clone())
-            self.register_buffer("cluster_size", torch.ones(size))
+            self.register_buffer("ema", torch.cat([init, torch.ones(size, 1)], dim=1))
         else:
             self.embed = nn.Parameter(init)
         self.register_buffer("initialized", torch.tensor(not config.kmeans_init))
@@ -161,16 +164,19 @@ class Codebook(nn.Module):
 
     def lookup(
         self, x: torch.Tensor, dead: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    ) -> tuple[
+        torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None
+    ]:
         """Nearest codes for rows `x (N, d)`; in training, also update the codebook.
 
         Args:
             x: `(N, d)` fp32 rows in codebook space (already normalized for cosine).
-            dead: `(K,)` bool dead-code mask from the owner's usage clock, or None.
+            dead: `(K,)` bool dead-code mask from the owner's usage clock, or None (no revival).
 
         Returns:
             codes `(N,)` int64, code vectors `(N, d)` (with gradient for learned codebooks),
-            losses, counts `(K,)` int64 over all ranks, revived `(K,)` bool.
+            losses, counts `(K,)` float over all ranks, and the `(K,)` bool mask of revived codes
+            (None when revival is off or not training).
         """
         cfg = self.config
         if self.training and not self._known_initialized:
@@ -180,39 +186,38 @@ class Codebook(nn.Module):
         vectors = self.vectors
         codes = nearest_code(x.detach(), vectors.detach(), "l2")
         quantized = F.embedding(codes, vectors)  # (N, d)
-        losses = {"commitment": cfg.commitment_weight * F.mse_loss(x, quantized.detach())}
+        losses = {"commitment": F.mse_loss(x, quantized.detach()) * cfg.commitment_weight}
         if not cfg.ema_update:
-            losses["codebook"] = cfg.codebook_weight * F.mse_loss(quantized, x.detach())
-        revived = torch.zeros(cfg.codebook_size, dtype=torch.bool, device=x.device)
+            losses["codebook"] = F.mse_loss(quantized, x.detach()) * cfg.codebook_weight
+        counts = None
         if self.training and cfg.ema_update:
             counts = self._ema_update(x.detach(), codes)
-        else:
-            counts = all_reduce_sum_(torch.bincount(codes, minlength=cfg.codebook_size))
+        revived = None
         if self.training and cfg.revive_dead_codes and dead is not None:
+            if counts is None:
+                counts = _histogram(codes, cfg.codebook_size)
             revived = dead & (counts == 0)
-            if bool(revived.any()):
+            if bool(revived.any()):  # one host sync per step, only with revival on
                 self._revive(x.detach(), revived)
+        if counts is None:
+            counts = _histogram(codes, cfg.codebook_size)
         return codes, quantized, losses, counts, revived
 
     @torch.no_grad()
     def _ema_update(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        size, dim = self.embed.shape
-        # Sums and counts in one (K, d + 1) buffer: one index_add_, one all-reduce.
-        stats = x.new_zeros(size, dim + 1)
+        dim = self.embed.shape[1]
+        stats = torch.zeros_like(self.ema)  # (K, d + 1): sums, count
         stats.index_add_(0, codes, torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1))
         if cfg.sync_codebook:
             all_reduce_sum_(stats)
-        counts = stats[:, dim]
-        self.cluster_size.lerp_(counts, 1 - cfg.decay)
-        self.embed_sum.lerp_(stats[:, :dim], 1 - cfg.decay)
-        total = self.cluster_size.sum()
-        smoothed = (self.cluster_size + cfg.eps) / (total + size * cfg.eps) * total
-        embed = self.embed_sum / smoothed.unsqueeze(1)
+        self.ema.lerp_(stats, 1 - cfg.decay)
+        # Mean of the assigned latents; the clamp keeps a code that lost its tokens where it was
+        # (sums and count decay together) instead of shrinking it toward zero.
+        torch.div(self.ema[:, :dim], self.ema[:, dim:].clamp_min(cfg.eps), out=self.embed)
         if cfg.distance == "cosine":
-            embed = F.normalize(embed, dim=-1)
-        self.embed.copy_(embed)
-        return counts.round().long()
+            self.embed.copy_(F.normalize(self.embed, dim=-1))
+        return stats[:, dim]
 
     @torch.no_grad()
     def _revive(self, x: torch.Tensor, revived: torch.Tensor) -> None:
@@ -225,8 +230,7 @@ class Codebook(nn.Module):
         fresh = broadcast_(x[picks].contiguous())
         if self.config.ema_update:
             self.embed[revived] = fresh
-            self.embed_sum[revived] = fresh
-            self.cluster_size[revived] = 1.0
+            self.ema[revived] = torch.cat([fresh, fresh.new_ones(count, 1)], dim=1)
         else:
             self.embed.data[revived] = fresh
 
@@ -242,11 +246,17 @@ class Codebook(nn.Module):
         broadcast_(centers)
         if cfg.ema_update:
             self.embed.copy_(centers)
-            self.embed_sum.copy_(centers)
-            self.cluster_size.fill_(1.0)
+            self.ema.copy_(torch.cat([centers, centers.new_ones(len(centers), 1)], dim=1))
         else:
             self.embed.data.copy_(centers)
         self.initialized.fill_(True)
+
+
+def _histogram(codes: torch.Tensor, size: int) -> torch.Tensor:
+    """`(N,)` codes → `(K,)` float counts over all ranks, without a host sync."""
+    counts = torch.zeros(size, device=codes.device)
+    counts.index_add_(0, codes, torch.ones(1, device=codes.device).expand(codes.shape[0]))
+    return all_reduce_sum_(counts)
 
 
 @torch.no_grad()
@@ -300,8 +310,9 @@ class VectorQuantizer(Quantizer):
 
     def _quantize(self, latents: torch.Tensor) -> Step:
         x = self._to_search_space(latents)  # (N, d)
-        codes, vectors, losses, counts, revived = self.codebook.lookup(x, self.usage.dead_mask()[0])
-        if self.training:
+        dead = self.usage.dead_mask()[0] if self.config.revive_dead_codes else None
+        codes, vectors, losses, counts, revived = self.codebook.lookup(x, dead)
+        if revived is not None:
             self.usage.tokens_since_used[0].masked_fill_(revived, 0)
         quantized = self.project_out(gradient_path(x, vectors, self.config.gradient))
         return Step(quantized, codes.unsqueeze(1), losses, counts.unsqueeze(0))
