@@ -20,12 +20,13 @@ import triton.language as tl
 
 def _configs() -> list[triton.Config]:
     configs = []
+    # Three (BLOCK_N, BLOCK_K) fp32/int32 tiles live in registers: keep them under ~100 per thread.
     for block_n, block_k, warps, stages in (
         (64, 64, 4, 3),
-        (128, 64, 4, 3),
-        (128, 128, 8, 3),
-        (64, 128, 4, 4),
-        (256, 64, 8, 3),
+        (32, 128, 4, 3),
+        (64, 128, 8, 3),
+        (128, 64, 8, 3),
+        (128, 128, 16, 3),
     ):
         configs.append(
             triton.Config(
@@ -39,6 +40,7 @@ def _configs() -> list[triton.Config]:
 def _nearest_kernel(
     x_ptr,
     c_ptr,
+    norm_ptr,
     out_ptr,
     N,
     K,
@@ -51,6 +53,7 @@ def _nearest_kernel(
     BLOCK_D: tl.constexpr,
     D_TILES: tl.constexpr,
     PRECISION: tl.constexpr,
+    NORMS_IN_KERNEL: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
@@ -67,8 +70,10 @@ def _nearest_kernel(
             other=0.0,
         )
 
-    best = tl.full([BLOCK_N], float("inf"), tl.float32)
-    best_code = tl.zeros([BLOCK_N], tl.int32)
+    # Running minimum per (row, column of the tile), folded across tiles with elementwise ops
+    # only; the cross-thread reduction over columns happens once, after the walk.
+    best = tl.full([BLOCK_N, BLOCK_K], float("inf"), tl.float32)
+    best_code = tl.zeros([BLOCK_N, BLOCK_K], tl.int32)
     for k_start in range(0, K, BLOCK_K):
         codes = k_start + tl.arange(0, BLOCK_K)
         code_ok = codes < K
@@ -81,8 +86,9 @@ def _nearest_kernel(
                 other=0.0,
             )
             dot = tl.dot(x_block, c_block, dot, input_precision=PRECISION)
-            c_float = c_block.to(tl.float32)
-            norms += tl.sum(c_float * c_float, axis=0)
+            if NORMS_IN_KERNEL:
+                c_float = c_block.to(tl.float32)
+                norms += tl.sum(c_float * c_float, axis=0)
         else:
             # A real loop, not unrolled: unrolling would give every D tile its own pipeline buffers.
             for d_start in range(0, D, BLOCK_D):
@@ -98,25 +104,27 @@ def _nearest_kernel(
                     other=0.0,
                 )
                 dot = tl.dot(x_tile, c_block, dot, input_precision=PRECISION)
-                c_float = c_block.to(tl.float32)
-                norms += tl.sum(c_float * c_float, axis=0)
-        # ‖c‖² is recomputed per row block: K·D work against the N·K·D of the products.
+                if NORMS_IN_KERNEL:
+                    c_float = c_block.to(tl.float32)
+                    norms += tl.sum(c_float * c_float, axis=0)
+        if not NORMS_IN_KERNEL:
+            norms = tl.load(norm_ptr + codes, mask=code_ok, other=0.0)
         # Padding codes get +inf so they never win.
         norms = tl.where(code_ok, norms, float("inf"))
         scores = norms[None, :] - 2.0 * dot
-        tile_best, tile_code = tl.min(
-            scores, axis=1, return_indices=True, return_indices_tie_break_left=True
-        )
-        # Strict '<' keeps the earlier tile on ties: lowest index wins, as torch.argmin.
-        better = tile_best < best
-        best = tl.where(better, tile_best, best)
-        best_code = tl.where(better, tile_code + k_start, best_code)
-    tl.store(out_ptr + rows, best_code.to(tl.int64), mask=row_ok)
+        # Strict '<' keeps the earlier tile on ties: per column, the lowest index wins.
+        better = scores < best
+        best = tl.where(better, scores, best)
+        best_code = tl.where(better, codes[None, :], best_code)
+    row_best = tl.min(best, axis=1)
+    # Among the columns that reach the row minimum, the lowest code (as torch.argmin).
+    tied = tl.where(best == row_best[:, None], best_code, K)
+    tl.store(out_ptr + rows, tl.min(tied, axis=1).to(tl.int64), mask=row_ok)
 
 
 # The autotuner times each config on the device, so the interpreter (CPU tests) gets one fixed config.
 _nearest_autotuned = triton.autotune(
-    configs=_configs(), key=["D_BUCKET", "K_BUCKET", "N_BUCKET", "PRECISION"]
+    configs=_configs(), key=["D_BUCKET", "K_BUCKET", "N_BUCKET", "PRECISION", "NORMS_IN_KERNEL"]
 )(_nearest_kernel)
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -124,6 +132,9 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 def _bucket(value: int) -> int:
     """Power-of-two bucket, so the autotuner re-tunes per size class, not per exact size."""
     return 1 << max(0, (value - 1).bit_length())
+
+
+NORMS_IN_KERNEL = True
 
 
 def nearest_code_triton(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -134,6 +145,9 @@ def nearest_code_triton(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Ten
     codebook = codebook.contiguous()
     num_rows, dim = flat.shape
     num_codes = codebook.shape[0]
+    # Either each program recomputes ‖c‖² from the tiles it loads anyway (no extra launch), or
+    # one small torch reduction computes them up front; benchmarks/search.py compares the two.
+    norms = flat if NORMS_IN_KERNEL else codebook.float().pow(2).sum(dim=1)
     out = torch.empty(num_rows, dtype=torch.int64, device=flat.device)
     if num_rows == 0:
         return out
@@ -152,6 +166,7 @@ def nearest_code_triton(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Ten
     kernel[grid](
         flat,
         codebook,
+        norms,
         out,
         num_rows,
         num_codes,
@@ -164,6 +179,7 @@ def nearest_code_triton(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Ten
         BLOCK_D=block_d,
         D_TILES=d_tiles,
         PRECISION=precision,
+        NORMS_IN_KERNEL=NORMS_IN_KERNEL,
         **fixed,
     )
     return out
