@@ -1,0 +1,371 @@
+"""`TokenDataset`: random access to a directory of token shards, plus batching for generators.
+
+Opening a dataset reads `manifest.json` and every shard's header and small tensors (offsets,
+shapes, labels); codes stay on disk and are memory-mapped on first access, at most
+`max_open_shards` at a time (each map holds a file descriptor). Items are
+`{"codes": LongTensor (sample shape), "label": int, "key": str}`.
+
+For generator training, `pad_collate` pads flattened samples into a batch and `pack` cuts the
+stream of flattened samples, separated by a separator token, into fixed-length blocks.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mediatok.tokens.manifest import (
+    MANIFEST_NAME,
+    identity_differences,
+    load_manifest,
+    part_manifest_paths,
+)
+from mediatok.tokens.shards import TokenFileError, file_sha256, read_shard
+from mediatok.tokens.spec import TokenSpec
+
+__all__ = ["TokenDataset", "pack", "pad_collate"]
+
+
+@dataclass
+class _ShardIndex:
+    """What a dataset keeps in memory per shard; the codes are mapped on demand."""
+
+    path: Path
+    entry: dict[str, Any]  # the manifest's shard entry
+    offsets: np.ndarray  # (n + 1,) int64
+    shapes: np.ndarray  # (n, ndim) int64
+    keys: list[str]
+
+
+class TokenDataset:
+    """Samples of a token directory written by `TokenWriter` and merged into `manifest.json`.
+
+    Args:
+        directory: the token directory.
+        spec: the spec the caller expects (vocabulary sizes and layout must match), or None to
+            accept the stored one.
+        max_open_shards: how many shards stay memory-mapped at once (least recently used first
+            out); bounds open file descriptors on large datasets.
+
+    Attributes:
+        spec: the stored `TokenSpec`.
+        lengths: `(num_samples,)` int64, tokens per sample.
+        labels: `(num_samples,)` int64, or None when the samples have no labels.
+        keys: the source key of every sample.
+        skipped: `[{"key", "error"}]`, sources the writers could not read.
+        metadata: `format_version`, `codec`, `config_hash`, `checkpoint_sha256`, `num_samples`,
+            `num_tokens` from the manifest.
+
+    Raises:
+        TokenFileError: no manifest, wrong vocabulary, a listed shard missing or of the wrong
+            size, a shard on disk that no manifest lists, or any damage `read_shard` detects.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        spec: TokenSpec | None = None,
+        *,
+        max_open_shards: int = 64,
+    ) -> None:
+        self.directory = Path(directory)
+        self.max_open_shards = max(1, max_open_shards)
+        manifest_path = self.directory / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise TokenFileError(self.directory, _no_manifest_problem(self.directory))
+        manifest = load_manifest(manifest_path, part=False)
+        self.spec: TokenSpec = manifest["spec"]
+        if spec is not None and not spec.same_vocabulary(self.spec):
+            raise TokenFileError(
+                manifest_path,
+                f"wrong vocabulary: expected {spec.describe()}, got {self.spec.describe()}",
+            )
+        self._check_files(manifest, manifest_path)
+        indexed = [self._index_shard(entry, manifest) for entry in manifest["shards"]]
+        self._shards = [shard for shard, _ in indexed]
+        label_arrays = [labels for _, labels in indexed]
+        if len({labels is None for labels in label_arrays}) > 1:
+            raise TokenFileError(self.directory, "some shards have labels and some do not")
+        sizes = [len(shard.keys) for shard in self._shards]
+        if sum(sizes) != manifest["num_samples"]:
+            raise TokenFileError(
+                manifest_path,
+                f"num_samples {manifest['num_samples']} but the shards hold {sum(sizes)}",
+            )
+        self._starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])  # (shards + 1,)
+        self.lengths = np.concatenate(
+            [np.diff(shard.offsets) for shard in self._shards] or [np.zeros(0, np.int64)]
+        )
+        self.labels = None
+        if label_arrays and label_arrays[0] is not None:
+            self.labels = np.concatenate(label_arrays)
+        self.keys = [key for shard in self._shards for key in shard.keys]
+        self.skipped: list[dict[str, str]] = manifest["skipped"]
+        self.metadata = {
+            name: manifest[name]
+            for name in ("format_version", "codec", "config_hash", "checkpoint_sha256")
+        } | {"num_samples": len(self.keys), "num_tokens": int(self.lengths.sum())}
+        self._open: OrderedDict[int, np.ndarray] = OrderedDict()  # shard number -> codes map
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """One sample.
+
+        Args:
+            index: in `[-len(self), len(self))`.
+
+        Returns:
+            `{"codes": LongTensor of the sample's token shape, "key": str}` plus `"label": int`
+            when the dataset has labels.
+        """
+        index = self._normalize(index)
+        item: dict[str, Any] = {
+            "codes": torch.from_numpy(self.sample_codes(index).astype(np.int64)),
+            "key": self.keys[index],
+        }
+        if self.labels is not None:
+            item["label"] = int(self.labels[index])
+        return item
+
+    def sample_codes(self, index: int) -> np.ndarray:
+        """Codes of one sample as stored, without conversion.
+
+        Args:
+            index: in `[-len(self), len(self))`.
+
+        Returns:
+            Read-only array of the sample's token shape, dtype `spec.code_dtype`.
+        """
+        index = self._normalize(index)
+        number = int(np.searchsorted(self._starts, index, side="right")) - 1
+        local = index - int(self._starts[number])
+        shard = self._shards[number]
+        start, end = shard.offsets[local], shard.offsets[local + 1]
+        return self._codes(number)[start:end].reshape(tuple(shard.shapes[local]))
+
+    def verify(self) -> None:
+        """Full scan: recompute every shard's sha256 and check every code against the vocabulary.
+
+        Raises:
+            TokenFileError: naming the first shard whose hash differs from the manifest, or whose
+                codes fall outside `[0, vocab size)` of their level (with the sample's key).
+        """
+        for shard in self._shards:
+            digest = file_sha256(shard.path)
+            if digest != shard.entry["sha256"]:
+                raise TokenFileError(
+                    shard.path,
+                    f"sha256 mismatch: manifest says {shard.entry['sha256']}, file has {digest}",
+                )
+            data = read_shard(shard.path, self.spec)
+            _check_shard_codes(data.codes, shard, self.spec)
+        if len(set(self.keys)) != len(self.keys):
+            raise TokenFileError(self.directory, "the same source key appears in several samples")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers get the index, not open maps (which would pickle as full copies).
+        return {**self.__dict__, "_open": OrderedDict()}
+
+    # ---------------------------------------------------------------------------------------
+
+    def _normalize(self, index: int) -> int:
+        index = operator.index(index)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        return index % len(self)
+
+    def _codes(self, number: int) -> np.ndarray:
+        """The memory-mapped codes of shard `number`, opening it if needed (LRU)."""
+        if number in self._open:
+            self._open.move_to_end(number)
+        else:
+            self._open[number] = read_shard(self._shards[number].path, self.spec).codes
+            while len(self._open) > self.max_open_shards:
+                self._open.popitem(last=False)
+        return self._open[number]
+
+    def _check_files(self, manifest: dict[str, Any], manifest_path: Path) -> None:
+        """Every listed shard is on disk with the listed size, and every shard on disk is listed."""
+        listed = set()
+        for entry in manifest["shards"]:
+            path = self.directory / entry["file"]
+            listed.add(entry["file"])
+            if not path.is_file():
+                raise TokenFileError(path, f"shard listed in {manifest_path.name} is missing")
+            size = path.stat().st_size
+            if size != entry["bytes"]:
+                raise TokenFileError(
+                    path,
+                    f"size mismatch: {manifest_path.name} says {entry['bytes']} bytes, "
+                    f"file has {size}",
+                )
+        for path in sorted(self.directory.glob("shard-*.safetensors")):
+            if path.name not in listed:
+                raise TokenFileError(
+                    path,
+                    f"shard is on disk but not in {manifest_path.name}: probably left by an "
+                    "unfinished job; rerun the writer (same directory and rank) to adopt it, "
+                    "then close it or run merge_manifests",
+                )
+
+    def _index_shard(
+        self, entry: dict[str, Any], manifest: dict[str, Any]
+    ) -> tuple[_ShardIndex, np.ndarray | None]:
+        """Open one shard's header, check it against the manifest, keep its small tensors."""
+        path = self.directory / entry["file"]
+        data = read_shard(path, self.spec)
+        differences = identity_differences({**data.metadata, "spec": data.spec}, manifest)
+        if differences:
+            raise TokenFileError(path, f"disagrees with {MANIFEST_NAME}: {'; '.join(differences)}")
+        if len(data) != entry["num_samples"] or int(data.offsets[-1]) != entry["num_tokens"]:
+            raise TokenFileError(
+                path,
+                f"holds {len(data)} samples and {int(data.offsets[-1])} tokens, "
+                f"{MANIFEST_NAME} says {entry['num_samples']} and {entry['num_tokens']}",
+            )
+        labels = None if data.labels is None else np.array(data.labels)
+        # Copies, so that the index does not keep the file mapped.
+        index = _ShardIndex(path, entry, np.array(data.offsets), np.array(data.shapes), data.keys)
+        return index, labels
+
+
+def _no_manifest_problem(directory: Path) -> str:
+    parts = part_manifest_paths(directory)
+    if parts:
+        names = ", ".join(path.name for path in parts)
+        return (
+            f"no {MANIFEST_NAME}, but part manifests exist ({names}): once every writer rank has "
+            "closed, run mediatok.tokens.merge_manifests on this directory"
+        )
+    return f"no {MANIFEST_NAME} and no part manifests: not a token directory written by TokenWriter"
+
+
+def _check_shard_codes(codes: np.ndarray, shard: _ShardIndex, spec: TokenSpec) -> None:
+    """Raise TokenFileError at the first code outside its level's vocabulary."""
+    if spec.level_axis is None:
+        # One level: one vectorised comparison over the whole shard.
+        bad = np.flatnonzero((codes < 0) | (codes >= spec.vocab_sizes[0]))
+        if bad.size:
+            position = int(bad[0])
+            sample = int(np.searchsorted(shard.offsets, position, side="right")) - 1
+            raise TokenFileError(
+                shard.path,
+                f"code {codes[position]} of sample {shard.keys[sample]!r} is out of range: "
+                f"expected [0, {spec.vocab_sizes[0]})",
+            )
+        return
+    vocab_sizes = np.asarray(spec.vocab_sizes)
+    for sample, key in enumerate(shard.keys):
+        start, end = shard.offsets[sample], shard.offsets[sample + 1]
+        if start == end:
+            continue
+        levels = np.moveaxis(
+            codes[start:end].reshape(tuple(shard.shapes[sample])), spec.level_axis, 0
+        )
+        levels = levels.reshape(spec.num_levels, -1)  # (Q, tokens per level)
+        bad = (levels < 0) | (levels >= vocab_sizes[:, None])
+        if bad.any():
+            level, column = (int(i[0]) for i in np.nonzero(bad))
+            raise TokenFileError(
+                shard.path,
+                f"code {levels[level, column]} of sample {key!r} at level {level} is out of "
+                f"range: expected [0, {vocab_sizes[level]})",
+            )
+
+
+def pad_collate(batch: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """Collate `TokenDataset` items into a padded batch of flattened samples.
+
+    Args:
+        batch: B items, each with `codes` of any token shape, `key` and optionally `label`.
+        pad_id: filler after each sample's tokens (a code the model never predicts, or one that
+            the loss masks with `lengths`).
+
+    Returns:
+        `{"codes": (B, L_max) int64, samples flattened in layout order and right-padded,
+        "lengths": (B,) int64, "keys": list of B str}` plus `"labels": (B,) int64` when the
+        items have labels.
+
+    Raises:
+        ValueError: an empty batch, or labels on some items only.
+    """
+    if not batch:
+        raise ValueError("expected at least one item to collate, got an empty batch")
+    flat = [torch.as_tensor(item["codes"]).reshape(-1) for item in batch]
+    lengths = torch.tensor([len(codes) for codes in flat], dtype=torch.int64)
+    codes = torch.full((len(batch), int(lengths.max())), pad_id, dtype=torch.int64)  # (B, L_max)
+    for row, sample in enumerate(flat):
+        codes[row, : len(sample)] = sample
+    collated: dict[str, Any] = {
+        "codes": codes,
+        "lengths": lengths,
+        "keys": [item.get("key") for item in batch],
+    }
+    with_labels = sum("label" in item for item in batch)
+    if with_labels not in (0, len(batch)):
+        raise ValueError(
+            f"expected labels on every item or none, got {with_labels} of {len(batch)}"
+        )
+    if with_labels:
+        collated["labels"] = torch.tensor([int(item["label"]) for item in batch], dtype=torch.int64)
+    return collated
+
+
+def pack(
+    dataset: TokenDataset,
+    seq_len: int,
+    separator_id: int,
+    *,
+    indices: Sequence[int] | None = None,
+) -> Iterator[torch.Tensor]:
+    """Concatenate flattened samples, each followed by `separator_id`, into fixed-length blocks.
+
+    The stream is `s0 tokens, sep, s1 tokens, sep, ...` cut every `seq_len` tokens; a sample may
+    straddle two blocks, and the last, incomplete block is dropped.
+
+    Args:
+        dataset: the samples.
+        seq_len: tokens per block, >= 1.
+        separator_id: token placed after every sample (usually a reserved id, e.g. the largest
+            vocabulary size, that no codec emits).
+        indices: the order of samples (e.g. a shuffled permutation per epoch); default all, in
+            order.
+
+    Returns:
+        An iterator of `(seq_len,)` int64 tensors.
+    """
+    if seq_len < 1:
+        raise ValueError(f"expected seq_len >= 1, got {seq_len}")
+    order = range(len(dataset)) if indices is None else indices
+    return _packed_blocks(dataset, seq_len, operator.index(separator_id), order)
+
+
+def _packed_blocks(
+    dataset: TokenDataset, seq_len: int, separator_id: int, order: Sequence[int]
+) -> Iterator[torch.Tensor]:
+    separator = np.array([separator_id], dtype=np.int64)
+    pieces: list[np.ndarray] = []
+    buffered = 0
+    for index in order:
+        pieces += [dataset.sample_codes(index).reshape(-1).astype(np.int64), separator]
+        buffered += pieces[-2].size + 1
+        if buffered < seq_len:
+            continue
+        stream = np.concatenate(pieces)
+        num_blocks = len(stream) // seq_len
+        blocks = stream[: num_blocks * seq_len].reshape(
+            num_blocks, seq_len
+        )  # (num_blocks, seq_len)
+        yield from torch.from_numpy(blocks).unbind(0)
+        pieces = [stream[num_blocks * seq_len :]]
+        buffered = pieces[0].size

@@ -1,0 +1,430 @@
+"""`TokenWriter`: append samples' codes to a directory of token shards, resumably.
+
+Each rank of a job writes its own shards (`shard-r{rank:03d}-{index:05d}.safetensors`) and its own
+part manifest (`manifest-r{rank:03d}.json`, rewritten atomically after every shard). Nothing is
+ever appended in place: a shard is written whole to a temporary name and renamed, so a killed job
+leaves whole shards, and the samples it had not flushed yet are redone by the rerun.
+
+Resume: a writer opened on a directory that already holds this rank's shards loads them, so
+`done_keys` tells the caller which inputs to skip; a shard renamed into place but missing from the
+part manifest (killed between the two) is checked and adopted; leftover temporary files are
+deleted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from mediatok.tokens.manifest import (
+    MANIFEST_NAME,
+    identity_differences,
+    load_manifest,
+    merge_manifests,
+    part_manifest_name,
+    part_manifest_paths,
+    shard_index,
+    shard_name,
+)
+from mediatok.tokens.samples import Sample, check_codes, check_label, to_numpy, trim
+from mediatok.tokens.shards import (
+    FORMAT_VERSION,
+    TokenFileError,
+    atomic_write_json,
+    file_sha256,
+    read_shard,
+    write_shard,
+)
+from mediatok.tokens.spec import TokenSpec
+
+__all__ = ["TokenWriter"]
+
+
+class TokenWriter:
+    """Write samples' codes to token shards in `directory`.
+
+    Args:
+        directory: created if needed; shared by every rank of a job.
+        spec: what the codes mean; stored in every shard and manifest.
+        codec: name of the codec that produced the codes, or None.
+        config_hash: hash of the codec's resolved config (`mediatok.config.config_hash`), or None.
+        checkpoint_sha256: sha256 of the codec checkpoint, or None.
+        shard_size: samples per shard (the last shard of each rank may hold fewer).
+        rank: this writer's rank, 0 <= rank < world_size.
+        world_size: number of writer ranks; with 1, `close()` also writes `manifest.json`.
+
+    Raises:
+        ValueError: bad arguments, or the directory holds tokens of another spec, codec, config
+            hash or checkpoint (the message names the directory and both values).
+        TokenFileError: this rank's existing shards are damaged or missing.
+
+    Example:
+        >>> with TokenWriter(path, TokenSpec(vocab_sizes=[4096])) as writer:  # doctest: +SKIP
+        ...     for key, image in inputs:
+        ...         if key not in writer.done_keys:
+        ...             writer.add(codec.encode(image).codes[0], key=key)
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        spec: TokenSpec,
+        *,
+        codec: str | None = None,
+        config_hash: str | None = None,
+        checkpoint_sha256: str | None = None,
+        shard_size: int = 4096,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not isinstance(spec, TokenSpec):
+            raise TypeError(f"expected spec to be a TokenSpec, got {type(spec).__name__}")
+        if shard_size < 1:
+            raise ValueError(f"expected shard_size >= 1, got {shard_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(
+                f"expected 0 <= rank < world_size, got rank {rank}, world size {world_size}"
+            )
+        self.directory = Path(directory)
+        self.spec = spec
+        self.rank = rank
+        self.world_size = world_size
+        self.shard_size = shard_size
+        self._identity = {
+            "spec": spec,
+            "codec": codec,
+            "config_hash": config_hash,
+            "checkpoint_sha256": checkpoint_sha256,
+        }
+        self._shards: list[dict[str, Any]] = []  # this rank's part-manifest entries
+        self._skipped: dict[str, str] = {}  # key -> error, in the order they came
+        self._done_keys: set[str] = set()  # keys in flushed shards
+        self._done_view: frozenset[str] | None = None
+        self._pending: list[Sample] = []
+        self._pending_keys: set[str] = set()
+        self._has_labels: bool | None = None  # decided by the first sample
+        self._next_index = 0
+        self._closed = False
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._remove_temporary_files()
+        self._check_other_manifests()
+        self._resume()
+        self._count = len(self._done_keys)  # running counter for default keys
+
+    # ---------------------------------------------------------------------------------------
+    # public API
+
+    @property
+    def done_keys(self) -> frozenset[str]:
+        """Keys of the samples already flushed to shards (by this rank), including earlier runs."""
+        if self._done_view is None:
+            self._done_view = frozenset(self._done_keys)
+        return self._done_view
+
+    def add(self, codes: Any, label: int | None = None, key: str | None = None) -> None:
+        """Add one sample.
+
+        Args:
+            codes: integer array or tensor in the spec's layout, e.g. `(N,)`, `(H, W)` or `(Q, T)`
+                with Q equal to the number of levels. Any integer dtype; copied.
+            label: class label, or None. Either every sample of a directory has one or none does.
+            key: source key (file name, dataset index...); defaults to a running counter,
+                `"r{rank}-{n}"` when world_size > 1. Must not repeat.
+
+        Raises:
+            ValueError: float codes, a wrong number of axes or levels, codes out of
+                `[0, vocab_size)` of their level, a duplicate key, labels on some samples only.
+        """
+        self._check_open()
+        sample = self._prepare(codes, label, key, self._count)
+        self._check_new_keys([sample.key])
+        self._append([sample])
+
+    def add_batch(
+        self,
+        codes: Any,
+        labels: Any = None,
+        keys: Sequence[str] | None = None,
+        lengths: Any = None,
+    ) -> None:
+        """Add a batch of samples; all of them or, on an error, none.
+
+        Args:
+            codes: `(B, *sample_shape)` integer array or tensor.
+            labels: `(B,)` integers, or None.
+            keys: B source keys, or None for running-counter keys.
+            lengths: `(B,)` integers, or None. Sample b keeps only its first `lengths[b]` entries
+                along `spec.length_axis`, the first axis that is not Q (N for `"N"` and `"Q N"`,
+                T for `"Q T"` and `"T H W"`, H for `"H W"`): for variable-length codecs whose
+                batch is padded.
+
+        Raises:
+            ValueError: as `add`, or arguments whose batch sizes disagree.
+        """
+        self._check_open()
+        codes = to_numpy(codes)
+        if codes.ndim != self.spec.ndim + 1:
+            raise ValueError(
+                f"expected a batch of codes with {self.spec.ndim + 1} axes "
+                f"(B, {self.spec.layout}), got shape {codes.shape}"
+            )
+        batch_size = len(codes)
+        if labels is not None:
+            labels = to_numpy(labels).reshape(-1)
+        if lengths is not None:
+            lengths = to_numpy(lengths).reshape(-1)
+        for name, values in (("labels", labels), ("keys", keys), ("lengths", lengths)):
+            if values is not None and len(values) != batch_size:
+                raise ValueError(f"expected {batch_size} {name}, got {len(values)}")
+        samples = []
+        for index in range(batch_size):
+            sample = codes[index]
+            if lengths is not None:
+                sample = trim(sample, lengths[index], self.spec)
+            samples.append(
+                self._prepare(
+                    sample,
+                    None if labels is None else labels[index],
+                    None if keys is None else keys[index],
+                    self._count + index,
+                )
+            )
+        self._check_new_keys([sample.key for sample in samples])
+        self._append(samples)
+
+    def skip(self, key: str, error: str) -> None:
+        """Record a source that could not be read; it lands in the manifest's `skipped` list.
+
+        A skipped key is not in `done_keys`, so a rerun retries it; skipping it again replaces
+        the entry, and adding it later removes it.
+
+        Args:
+            key: the source key.
+            error: why it was skipped (the exception text).
+        """
+        self._check_open()
+        if not isinstance(key, str) or not isinstance(error, str):
+            raise TypeError(f"expected key and error strings, got {key!r}, {error!r}")
+        if key in self._done_keys or key in self._pending_keys:
+            raise ValueError(f"key {key!r} was already written to {self.directory}")
+        self._skipped.pop(key, None)
+        self._skipped[key] = error
+
+    def close(self) -> None:
+        """Flush the last partial shard and mark this rank complete in its part manifest.
+
+        With world_size == 1 this also writes `manifest.json` (`merge_manifests`); with more
+        ranks, call `merge_manifests(directory)` on one rank after a barrier. Idempotent.
+        """
+        if self._closed:
+            return
+        if self._pending:
+            self._flush(self._pending)
+        self._write_part_manifest(complete=True)
+        self._closed = True
+        if self.world_size == 1:
+            merge_manifests(self.directory)
+
+    def __enter__(self) -> TokenWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            # A failed job ends as if killed: unflushed samples are redone by the rerun and no
+            # manifest.json claims the directory is finished.
+            self._closed = True
+
+    # ---------------------------------------------------------------------------------------
+    # checking samples
+
+    def _prepare(self, codes: Any, label: Any, key: str | None, number: int) -> Sample:
+        """Check one sample and convert it to the stored form; changes no state."""
+        label = check_label(label)
+        if self._has_labels is not None and (label is not None) != self._has_labels:
+            state = "have labels" if self._has_labels else "have no labels"
+            raise ValueError(
+                f"this writer's samples {state}; every sample must match, got label {label!r}"
+            )
+        if key is None:
+            key = str(number) if self.world_size == 1 else f"r{self.rank}-{number}"
+        elif not isinstance(key, str):
+            raise TypeError(f"expected key to be a string, got {type(key).__name__}")
+        flat, shape = check_codes(codes, self.spec)
+        return Sample(flat, shape, label, key)
+
+    def _check_new_keys(self, keys: list[str]) -> None:
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"duplicate keys within one batch: {keys}")
+        for key in keys:
+            if key in self._done_keys or key in self._pending_keys:
+                raise ValueError(
+                    f"key {key!r} was already written to {self.directory}; "
+                    "skip the inputs in writer.done_keys"
+                )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"this TokenWriter on {self.directory} is closed")
+
+    # ---------------------------------------------------------------------------------------
+    # writing
+
+    def _append(self, samples: list[Sample]) -> None:
+        self._has_labels = samples[0].label is not None if samples else self._has_labels
+        for sample in samples:
+            self._skipped.pop(sample.key, None)
+        self._pending.extend(samples)
+        self._pending_keys.update(sample.key for sample in samples)
+        self._count += len(samples)
+        while len(self._pending) >= self.shard_size:
+            self._flush(self._pending[: self.shard_size])
+
+    def _flush(self, samples: list[Sample]) -> None:
+        """Write `samples` (the head of the pending list) as the next shard."""
+        sizes = [sample.codes.size for sample in samples]
+        offsets = np.zeros(len(samples) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(sizes)
+        shapes = np.array([sample.shape for sample in samples], dtype=np.int64)
+        labels = None
+        if self._has_labels:
+            labels = np.array([sample.label for sample in samples], dtype=np.int64)
+        keys = [sample.key for sample in samples]
+        metadata = {
+            "format_version": FORMAT_VERSION,
+            **self._identity,
+            "spec": self.spec.to_dict(),
+            "keys": keys,
+            "rank": self.rank,
+        }
+        name = shard_name(self.rank, self._next_index)
+        size, digest = write_shard(
+            self.directory / name,
+            np.concatenate([sample.codes for sample in samples]),
+            offsets,
+            shapes.reshape(len(samples), self.spec.ndim),
+            labels,
+            metadata,
+        )
+        self._next_index += 1
+        self._shards.append(_shard_entry(name, len(samples), int(offsets[-1]), size, digest))
+        self._done_keys.update(keys)
+        self._done_view = None
+        self._pending_keys.difference_update(keys)
+        del self._pending[: len(samples)]
+        self._write_part_manifest(complete=False)
+
+    def _write_part_manifest(self, *, complete: bool) -> None:
+        atomic_write_json(
+            self.directory / part_manifest_name(self.rank),
+            {
+                "format_version": FORMAT_VERSION,
+                **self._identity,
+                "spec": self.spec.to_dict(),
+                "rank": self.rank,
+                "world_size": self.world_size,
+                "complete": complete,
+                "shards": self._shards,
+                "skipped": [{"key": key, "error": error} for key, error in self._skipped.items()],
+            },
+        )
+
+    # ---------------------------------------------------------------------------------------
+    # opening an existing directory
+
+    def _remove_temporary_files(self) -> None:
+        # Only this rank's: other ranks may be writing theirs right now.
+        for pattern in (
+            f".tmp-shard-r{self.rank:03d}-*",
+            f".tmp-{part_manifest_name(self.rank)}-*",
+        ):
+            for leftover in self.directory.glob(pattern):
+                leftover.unlink(missing_ok=True)
+
+    def _check_other_manifests(self) -> None:
+        """Refuse a directory whose manifests were written with another identity."""
+        for path in [self.directory / MANIFEST_NAME, *part_manifest_paths(self.directory)]:
+            if path.is_file():
+                existing = load_manifest(path, part=path.name != MANIFEST_NAME)
+                differences = identity_differences(existing, self._identity)
+                if differences:
+                    raise ValueError(
+                        f"{self.directory} holds tokens written with another setup ({path.name} "
+                        f"vs this writer): {'; '.join(differences)}; write to a new directory"
+                    )
+
+    def _resume(self) -> None:
+        """Load this rank's shards (listed or orphaned) so that `done_keys` and indices continue."""
+        part_path = self.directory / part_manifest_name(self.rank)
+        if part_path.is_file():
+            part = load_manifest(part_path, part=True)
+            self._shards = part["shards"]
+            self._skipped = {entry["key"]: entry["error"] for entry in part["skipped"]}
+        listed = {entry["file"] for entry in self._shards}
+        for entry in self._shards:
+            path = self.directory / entry["file"]
+            if not path.is_file():
+                raise TokenFileError(path, f"listed in {part_path.name} but missing on disk")
+            if path.stat().st_size != entry["bytes"]:
+                raise TokenFileError(
+                    path,
+                    f"size mismatch: {part_path.name} says {entry['bytes']} bytes, "
+                    f"file has {path.stat().st_size}",
+                )
+            self._load_shard(path)
+        orphans = sorted(
+            path
+            for path in self.directory.glob(f"shard-r{self.rank:03d}-*.safetensors")
+            if path.name not in listed and shard_index(path.name) is not None
+        )
+        for path in orphans:
+            # Renamed into place, then killed before the manifest was written: the rename came
+            # after fsync, so the file is whole; check it anyway before trusting it.
+            num_samples, num_tokens = self._load_shard(path)
+            entry = _shard_entry(
+                path.name, num_samples, num_tokens, path.stat().st_size, file_sha256(path)
+            )
+            self._shards.append(entry)
+        indices = [shard_index(entry["file"]) for entry in self._shards]
+        self._next_index = 1 + max((index for _, index in filter(None, indices)), default=-1)
+        if orphans:
+            self._write_part_manifest(complete=False)
+
+    def _load_shard(self, path: Path) -> tuple[int, int]:
+        """Check one of this rank's shards and take its keys; returns (samples, tokens)."""
+        shard = read_shard(path, self.spec)
+        stored = {**shard.metadata, "spec": shard.spec}
+        differences = identity_differences(stored, self._identity)
+        if shard.metadata.get("rank") != self.rank:
+            differences.append(f"rank {shard.metadata.get('rank')!r} vs {self.rank!r}")
+        if differences:
+            raise TokenFileError(path, f"written by another setup: {'; '.join(differences)}")
+        duplicates = self._done_keys.intersection(shard.keys)
+        if duplicates:
+            raise TokenFileError(path, f"keys also in another shard: {sorted(duplicates)[:5]}")
+        if self._has_labels is not None and self._has_labels != (shard.labels is not None):
+            raise TokenFileError(path, "some shards of this rank have labels and some do not")
+        self._has_labels = shard.labels is not None
+        self._done_keys.update(shard.keys)
+        return len(shard), int(shard.offsets[-1])
+
+
+def _shard_entry(name: str, num_samples: int, num_tokens: int, size: int, digest: str) -> dict:
+    return {
+        "file": name,
+        "num_samples": num_samples,
+        "num_tokens": num_tokens,
+        "bytes": size,
+        "sha256": digest,
+    }

@@ -1,0 +1,340 @@
+"""Token files: spec, writer, reader, dataset, resume, multi-rank merge and batching."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mediatok.tokens import (
+    TokenDataset,
+    TokenFileError,
+    TokenSpec,
+    TokenWriter,
+    merge_manifests,
+    pack,
+    pad_collate,
+    read_shard,
+)
+
+SPEC = TokenSpec(vocab_sizes=[4096], layout="N")
+
+
+def write_samples(directory: Path, samples, spec=SPEC, labels=None, **kwargs) -> None:
+    """Write `samples` (list of arrays) with keys "k0", "k1", ... and close."""
+    with TokenWriter(directory, spec, **kwargs) as writer:
+        for index, codes in enumerate(samples):
+            label = None if labels is None else labels[index]
+            writer.add(codes, label=label, key=f"k{index}")
+
+
+def random_samples(count: int, shape_of, vocab: int = 4096, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, vocab, size=shape_of(index)) for index in range(count)]
+
+
+def at(path: Path, problem: str) -> str:
+    """Regex for a `TokenFileError` message: the exact file path, then `problem` (a regex)."""
+    return re.escape(f"{path}: ") + problem
+
+
+# ------------------------------------------------------------------------------------------
+# TokenSpec
+
+
+def test_spec_validates_and_round_trips() -> None:
+    spec = TokenSpec(vocab_sizes=[1024, 1024], layout="Q T", order="T Q", geometry={"hop": 320})
+    assert spec.vocab_sizes == (1024, 1024) and spec.order == "T Q"
+    assert TokenSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert hash(spec) == hash(TokenSpec([1024, 1024], "Q T", "T Q", {"hop": 320}))
+    assert spec != TokenSpec([1024, 1024], "Q T", "T Q", {"hop": 240})
+    assert dict(spec.geometry) == {"hop": 320}
+    with pytest.raises(TypeError):
+        spec.geometry["hop"] = 1  # read-only
+    assert SPEC.order == "N" and SPEC.length_axis == 0 and spec.length_axis == 1
+    assert TokenSpec([65536]).code_dtype == np.uint16
+    assert TokenSpec([65537]).code_dtype == np.int32
+    with pytest.raises(ValueError, match=r"one of 'N', 'H W', 'Q T', 'T H W', 'Q N', got 'X Y'"):
+        TokenSpec([16], layout="X Y")
+    with pytest.raises(ValueError, match="no Q axis, so expected one vocabulary size, got 2"):
+        TokenSpec([16, 16], layout="N")
+    with pytest.raises(ValueError, match=r"in \[1, 2147483647\], got \[0\]"):
+        TokenSpec([0])
+    with pytest.raises(ValueError, match="permutation"):
+        TokenSpec([16], layout="H W", order="H T")
+    with pytest.raises(ValueError, match="plain JSON"):
+        TokenSpec([16], geometry={"size": object()})
+    with pytest.raises(ValueError, match="unknown token spec keys"):
+        TokenSpec.from_dict({"vocab_sizes": [4], "vocab": 4})
+
+
+# ------------------------------------------------------------------------------------------
+# round trips
+
+
+def test_acceptance_interface(tmp_path: Path) -> None:
+    writer = TokenWriter(tmp_path, TokenSpec(vocab_sizes=[4096], layout="N"))
+    samples = random_samples(5, lambda i: (16,))
+    for codes in samples:
+        writer.add(codes, label=None)
+    writer.close()
+    dataset = TokenDataset(tmp_path)
+    assert len(dataset) == 5
+    for index, codes in enumerate(samples):
+        item = dataset[index]
+        assert item["codes"].dtype == torch.int64 and "label" not in item
+        assert torch.equal(item["codes"], torch.from_numpy(codes))
+    assert dataset[-1]["key"] == "4"
+    with pytest.raises(IndexError):
+        dataset[5]
+
+
+LAYOUT_CASES = {
+    "N variable": (TokenSpec([4096]), lambda i: (3 + 5 * i,)),
+    "H W": (TokenSpec([1024], layout="H W"), lambda i: (4, 6)),
+    "Q T int32": (TokenSpec([70000, 512], layout="Q T", order="T Q"), lambda i: (2, 1 + i)),
+    "T H W": (TokenSpec([64000], layout="T H W", geometry={"fps": 8}), lambda i: (1 + i % 3, 2, 3)),
+    "Q N": (TokenSpec([16, 16, 16], layout="Q N"), lambda i: (3, 8)),
+}
+
+
+@pytest.mark.parametrize("case", LAYOUT_CASES)
+def test_round_trip(tmp_path: Path, case: str) -> None:
+    spec, shape_of = LAYOUT_CASES[case]
+    rng = np.random.default_rng(1)
+    samples = []
+    for index in range(11):
+        shape = shape_of(index)
+        # Each level draws from its own vocabulary, including its largest code.
+        high = np.array(spec.vocab_sizes).reshape((-1,) + (1,) * (len(shape) - 1))
+        if spec.level_axis is None:
+            high = spec.vocab_sizes[0]
+        codes = rng.integers(0, high, size=shape)
+        codes.reshape(-1)[0] = spec.vocab_sizes[0] - 1
+        samples.append(codes.astype(np.int32))
+    labels = list(range(100, 111))
+    write_samples(tmp_path, samples, spec=spec, labels=labels, shard_size=4, codec="test-codec")
+
+    shards = sorted(tmp_path.glob("shard-*.safetensors"))
+    assert [path.name for path in shards] == [f"shard-r000-0000{i}.safetensors" for i in range(3)]
+    shard = read_shard(shards[0], spec)
+    assert shard.codes.dtype == spec.code_dtype and len(shard) == 4
+    assert shard.metadata["codec"] == "test-codec" and shard.keys == ["k0", "k1", "k2", "k3"]
+    np.testing.assert_array_equal(shard.sample(1), samples[1])
+
+    dataset = TokenDataset(tmp_path, spec)
+    assert len(dataset) == 11 and dataset.spec == spec
+    np.testing.assert_array_equal(dataset.lengths, [codes.size for codes in samples])
+    np.testing.assert_array_equal(dataset.labels, labels)
+    for index, codes in enumerate(samples):
+        item = dataset[index]
+        assert tuple(item["codes"].shape) == codes.shape
+        np.testing.assert_array_equal(item["codes"].numpy(), codes)
+        assert item["label"] == labels[index] and item["key"] == f"k{index}"
+    assert dataset.metadata["num_tokens"] == sum(codes.size for codes in samples)
+    dataset.verify()
+
+
+def test_add_batch_trims_lengths_and_takes_tensors(tmp_path: Path) -> None:
+    spec = TokenSpec([100, 100], layout="Q T")
+    batch = torch.randint(0, 100, (3, 2, 7))  # (B, Q, T)
+    with TokenWriter(tmp_path, spec) as writer:
+        writer.add_batch(batch, labels=torch.tensor([1, 2, 3]), lengths=torch.tensor([7, 2, 0]))
+    dataset = TokenDataset(tmp_path)
+    assert [tuple(dataset[i]["codes"].shape) for i in range(3)] == [(2, 7), (2, 2), (2, 0)]
+    assert torch.equal(dataset[1]["codes"], batch[1, :, :2])
+    assert dataset.keys == ["0", "1", "2"] and list(dataset.labels) == [1, 2, 3]
+
+
+def test_add_rejects_bad_codes(tmp_path: Path) -> None:
+    spec = TokenSpec([8, 4], layout="Q T")
+    writer = TokenWriter(tmp_path, spec)
+    with pytest.raises(ValueError, match="expected integer codes, got dtype float32"):
+        writer.add(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="expected codes >= 0, got -1"):
+        writer.add(np.array([[0, -1], [0, 0]]))
+    with pytest.raises(ValueError, match=r"expected codes of level 1 in \[0, 4\), got 4"):
+        writer.add(np.array([[7, 7], [0, 4]]))  # 7 fits level 0, 4 does not fit level 1
+    with pytest.raises(ValueError, match=r"expected 2 levels on the Q axis"):
+        writer.add(np.zeros((3, 5), np.int64))
+    with pytest.raises(ValueError, match=r"expected codes with 2 axes \('Q T'\), got shape \(5,\)"):
+        writer.add(np.zeros(5, np.int64))
+    with pytest.raises(ValueError, match="expected 2 keys, got 1"):
+        writer.add_batch(np.zeros((2, 2, 3), np.int64), keys=["a"])
+    writer.add(np.zeros((2, 3), np.int64), key="a")
+    with pytest.raises(ValueError, match="'a' was already written"):
+        writer.add(np.zeros((2, 3), np.int64), key="a")
+    with pytest.raises(ValueError, match="have no labels"):
+        writer.add(np.zeros((2, 3), np.int64), label=3, key="b")
+    # A rejected batch adds nothing, not even its valid leading samples.
+    bad = np.zeros((2, 2, 3), np.int64)
+    bad[1, 0, 0] = 8
+    with pytest.raises(ValueError, match=r"in \[0, 8\), got 8"):
+        writer.add_batch(bad, keys=["c", "d"])
+    writer.add_batch(np.zeros((2, 2, 3), np.int64), keys=["c", "d"])
+    writer.skip("broken.wav", "could not decode")
+    writer.close()
+    dataset = TokenDataset(tmp_path)
+    assert dataset.keys == ["a", "c", "d"]
+    assert dataset.skipped == [{"key": "broken.wav", "error": "could not decode"}]
+
+
+# ------------------------------------------------------------------------------------------
+# resume
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
+    samples = random_samples(10, lambda i: (1 + i,))
+    labels = list(range(10))
+    write_samples(tmp_path / "whole", samples, labels=labels, shard_size=3)
+
+    directory = tmp_path / "killed"
+    killed = TokenWriter(directory, SPEC, shard_size=3)
+    for index in range(8):  # two shards flushed, two samples pending when "killed"
+        killed.add(samples[index], label=labels[index], key=f"k{index}")
+    (directory / ".tmp-shard-r000-00002.safetensors-999").write_bytes(b"partial")
+    del killed
+    assert not (directory / "manifest.json").exists()
+
+    writer = TokenWriter(directory, SPEC, shard_size=3)
+    assert not list(directory.glob(".tmp-*"))
+    assert writer.done_keys == {f"k{i}" for i in range(6)}
+    with pytest.raises(ValueError, match="already written"):
+        writer.add(samples[0], label=0, key="k0")
+    for index in range(10):
+        if f"k{index}" not in writer.done_keys:
+            writer.add(samples[index], label=labels[index], key=f"k{index}")
+    writer.close()
+
+    whole, resumed = TokenDataset(tmp_path / "whole"), TokenDataset(directory)
+    assert resumed.keys == whole.keys == [f"k{i}" for i in range(10)]
+    np.testing.assert_array_equal(resumed.labels, whole.labels)
+    for index in range(10):
+        assert torch.equal(resumed[index]["codes"], whole[index]["codes"])
+    assert sorted(p.name for p in directory.glob("shard-*")) == sorted(
+        p.name for p in (tmp_path / "whole").glob("shard-*")
+    )
+
+
+def test_shard_renamed_but_not_in_manifest_is_adopted(tmp_path: Path) -> None:
+    samples = random_samples(6, lambda i: (4,))
+    writer = TokenWriter(tmp_path, SPEC, shard_size=2)
+    for index, codes in enumerate(samples):
+        writer.add(codes, key=f"k{index}")
+    # Killed after the rename of the third shard, before its manifest write.
+    part = tmp_path / "manifest-r000.json"
+    manifest = json.loads(part.read_text())
+    manifest["shards"] = manifest["shards"][:2]
+    part.write_text(json.dumps(manifest))
+
+    with pytest.raises(TokenFileError, match=r"\['manifest-r000.json'\] were not closed"):
+        merge_manifests(tmp_path)
+    resumed = TokenWriter(tmp_path, SPEC, shard_size=2)
+    assert resumed.done_keys == {f"k{i}" for i in range(6)}
+    assert len(json.loads(part.read_text())["shards"]) == 3
+    resumed.add(samples[0], key="k6")
+    resumed.close()
+    assert (tmp_path / "shard-r000-00003.safetensors").exists()
+    assert TokenDataset(tmp_path).keys == [f"k{i}" for i in range(7)]
+
+
+def test_reopen_with_another_setup_raises(tmp_path: Path) -> None:
+    write_samples(tmp_path, random_samples(2, lambda i: (3,)), codec="vq-f16")
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path)) + r".*codec 'vq-f16' vs 'titok'"):
+        TokenWriter(tmp_path, SPEC, codec="titok")
+    with pytest.raises(ValueError, match=r"\[4096\].*\[1024\]"):
+        TokenWriter(tmp_path, TokenSpec([1024]), codec="vq-f16")
+
+
+def test_failed_job_leaves_no_manifest_and_resumes(tmp_path: Path) -> None:
+    samples = random_samples(5, lambda i: (3,))
+    with pytest.raises(RuntimeError), TokenWriter(tmp_path, SPEC, shard_size=2) as writer:
+        for index, codes in enumerate(samples):
+            writer.add(codes, key=f"k{index}")
+        raise RuntimeError("decoder crashed")
+    assert not (tmp_path / "manifest.json").exists()  # unfinished: nothing claims completion
+    with TokenWriter(tmp_path, SPEC, shard_size=2) as writer:
+        assert writer.done_keys == {"k0", "k1", "k2", "k3"}  # k4 was pending: redone
+        writer.add(samples[4], key="k4")
+    assert TokenDataset(tmp_path).keys == [f"k{i}" for i in range(5)]
+
+
+def test_empty_writer_and_copies(tmp_path: Path) -> None:
+    TokenWriter(tmp_path / "empty", SPEC).close()
+    empty = TokenDataset(tmp_path / "empty")
+    assert len(empty) == 0 and empty.labels is None and empty.metadata["num_tokens"] == 0
+    write_samples(tmp_path / "full", random_samples(3, lambda i: (2,)))
+    dataset = TokenDataset(tmp_path / "full")
+    dataset[0]
+    assert dataset._open and not copy.copy(dataset)._open  # workers get no open maps
+    assert torch.equal(copy.copy(dataset)[2]["codes"], dataset[2]["codes"])
+    error = copy.copy(TokenFileError(tmp_path, "broken"))
+    assert str(error) == f"{tmp_path}: broken" and error.problem == "broken"
+
+
+# ------------------------------------------------------------------------------------------
+# several ranks
+
+
+def test_two_ranks_and_merge(tmp_path: Path) -> None:
+    samples = random_samples(9, lambda i: (2 + i,))
+    writers = [TokenWriter(tmp_path, SPEC, shard_size=2, rank=r, world_size=2) for r in (0, 1)]
+    for index, codes in enumerate(samples):
+        writers[index % 2].add(codes, label=index, key=f"k{index}")
+    writers[0].close()
+    assert not (tmp_path / "manifest.json").exists()
+    with pytest.raises(TokenFileError, match=r"\['manifest-r001.json'\] were not closed"):
+        merge_manifests(tmp_path)
+    writers[1].close()
+    manifest = merge_manifests(tmp_path)
+    assert manifest["num_samples"] == 9
+    assert manifest["num_tokens"] == sum(codes.size for codes in samples)
+
+    dataset = TokenDataset(tmp_path, SPEC)
+    assert sorted(dataset.keys) == sorted(f"k{i}" for i in range(9))
+    for index in range(len(dataset)):
+        item = dataset[index]
+        assert int(item["key"][1:]) == item["label"]
+        np.testing.assert_array_equal(item["codes"].numpy(), samples[item["label"]])
+    dataset.verify()
+
+
+def test_merge_refuses_disagreeing_parts(tmp_path: Path) -> None:
+    TokenWriter(tmp_path, SPEC, config_hash="aaa", rank=0, world_size=2).close()
+    part = tmp_path / "manifest-r001.json"
+    part.write_text(
+        (tmp_path / "manifest-r000.json")
+        .read_text()
+        .replace('"aaa"', '"bbb"')
+        .replace('"rank": 0', '"rank": 1')
+    )
+    with pytest.raises(TokenFileError, match=at(part, r".*config_hash 'aaa' vs 'bbb'")):
+        merge_manifests(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------
+# batching for generators
+
+
+def test_pad_collate_and_pack(tmp_path: Path) -> None:
+    spec = TokenSpec([10], layout="H W")
+    samples = [np.full((1, 2), 1), np.full((2, 2), 2), np.full((1, 3), 3)]
+    write_samples(tmp_path, samples, spec=spec, labels=[5, 6, 7])
+    dataset = TokenDataset(tmp_path)
+
+    batch = pad_collate([dataset[0], dataset[1], dataset[2]], pad_id=-1)
+    expected = torch.tensor([[1, 1, -1, -1], [2, 2, 2, 2], [3, 3, 3, -1]])
+    assert torch.equal(batch["codes"], expected)
+    assert batch["lengths"].tolist() == [2, 4, 3] and batch["labels"].tolist() == [5, 6, 7]
+
+    blocks = list(pack(dataset, seq_len=4, separator_id=10))
+    stream = [1, 1, 10, 2, 2, 2, 2, 10, 3, 3, 3, 10]
+    assert all(block.shape == (4,) and block.dtype == torch.int64 for block in blocks)
+    assert torch.cat(blocks).tolist() == stream
+    assert torch.cat(list(pack(dataset, 5, 10))).tolist() == stream[:10]  # partial dropped
+    assert torch.cat(list(pack(dataset, 3, 0, indices=[2]))).tolist() == [3, 3, 3]

@@ -1,0 +1,168 @@
+"""Damaged, incomplete and mismatched token files: every error names the file and the problem."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
+
+from mediatok.tokens import (
+    FORMAT_VERSION,
+    TokenDataset,
+    TokenFileError,
+    TokenSpec,
+    TokenWriter,
+    read_shard,
+)
+
+SPEC = TokenSpec(vocab_sizes=[4096], layout="N")
+
+
+def at(path: Path, problem: str) -> str:
+    """Regex for a `TokenFileError` message: the exact file path, then `problem` (a regex)."""
+    return re.escape(f"{path}: ") + problem
+
+
+def codes_location(path: Path) -> tuple[int, int]:
+    """Absolute (begin, end) byte range of the `codes` tensor in a shard file."""
+    data = path.read_bytes()
+    (header_size,) = struct.unpack("<Q", data[:8])
+    begin, end = json.loads(data[8 : 8 + header_size])["codes"]["data_offsets"]
+    return 8 + header_size + begin, 8 + header_size + end
+
+
+def rewrite_metadata(path: Path, change) -> None:
+    """Rewrite a shard with `change(metadata_dict)` applied to its mediatok metadata."""
+    tensors = load_file(path)
+    with safe_open(path, framework="numpy") as file:
+        metadata = json.loads(file.metadata()["mediatok"])
+    change(metadata)
+    save_file(tensors, path, metadata={"mediatok": json.dumps(metadata)})
+
+
+@pytest.fixture
+def shard_dir(tmp_path: Path) -> Path:
+    """Six samples of 5..10 tokens in two closed shards of three."""
+    rng = np.random.default_rng(0)
+    with TokenWriter(tmp_path, SPEC, shard_size=3) as writer:
+        for index in range(6):
+            writer.add(rng.integers(0, 4096, size=5 + index), key=f"k{index}")
+    return tmp_path
+
+
+def test_truncated_shard(shard_dir: Path) -> None:
+    path = shard_dir / "shard-r000-00001.safetensors"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(TokenFileError, match=at(path, r"truncated file")):
+        read_shard(path)
+    with pytest.raises(TokenFileError, match=at(path, r"size mismatch")):
+        TokenDataset(shard_dir)
+    path.write_bytes(b"\x01\x02")
+    with pytest.raises(TokenFileError, match=at(path, r"truncated file")):
+        read_shard(path)
+
+
+def test_corrupted_header(shard_dir: Path) -> None:
+    path = shard_dir / "shard-r000-00000.safetensors"
+    data = bytearray(path.read_bytes())
+    data[8:12] = b"\x00}{]"
+    path.write_bytes(bytes(data))
+    with pytest.raises(TokenFileError, match=at(path, r"corrupted header: not valid JSON")):
+        read_shard(path)
+
+
+def test_wrong_format_version(shard_dir: Path) -> None:
+    path = shard_dir / "shard-r000-00000.safetensors"
+    rewrite_metadata(path, lambda metadata: metadata.update(format_version=7))
+    with pytest.raises(
+        TokenFileError, match=at(path, f"expected format version {FORMAT_VERSION}, got 7")
+    ):
+        read_shard(path)
+
+
+def test_wrong_vocabulary(shard_dir: Path) -> None:
+    path = shard_dir / "shard-r000-00000.safetensors"
+    expected = TokenSpec([1024])
+    message = (
+        r"wrong vocabulary: expected vocab_sizes \[1024\] layout 'N', got vocab_sizes \[4096\]"
+    )
+    with pytest.raises(TokenFileError, match=at(path, message)):
+        read_shard(path, expected)
+    with pytest.raises(TokenFileError, match=at(shard_dir / "manifest.json", message)):
+        TokenDataset(shard_dir, expected)
+
+
+def test_bad_offsets_and_dtype(tmp_path: Path) -> None:
+    metadata = {
+        "format_version": 1,
+        "spec": SPEC.to_dict(),
+        "codec": None,
+        "config_hash": None,
+        "checkpoint_sha256": None,
+        "keys": ["a", "b"],
+        "rank": 0,
+    }
+    path = tmp_path / "shard-r000-00000.safetensors"
+    tensors = {
+        "codes": np.arange(6, dtype=np.uint16),
+        "offsets": np.array([0, 4, 2], dtype=np.int64),
+        "shapes": np.array([[4], [-2]], dtype=np.int64),
+    }
+    save_file(tensors, path, metadata={"mediatok": json.dumps(metadata)})
+    with pytest.raises(TokenFileError, match=at(path, r"bad offsets")):
+        read_shard(path)
+    tensors["codes"] = tensors["codes"].astype(np.int32)
+    save_file(tensors, path, metadata={"mediatok": json.dumps(metadata)})
+    with pytest.raises(
+        TokenFileError, match=at(path, r"expected codes of dtype uint16.*got int32")
+    ):
+        read_shard(path)
+
+
+def test_shard_in_manifest_but_missing(shard_dir: Path) -> None:
+    path = shard_dir / "shard-r000-00001.safetensors"
+    path.unlink()
+    with pytest.raises(TokenFileError, match=at(path, r"shard listed in manifest.json is missing")):
+        TokenDataset(shard_dir)
+
+
+def test_shard_on_disk_but_in_no_manifest(shard_dir: Path) -> None:
+    stray = shard_dir / "shard-r003-00000.safetensors"
+    stray.write_bytes((shard_dir / "shard-r000-00000.safetensors").read_bytes())
+    with pytest.raises(TokenFileError, match=at(stray, r".*unfinished job; rerun the writer")):
+        TokenDataset(shard_dir)
+
+
+def test_missing_manifest_says_to_merge(tmp_path: Path) -> None:
+    with pytest.raises(TokenFileError, match=r"no manifest\.json and no part manifests"):
+        TokenDataset(tmp_path)
+    writer = TokenWriter(tmp_path, SPEC, rank=0, world_size=2)
+    writer.close()
+    with pytest.raises(TokenFileError, match=r"manifest-r000\.json.*merge_manifests"):
+        TokenDataset(tmp_path)
+
+
+def test_verify_catches_a_flipped_code_byte(shard_dir: Path) -> None:
+    TokenDataset(shard_dir).verify()
+    path = shard_dir / "shard-r000-00001.safetensors"
+    begin, _ = codes_location(path)
+    data = bytearray(path.read_bytes())
+    data[begin + 1] ^= 0xF0  # high byte of the first code: now >= 4096
+    path.write_bytes(bytes(data))
+    dataset = TokenDataset(shard_dir)  # same size, header intact: opening does not scan
+    with pytest.raises(TokenFileError, match=at(path, r"sha256 mismatch")):
+        dataset.verify()
+    # With the manifest's hash updated, the vocabulary scan still finds the code.
+    manifest_path = shard_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["shards"][1]["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(TokenFileError, match=at(path, r"code \d+ of sample 'k3' is out of range")):
+        TokenDataset(shard_dir).verify()
