@@ -1,4 +1,4 @@
-"""Nearest-code search alone: the fused Triton kernel (two ways of getting ‖c‖²), the chunked
+"""Nearest-code search alone: the fused Triton kernel, the chunked
 torch path, and a plain full-matrix matmul + argmin, at N = 16384 and the VQ benchmark's (K, D).
 
     python benchmarks/search.py                 # GPU
@@ -54,20 +54,7 @@ def main() -> None:
 
     variants = {"torch-chunked": lambda x, c: nearest_code(x, c, backend="torch"), "plain": plain}
     if args.device == "cuda":
-        import mediatok.quantize._triton_search as fused
-
-        def with_norms(in_kernel: bool):
-            def run(x, c):
-                fused.NORMS_IN_KERNEL = in_kernel
-                return nearest_code(x, c, backend="triton")
-
-            return run
-
-        variants = {
-            "triton-norms-in-kernel": with_norms(True),
-            "triton-norms-precomputed": with_norms(False),
-            **variants,
-        }
+        variants = {"triton": lambda x, c: nearest_code(x, c, backend="triton"), **variants}
     rows = []
     for size, dim in SMALL_SIZES if args.small else SIZES:
         for dtype in (torch.float32, torch.bfloat16):

@@ -103,9 +103,10 @@ def test_triton_kernel_under_the_interpreter():
             chosen = distances.gather(1, codes[:, None]).squeeze(1)
             assert torch.all(chosen - distances.min(1).values < 1e-5), (n, k, d)
             assert codes.dtype == torch.int64 and codes.shape == (n,)
-        # Equal codes in different tiles: the lower index wins, as with torch.argmin.
-        x, c = torch.randn(50, 8), torch.randn(130, 8)
+        # Equal codes in different tiles and slices: the lower index wins, as torch.argmin.
+        x, c = torch.randn(50, 8), torch.randn(300, 8)
         c[100] = c[5]
+        c[200] = c[7]
         assert torch.equal(nearest_code_triton(x, c), torch.cdist(x, c).argmin(1))
         print("ok")
         """
