@@ -351,3 +351,71 @@ def test_contract_on_cuda_under_bf16_autocast(name):
     # The same module on the CPU picks the same codes (ties aside).
     cpu_codes = quantizer.cpu()(latents.detach().cpu()).codes
     assert (cpu_codes == out.codes.cpu()).float().mean() > 0.99
+
+
+FUSED_CHECK = """
+import torch
+from mediatok.quantize import build_quantizer
+from mediatok.quantize.vq import Codebook
+
+cases = [
+    ("vq", dict(dim=6, codebook_size=40, dead_code_after_tokens=60)),
+    ("vq", dict(dim=6, codebook_size=40, distance="cosine", gradient="rotation")),
+    ("vq", dict(dim=6, codebook_size=40, codebook_dim=3, revive_dead_codes=False)),
+    ("rvq", dict(dim=6, codebook_size=16, num_quantizers=2, dead_code_after_tokens=40)),
+]
+for kind, options in cases:
+    runs = []
+    for fused in (False, True):
+        Codebook.fused = fused
+        torch.manual_seed(0)
+        quantizer = build_quantizer(kind, **options).to("DEVICE")
+        record = []
+        for step in range(3):
+            latents = torch.randn(50, 6, generator=torch.Generator().manual_seed(step))
+            latents = latents.to("DEVICE").requires_grad_()
+            out = quantizer(latents)
+            (out.quantized.sin().sum() + 10 * sum(out.losses.values())).backward()
+            record.append((out.codes, out.quantized.detach(), latents.grad,
+                           {k: v.detach() for k, v in out.losses.items()}, dict(out.metrics)))
+        runs.append((record, quantizer.state_dict()))
+    (torch_run, torch_state), (fused_run, fused_state) = runs
+    for (c0, q0, g0, l0, m0), (c1, q1, g1, l1, m1) in zip(torch_run, fused_run):
+        assert torch.equal(c0, c1), (kind, options)
+        assert torch.allclose(q0, q1, atol=1e-5), (kind, options)
+        assert torch.allclose(g0, g1, atol=1e-5), (kind, options, (g0 - g1).abs().max())
+        assert l0.keys() == l1.keys()
+        assert all(torch.allclose(l0[k], l1[k], atol=1e-6) for k in l0), (kind, l0, l1)
+        assert m0.keys() == m1.keys()
+        assert all(torch.allclose(m0[k].float(), m1[k].float()) for k in m0), (kind, m0, m1)
+    for key in torch_state:
+        assert torch.allclose(torch_state[key].float(), fused_state[key].float(), atol=1e-5), key
+print("ok")
+"""
+
+
+def test_fused_ema_step_matches_the_torch_step():
+    """The Triton EMA step (run by Triton's CPU interpreter) equals the torch one."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    script = FUSED_CHECK.replace("DEVICE", "cpu")
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fused_ema_step_matches_the_torch_step_on_cuda():
+    import subprocess
+    import sys
+
+    script = FUSED_CHECK.replace("DEVICE", "cuda")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"

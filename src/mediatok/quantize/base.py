@@ -48,6 +48,7 @@ class Step:
     codes: torch.Tensor
     losses: dict[str, torch.Tensor]
     counts: torch.Tensor | None = None
+    dead: torch.Tensor | None = None  # (Q,) when the subclass advanced the usage clock itself
 
 
 class LazyMetrics(Mapping[str, torch.Tensor]):
@@ -114,8 +115,13 @@ class CodeUsage(nn.Module):
         return all_reduce_sum_(counts.view(num_levels, self.codebook_size))
 
     @torch.no_grad()
-    def update(self, counts: torch.Tensor, track: bool) -> LazyMetrics:
+    def update(
+        self, counts: torch.Tensor, track: bool, dead: torch.Tensor | None = None
+    ) -> LazyMetrics:
         """Fold a `(Q, K)` histogram into the dead-code clock (when `track`) and report metrics.
+
+        A quantizer that advances the clock itself (VQ, in its fused step) passes the `(Q,)`
+        dead counts it found, and the clock is left alone here.
 
         Returns:
             `usage` (fraction of codes hit this step), `perplexity` (exp of the code entropy),
@@ -123,10 +129,11 @@ class CodeUsage(nn.Module):
             `usage_q{i}` / `perplexity_q{i}` when Q > 1.
         """
         hit = counts > 0
-        if track:
-            seen = counts[0].sum().long()  # tokens this step, all ranks
-            self.tokens_since_used.add_(seen).masked_fill_(hit, 0)
-        dead = (self.tokens_since_used >= self.dead_after_tokens).sum(dim=1)  # (Q,), as of now
+        if dead is None:
+            if track:
+                seen = counts[0].sum().long()  # tokens this step, all ranks
+                self.tokens_since_used.add_(seen).masked_fill_(hit, 0)
+            dead = (self.tokens_since_used >= self.dead_after_tokens).sum(dim=1)  # (Q,)
 
         def compute() -> dict[str, torch.Tensor]:
             probs = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
@@ -135,7 +142,7 @@ class CodeUsage(nn.Module):
             metrics = {
                 "usage": usage.mean(),
                 "perplexity": perplexity.mean(),
-                "dead_codes": dead.sum(),
+                "dead_codes": dead.sum().long(),
             }
             if counts.shape[0] > 1:
                 for level in range(counts.shape[0]):
@@ -144,10 +151,6 @@ class CodeUsage(nn.Module):
             return metrics
 
         return LazyMetrics(compute)
-
-    def dead_mask(self) -> torch.Tensor:
-        """`(Q, K)` bool: codes unused for at least `dead_after_tokens` tokens."""
-        return self.tokens_since_used >= self.dead_after_tokens
 
 
 class Quantizer(nn.Module):
@@ -185,7 +188,7 @@ class Quantizer(nn.Module):
                 counts = step.counts
                 if counts is None:
                     counts = self.usage.histogram(step.codes)
-                metrics = self.usage.update(counts, track=self.training)
+                metrics = self.usage.update(counts, track=self.training, dead=step.dead)
         codes = step.codes.reshape(*leading, self.num_levels)
         if self.num_levels == 1:
             codes = codes.squeeze(-1)

@@ -66,24 +66,23 @@ class ResidualVQ(Quantizer):
         if self.config.distance == "cosine":
             x = F.normalize(x, dim=-1)
         total = torch.zeros_like(x)
-        all_codes, all_counts, losses = [], [], {}
-        dead = self.usage.dead_mask() if self.config.revive_dead_codes else None
+        all_codes, all_counts, all_dead, losses = [], [], [], {}
+        clocks, dead_after = self.usage.tokens_since_used, self.usage.dead_after_tokens
         for index, codebook in enumerate(self.levels):
             # Level q sees the residual with its own gradient for the commitment loss.
             level_input = x - total if index else x
-            level_dead = dead[index] if dead is not None else None
-            codes, vectors, level_losses, counts, revived = codebook.lookup(level_input, level_dead)
-            if revived is not None:
-                self.usage.tokens_since_used[index].masked_fill_(revived, 0)
-            for name, value in level_losses.items():
+            found = codebook.lookup(level_input, clocks[index], dead_after, None)
+            for name, value in found.losses.items():
                 losses[name] = losses.get(name, 0.0) + value
-            total = total + vectors.detach()
-            all_codes.append(codes)
-            all_counts.append(counts)
+            total = total + found.vectors.detach()
+            all_codes.append(found.codes)
+            all_counts.append(found.counts)
+            all_dead.append(found.dead)
         # Learned codebooks get their gradient from the codebook loss, not through the output.
-        quantized = self.project_out(gradient_path(x, total.detach(), self.config.gradient))
+        quantized = self.project_out(gradient_path(x, total, self.config.gradient))
         losses = {name: value / len(self.levels) for name, value in losses.items()}
-        return Step(quantized, torch.stack(all_codes, dim=1), losses, torch.stack(all_counts))
+        codes, counts = torch.stack(all_codes, dim=1), torch.stack(all_counts)
+        return Step(quantized, codes, losses, counts, torch.stack(all_dead))
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         total = None

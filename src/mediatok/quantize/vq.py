@@ -36,7 +36,7 @@ from mediatok.quantize.distributed import (
     rank,
     world_size,
 )
-from mediatok.quantize.search import nearest_code
+from mediatok.quantize.search import _triton_available, nearest_code
 
 Gradient = Literal["straight_through", "rotation"]
 
@@ -132,6 +132,25 @@ def gradient_path(latents: torch.Tensor, quantized: torch.Tensor, kind: Gradient
     return q + (rotated - rotated.detach())
 
 
+@dataclass
+class Lookup:
+    """What `Codebook.lookup` returns.
+
+    Attributes:
+        codes: `(N,)` int64.
+        vectors: `(N, d)` code vectors, with the requested gradient path to x (bare otherwise).
+        losses: `commitment`, and `codebook` for learned codebooks; weighted.
+        counts: `(K,)` float histogram of this step's codes over all ranks.
+        dead: scalar float tensor, codes dead after this step (before revival).
+    """
+
+    codes: torch.Tensor
+    vectors: torch.Tensor
+    losses: dict[str, torch.Tensor]
+    counts: torch.Tensor
+    dead: torch.Tensor
+
+
 class Codebook(nn.Module):
     """One codebook: lookup, losses, EMA/learned update, k-means init and revival, on rows in
     codebook space. `VectorQuantizer` wraps it with projections; `ResidualVQ` stacks several.
@@ -139,6 +158,9 @@ class Codebook(nn.Module):
     EMA state is one `(K, d + 1)` buffer `ema`: the running sums of the latents assigned to each
     code, then the running count, so one `index_add_`, one all-reduce and one `lerp_` update both.
     """
+
+    # None: the fused Triton EMA step on CUDA, torch elsewhere; tests force either.
+    fused: bool | None = None
 
     def __init__(self, config: VQConfig, dim: int):
         super().__init__()
@@ -163,45 +185,80 @@ class Codebook(nn.Module):
         return self.embed
 
     def lookup(
-        self, x: torch.Tensor, dead: torch.Tensor | None
-    ) -> tuple[
-        torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None
-    ]:
-        """Nearest codes for rows `x (N, d)`; in training, also update the codebook.
+        self, x: torch.Tensor, clock: torch.Tensor, dead_after: int, gradient: Gradient | None
+    ) -> Lookup:
+        """Nearest codes for rows `x (N, d)`; in training, also update the codebook and the clock.
 
         Args:
             x: `(N, d)` fp32 rows in codebook space (already normalized for cosine).
-            dead: `(K,)` bool dead-code mask from the owner's usage clock, or None (no revival).
+            clock: the owner's `(K,)` int64 row of `CodeUsage.tokens_since_used`, advanced here
+                in training.
+            dead_after: tokens without a hit after which a code is dead.
+            gradient: the gradient path of the returned vectors to `x`, or None for bare code
+                vectors (residual VQ applies the path once to the sum of its levels).
 
         Returns:
-            codes `(N,)` int64, code vectors `(N, d)` (with gradient for learned codebooks),
-            losses, counts `(K,)` float over all ranks, and the `(K,)` bool mask of revived codes
-            (None when revival is off or not training).
+            A `Lookup`; see its fields.
         """
         cfg = self.config
         if self.training and not self._known_initialized:
             if not bool(self.initialized):  # False until k-means ran (also in a loaded checkpoint)
                 self._kmeans_init(x.detach())
             self._known_initialized = True
+        codes = nearest_code(x.detach(), self.vectors.detach(), "l2")
+        fused = self.fused if self.fused is not None else x.is_cuda and _triton_available()
+        if self.training and cfg.ema_update and fused:
+            result = self._ema_step_fused(x, codes, clock, dead_after, gradient)
+        else:
+            result = self._step_torch(x, codes, clock, dead_after, gradient)
+        if self.training and cfg.revive_dead_codes and bool(result.dead > 0):
+            # One host sync per step, only with revival on. Revived codes restart their clock.
+            revived = clock >= dead_after
+            self._revive(x.detach(), revived)
+            clock.masked_fill_(revived, 0)
+        return result
+
+    def _step_torch(self, x, codes, clock, dead_after, gradient) -> Lookup:
+        cfg = self.config
         vectors = self.vectors
-        codes = nearest_code(x.detach(), vectors.detach(), "l2")
         quantized = F.embedding(codes, vectors)  # (N, d)
         losses = {"commitment": F.mse_loss(x, quantized.detach()) * cfg.commitment_weight}
         if not cfg.ema_update:
             losses["codebook"] = F.mse_loss(quantized, x.detach()) * cfg.codebook_weight
-        counts = None
-        if self.training and cfg.ema_update:
-            counts = self._ema_update(x.detach(), codes)
-        revived = None
-        if self.training and cfg.revive_dead_codes and dead is not None:
-            if counts is None:
+        with torch.no_grad():
+            if self.training and cfg.ema_update:
+                counts = self._ema_update(x.detach(), codes)
+            else:
                 counts = _histogram(codes, cfg.codebook_size)
-            revived = dead & (counts == 0)
-            if bool(revived.any()):  # one host sync per step, only with revival on
-                self._revive(x.detach(), revived)
-        if counts is None:
-            counts = _histogram(codes, cfg.codebook_size)
-        return codes, quantized, losses, counts, revived
+            if self.training:
+                clock.add_(counts.sum().long()).masked_fill_(counts > 0, 0)
+            dead = (clock >= dead_after).sum().float()
+        if gradient is not None:
+            quantized = gradient_path(x, quantized, gradient)
+        return Lookup(codes, quantized, losses, counts, dead)
+
+    def _ema_step_fused(self, x, codes, clock, dead_after, gradient) -> Lookup:
+        from mediatok.quantize import _triton_vq
+
+        cfg = self.config
+        size, dim = self.embed.shape
+        shared = size * (dim + 1) + 1  # sums and counts, then tokens seen: summed over ranks
+        stats = torch.zeros(shared + 2, device=x.device)  # + squared error, dead count
+        x = x.contiguous()
+        quantized, commitment = _triton_vq.EMALookup.apply(
+            x, self.embed, codes, stats, cfg.commitment_weight, gradient == "straight_through"
+        )
+        if cfg.sync_codebook:
+            all_reduce_sum_(stats[:shared])
+        _triton_vq.finalize(
+            self.ema, stats, self.embed, clock,
+            decay=cfg.decay, eps=cfg.eps, dead_after=dead_after,
+            cosine=cfg.distance == "cosine", track=True,
+        )  # fmt: skip
+        if gradient == "rotation":
+            quantized = gradient_path(x, quantized, gradient)
+        counts = stats[: size * (dim + 1)].view(size, dim + 1)[:, dim]
+        return Lookup(codes, quantized, {"commitment": commitment}, counts, stats[-1])
 
     @torch.no_grad()
     def _ema_update(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -310,12 +367,13 @@ class VectorQuantizer(Quantizer):
 
     def _quantize(self, latents: torch.Tensor) -> Step:
         x = self._to_search_space(latents)  # (N, d)
-        dead = self.usage.dead_mask()[0] if self.config.revive_dead_codes else None
-        codes, vectors, losses, counts, revived = self.codebook.lookup(x, dead)
-        if revived is not None:
-            self.usage.tokens_since_used[0].masked_fill_(revived, 0)
-        quantized = self.project_out(gradient_path(x, vectors, self.config.gradient))
-        return Step(quantized, codes.unsqueeze(1), losses, counts.unsqueeze(0))
+        usage = self.usage
+        found = self.codebook.lookup(
+            x, usage.tokens_since_used[0], usage.dead_after_tokens, self.config.gradient
+        )
+        quantized = self.project_out(found.vectors)
+        codes, counts, dead = found.codes.unsqueeze(1), found.counts.unsqueeze(0), found.dead
+        return Step(quantized, codes, found.losses, counts, dead.reshape(1))
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         vectors = F.embedding(codes[:, 0], self.codebook.vectors)
