@@ -96,7 +96,7 @@ def test_triton_kernel_under_the_interpreter():
         import torch
         from mediatok.quantize._triton_search import nearest_code_triton
         torch.manual_seed(0)
-        for n, k, d in [(100, 300, 8), (33, 70, 3), (65, 130, 100), (40, 64, 16)]:
+        for n, k, d in [(100, 300, 8), (33, 70, 3), (65, 130, 100), (40, 64, 16), (300, 200, 8)]:
             x, c = torch.randn(n, d), torch.randn(k, d)
             codes = nearest_code_triton(x, c)
             distances = torch.cdist(x.double(), c.double())

@@ -56,6 +56,7 @@ def _nearest_kernel(
     BLOCK_D: tl.constexpr,
     D_TILES: tl.constexpr,
     PRECISION: tl.constexpr,
+    SPLIT: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
@@ -117,18 +118,22 @@ def _nearest_kernel(
     # Among the columns that reach the row minimum, the lowest code (as torch.argmin).
     tied = tl.where(best == row_best[:, None], best_code, K)
     row_code = tl.min(tied, axis=1)
-    # Merge the slices: pack (distance, code) into one int64 whose signed order is the order of
-    # the distance, then of the code, and keep the smallest with one atomic per row. The float's
-    # bits become an order-preserving int32 by flipping the magnitude bits of negative values.
-    bits = row_best.to(tl.int32, bitcast=True)
-    ordered = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    key = (ordered.to(tl.int64) << 32) | row_code.to(tl.int64)
-    tl.atomic_min(key_ptr + rows, key, mask=row_ok & (k_begin < K))
+    if SPLIT:
+        # Merge the slices: pack (distance, code) into one int64 whose signed order is the order
+        # of the distance, then of the code, and keep the smallest with one atomic per row. The
+        # float's bits become an order-preserving int32 by flipping the magnitude bits of
+        # negative values.
+        bits = row_best.to(tl.int32, bitcast=True)
+        ordered = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+        key = (ordered.to(tl.int64) << 32) | row_code.to(tl.int64)
+        tl.atomic_min(key_ptr + rows, key, mask=row_ok & (k_begin < K))
+    else:
+        tl.store(key_ptr + rows, row_code.to(tl.int64), mask=row_ok)
 
 
 # The autotuner times each config on the device, so the interpreter (CPU tests) gets one fixed config.
 _nearest_autotuned = triton.autotune(
-    configs=_configs(), key=["D_BUCKET", "K_BUCKET", "N_BUCKET", "PRECISION"]
+    configs=_configs(), key=["D_BUCKET", "K_BUCKET", "N_BUCKET", "PRECISION", "SPLIT"]
 )(_nearest_kernel)
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -148,7 +153,12 @@ def nearest_code_triton(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Ten
     codebook = codebook.contiguous()
     num_rows, dim = flat.shape
     num_codes = codebook.shape[0]
-    keys = torch.full((num_rows,), torch.iinfo(torch.int64).max, device=flat.device)
+    # Split the codebook across programs only when the row blocks alone leave SMs idle.
+    split = triton.cdiv(num_rows, 64) < _multiprocessors(flat.device)
+    if split:
+        keys = torch.full((num_rows,), torch.iinfo(torch.int64).max, device=flat.device)
+    else:
+        keys = torch.empty(num_rows, dtype=torch.int64, device=flat.device)
     if num_rows == 0:
         return keys
     # ‖c‖² up front: one small reduction, cheaper than redoing it in every row block's loop.
@@ -162,6 +172,8 @@ def nearest_code_triton(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Ten
 
     def grid(meta):
         row_blocks = triton.cdiv(num_rows, meta["BLOCK_N"])
+        if not split:
+            return (row_blocks, 1)
         splits = min(triton.cdiv(target_programs, row_blocks), triton.cdiv(num_codes, 128))
         return (row_blocks, max(1, splits))
 
@@ -184,9 +196,10 @@ def nearest_code_triton(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Ten
         BLOCK_D=block_d,
         D_TILES=d_tiles,
         PRECISION=precision,
+        SPLIT=split,
         **fixed,
     )
-    return keys.bitwise_and_(0xFFFFFFFF)  # the code, in the low 32 bits
+    return keys.bitwise_and_(0xFFFFFFFF) if split else keys  # the code is in the low 32 bits
 
 
 @functools.cache

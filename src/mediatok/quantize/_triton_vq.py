@@ -11,8 +11,8 @@ them, not to running them. Here it is three:
    all-reduce of its first K·(d+1)+1 entries.
 2. `_finalize` (after the all-reduce): EMA of sums and counts, the new code vectors (mean of the
    assigned latents, unit norm for cosine), the dead-code clock in tokens, the dead count.
-3. `_commitment_backward`: the gradient of the commitment loss, plus the straight-through
-   gradient of the output, in one pass.
+3. `_backward`: the gradient of the commitment loss plus that of the output (straight-through
+   or the rotation trick), in one pass.
 
 `vq.py` holds the equivalent torch code for the CPU; tests check that both agree (on the CPU
 through Triton's interpreter, on a GPU directly).
@@ -108,46 +108,66 @@ def _finalize(
 
 
 @triton.jit
-def _commitment_backward(
+def _backward(
     grad_q_ptr,
     x_ptr,
     q_ptr,
     grad_loss_ptr,
     out_ptr,
-    numel,
+    N,
+    D,
     coef,
-    HAS_GRAD_Q: tl.constexpr,
+    GRADIENT: tl.constexpr,  # 0: none, 1: straight-through, 2: rotation trick
     HAS_GRAD_LOSS: tl.constexpr,
-    BLOCK: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = offsets < numel
-    grad = tl.zeros([BLOCK], tl.float32)
-    if HAS_GRAD_LOSS:
-        scale = tl.load(grad_loss_ptr) * coef
-        x = tl.load(x_ptr + offsets, mask=ok, other=0.0)
-        q = tl.load(q_ptr + offsets, mask=ok, other=0.0)
-        grad += scale * (x - q)
-    if HAS_GRAD_Q:
-        grad += tl.load(grad_q_ptr + offsets, mask=ok, other=0.0)
-    tl.store(out_ptr + offsets, grad, mask=ok)
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = tl.arange(0, BLOCK_D)
+    mask = (rows[:, None] < N) & (cols[None, :] < D)
+    offsets = rows[:, None] * D + cols[None, :]
+    x = tl.load(x_ptr + offsets, mask=mask, other=0.0)
+    q = tl.load(q_ptr + offsets, mask=mask, other=0.0)
+    grad = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    if HAS_GRAD_LOSS:  # commitment loss weight · mean (x − q)²
+        grad += (tl.load(grad_loss_ptr) * coef) * (x - q)
+    if GRADIENT == 1:
+        grad += tl.load(grad_q_ptr + offsets, mask=mask, other=0.0)
+    if GRADIENT == 2:
+        # Rotation trick (Fifty et al. 2024, §4.2): the output is λ·R·x with R, λ held fixed,
+        # R = I − 2rrᵀ + 2q̂x̂ᵀ and λ = ‖q‖/‖x‖, so the gradient is λ·Rᵀg = λ(g − 2r(r·g) + 2x̂(q̂·g)).
+        g = tl.load(grad_q_ptr + offsets, mask=mask, other=0.0)
+        x_norm = tl.maximum(tl.sqrt(tl.sum(x * x, axis=1)), 1e-12)
+        q_norm = tl.sqrt(tl.sum(q * q, axis=1))
+        x_hat = x / x_norm[:, None]
+        q_hat = q / tl.maximum(q_norm, 1e-12)[:, None]
+        r = x_hat + q_hat
+        r = r / tl.maximum(tl.sqrt(tl.sum(r * r, axis=1)), 1e-12)[:, None]
+        r_g = tl.sum(r * g, axis=1)
+        q_g = tl.sum(q_hat * g, axis=1)
+        rotated = g - 2.0 * r * r_g[:, None] + 2.0 * x_hat * q_g[:, None]
+        grad += (q_norm / x_norm)[:, None] * rotated
+    tl.store(out_ptr + offsets, grad, mask=mask)
 
 
 def _block_d(dim: int) -> int:
     return triton.next_power_of_2(dim + 1)
 
 
+_GRADIENTS = {None: 0, "straight_through": 1, "rotation": 2}
+
+
 class EMALookup(torch.autograd.Function):
     """Gather, commitment loss and EMA statistics in one launch; its backward in one more.
 
     Forward inputs: x `(N, d)` fp32 contiguous, embed `(K, d)`, codes `(N,)` int64, stats (the
-    zeroed buffer of the module docstring), the commitment weight, and whether the output carries
-    the straight-through gradient to x. Returns q `(N, d)` (the code vectors) and the weighted
-    commitment loss (a scalar).
+    zeroed buffer of the module docstring), the commitment weight, and the gradient path of the
+    output to x: "straight_through", "rotation", or None (no gradient through the output).
+    Returns q `(N, d)` (the code vectors, exactly) and the weighted commitment loss (a scalar).
     """
 
     @staticmethod
-    def forward(ctx, x, embed, codes, stats, weight: float, straight_through: bool):
+    def forward(ctx, x, embed, codes, stats, weight: float, gradient: str | None):
         num_rows, dim = x.shape
         q = torch.empty_like(x)
         block_d = _block_d(dim)
@@ -161,29 +181,33 @@ class EMALookup(torch.autograd.Function):
         scale = weight / max(num_rows * dim, 1)
         ctx.save_for_backward(x, q)
         ctx.coef = 2.0 * scale
-        ctx.straight_through = straight_through
-        if not straight_through:
+        ctx.gradient = _GRADIENTS[gradient]
+        if gradient is None:
             ctx.mark_non_differentiable(q)
         return q, stats[-2] * scale
 
     @staticmethod
     def backward(ctx, grad_q, grad_loss):
         x, q = ctx.saved_tensors
+        num_rows, dim = x.shape
         out = torch.empty_like(x)
-        has_grad_q = ctx.straight_through and grad_q is not None
-        numel = x.numel()
-        if numel:
-            _commitment_backward[(triton.cdiv(numel, 1024),)](
-                grad_q.contiguous() if has_grad_q else x,
+        gradient = ctx.gradient if grad_q is not None else 0
+        block_d = triton.next_power_of_2(dim)
+        block_n = max(1, 4096 // block_d)
+        if num_rows:
+            _backward[(triton.cdiv(num_rows, block_n),)](
+                grad_q.contiguous() if gradient else x,
                 x,
                 q,
                 grad_loss if grad_loss is not None else x,
                 out,
-                numel,
+                num_rows,
+                dim,
                 ctx.coef,
-                HAS_GRAD_Q=has_grad_q,
+                GRADIENT=gradient,
                 HAS_GRAD_LOSS=grad_loss is not None,
-                BLOCK=1024,
+                BLOCK_N=block_n,
+                BLOCK_D=block_d,
             )
         return out, None, None, None, None, None
 

@@ -128,17 +128,16 @@ class CodeUsage(nn.Module):
             `dead_codes` (count), averaged (summed for dead codes) over levels, and per level
             `usage_q{i}` / `perplexity_q{i}` when Q > 1.
         """
-        hit = counts > 0
         if dead is None:
             if track:
                 seen = counts[0].sum().long()  # tokens this step, all ranks
-                self.tokens_since_used.add_(seen).masked_fill_(hit, 0)
+                self.tokens_since_used.add_(seen).masked_fill_(counts > 0, 0)
             dead = (self.tokens_since_used >= self.dead_after_tokens).sum(dim=1)  # (Q,)
 
         def compute() -> dict[str, torch.Tensor]:
             probs = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
             perplexity = torch.special.entr(probs).sum(dim=1).exp()  # (Q,)
-            usage = hit.float().mean(dim=1)
+            usage = (counts > 0).float().mean(dim=1)
             metrics = {
                 "usage": usage.mean(),
                 "perplexity": perplexity.mean(),

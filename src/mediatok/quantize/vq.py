@@ -246,7 +246,7 @@ class Codebook(nn.Module):
         stats = torch.zeros(shared + 2, device=x.device)  # + squared error, dead count
         x = x.contiguous()
         quantized, commitment = _triton_vq.EMALookup.apply(
-            x, self.embed, codes, stats, cfg.commitment_weight, gradient == "straight_through"
+            x, self.embed, codes, stats, cfg.commitment_weight, gradient
         )
         if cfg.sync_codebook:
             all_reduce_sum_(stats[:shared])
@@ -255,8 +255,6 @@ class Codebook(nn.Module):
             decay=cfg.decay, eps=cfg.eps, dead_after=dead_after,
             cosine=cfg.distance == "cosine", track=True,
         )  # fmt: skip
-        if gradient == "rotation":
-            quantized = gradient_path(x, quantized, gradient)
         counts = stats[: size * (dim + 1)].view(size, dim + 1)[:, dim]
         return Lookup(codes, quantized, {"commitment": commitment}, counts, stats[-1])
 
