@@ -202,6 +202,39 @@ def host_profile(args: argparse.Namespace) -> None:
     pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 
 
+def overhead(args: argparse.Namespace) -> None:
+    """Host microseconds per call when the GPU work is negligible: the launch-bound floor."""
+    from mediatok.quantize import nearest_code
+
+    device = args.device
+    small = torch.randn(64, device=device)
+    x8, c8 = torch.randn(64, 8, device=device), torch.randn(64, 8, device=device)
+    calls = {
+        "torch add_ (one launch)": lambda: small.add_(1.0),
+        "nearest_code (64 x 64)": lambda: nearest_code(x8, c8),
+    }
+    for impl in ("mediatok", "vqtorch", "plain"):
+        for gradient in ("straight_through", "rotation"):
+            if impl == "plain" and gradient == "rotation":
+                continue
+            module = build(impl, 8, 64, gradient, device)
+            latents = torch.randn(1, 64, 8, device=device, requires_grad=True)
+            calls[f"{impl} {gradient} train"] = step_fn(impl, module, latents, "train")
+            module = build(impl, 8, 64, gradient, device)
+            calls[f"{impl} {gradient} inference"] = step_fn(impl, module, latents, "inference")
+    for name, call in calls.items():
+        for _ in range(20):
+            call()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        began = time.perf_counter()
+        for _ in range(300):
+            call()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        print(f"{name:>40}: {(time.perf_counter() - began) / 300 * 1e6:8.1f} us per call")
+
+
 def git_commit() -> str | None:
     try:
         return subprocess.run(
@@ -224,10 +257,16 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="print a torch.profiler table of one train step"
     )
+    parser.add_argument(
+        "--overhead", action="store_true", help="host time per call at a tiny size (launch cost)"
+    )
     args = parser.parse_args()
     if args.profile:
         profile(args)
         host_profile(args)
+        return
+    if args.overhead:
+        overhead(args)
         return
 
     sizes = SMALL_SIZES if args.small else SIZES

@@ -154,3 +154,15 @@ def test_triton_and_torch_paths_agree_on_cuda():
     fused = nearest_code(latents, codebook)
     chunked = nearest_code(latents, codebook, backend="torch")
     assert (fused == chunked).float().mean() > 0.999
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cached_launches_compute_on_their_own_inputs():
+    """The second call with one signature takes the cached compiled kernel: fresh data, right codes."""
+    codebook = torch.randn(3000, 24, device="cuda")
+    for _ in range(3):
+        latents = torch.randn(5000, 24, device="cuda")
+        assert_nearest(latents, codebook, nearest_code(latents, codebook))
+    offset = torch.randn(5001, 24, device="cuda")[1:]  # a 4-byte-aligned view: another signature
+    assert_nearest(offset, codebook, nearest_code(offset, codebook))

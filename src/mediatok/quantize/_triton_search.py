@@ -20,6 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
+from mediatok.quantize._launch import CachedLauncher
+
 
 def _configs() -> list[triton.Config]:
     configs = []
@@ -136,6 +138,9 @@ _nearest_autotuned = triton.autotune(
     configs=_configs(), key=["D_BUCKET", "K_BUCKET", "N_BUCKET", "PRECISION", "SPLIT"]
 )(_nearest_kernel)
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_launch_nearest = CachedLauncher(
+    _nearest_autotuned, value_keys=("D_BUCKET", "K_BUCKET", "N_BUCKET")
+)
 
 
 def _bucket(value: int) -> int:
@@ -177,10 +182,11 @@ def nearest_code_triton(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Ten
         splits = min(triton.cdiv(target_programs, row_blocks), triton.cdiv(num_codes, 128))
         return (row_blocks, max(1, splits))
 
-    kernel, fixed = _nearest_autotuned, {}
+    launch, fixed = _launch_nearest, {}
     if _INTERPRET:
-        kernel, fixed = _nearest_kernel, {"BLOCK_N": 32, "BLOCK_K": 32}
-    kernel[grid](
+        launch, fixed = CachedLauncher(_nearest_kernel), {"BLOCK_N": 32, "BLOCK_K": 32}
+    launch(
+        grid,
         flat,
         codebook,
         norms,

@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from mediatok.quantize._launch import CachedLauncher
+
 
 @triton.jit
 def _gather_scatter(
@@ -150,6 +152,11 @@ def _backward(
     tl.store(out_ptr + offsets, grad, mask=mask)
 
 
+_launch_gather_scatter = CachedLauncher(_gather_scatter)
+_launch_finalize = CachedLauncher(_finalize)
+_launch_backward = CachedLauncher(_backward)
+
+
 def _block_d(dim: int) -> int:
     return triton.next_power_of_2(dim + 1)
 
@@ -173,9 +180,9 @@ class EMALookup(torch.autograd.Function):
         block_d = _block_d(dim)
         block_n = max(1, 4096 // block_d)
         if num_rows:
-            grid = (triton.cdiv(num_rows, block_n),)
-            _gather_scatter[grid](
-                x, embed, codes, q, stats, num_rows, dim, embed.shape[0],
+            blocks = triton.cdiv(num_rows, block_n)
+            _launch_gather_scatter(
+                lambda meta: (blocks,), x, embed, codes, q, stats, num_rows, dim, embed.shape[0],
                 BLOCK_N=block_n, BLOCK_D=block_d,
             )  # fmt: skip
         scale = weight / max(num_rows * dim, 1)
@@ -195,7 +202,9 @@ class EMALookup(torch.autograd.Function):
         block_d = triton.next_power_of_2(dim)
         block_n = max(1, 4096 // block_d)
         if num_rows:
-            _backward[(triton.cdiv(num_rows, block_n),)](
+            blocks = triton.cdiv(num_rows, block_n)
+            _launch_backward(
+                lambda meta: (blocks,),
                 grad_q.contiguous() if gradient else x,
                 x,
                 q,
@@ -228,7 +237,8 @@ def finalize(
     size, dim = embed.shape
     block_d = _block_d(dim)
     block_k = max(1, 4096 // block_d)
-    _finalize[(triton.cdiv(size, block_k),)](
-        ema, stats, embed, clock, size, dim, decay, eps, dead_after,
+    blocks = triton.cdiv(size, block_k)
+    _launch_finalize(
+        lambda meta: (blocks,), ema, stats, embed, clock, size, dim, decay, eps, dead_after,
         COSINE=cosine, TRACK=track, BLOCK_K=block_k, BLOCK_D=block_d,
     )  # fmt: skip
