@@ -235,6 +235,43 @@ def overhead(args: argparse.Namespace) -> None:
         print(f"{name:>40}: {(time.perf_counter() - began) / 300 * 1e6:8.1f} us per call")
 
 
+def measure_group(
+    args: argparse.Namespace, size: int, dim: int, gradient: str, mode: str
+) -> list[dict]:
+    """All implementations at one setting, timed in interleaved rounds.
+
+    The host's speed drifts (ours is launch-bound, theirs GPU-bound), so each round times every
+    implementation once and the reported time is the median over rounds of each round's median.
+    """
+    impls = [i for i in args.impls.split(",") if i != "plain" or gradient == "straight_through"]
+    runs, rows = {}, {}
+    for impl in impls:
+        module = build(impl, dim, size, gradient, args.device)
+        x = torch.randn(1, args.num_vectors, dim, device=args.device, requires_grad=mode == "train")
+        row = {"impl": impl, "K": size, "D": dim, "N": args.num_vectors}
+        rows[impl] = row | {"gradient": gradient, "mode": mode, "round_ms": []}
+        runs[impl] = (module, x, step_fn(impl, module, x, mode))
+    for round_index in range(args.rounds):
+        for impl in impls:
+            row = rows[impl]
+            if "error" in row:
+                continue
+            try:
+                ms, peak = measure(runs[impl][2], args.device, args.warmup, args.repeats)
+            except torch.OutOfMemoryError as error:
+                row["error"] = str(error).split("\n")[0]
+                torch.cuda.empty_cache()
+                continue
+            row["round_ms"].append(round(ms, 4))
+            if round_index == 0:
+                row["peak_mb"] = round(peak / 2**20, 1) if peak >= 0 else None
+    for row in rows.values():
+        row["ms"] = statistics.median(row["round_ms"]) if row["round_ms"] else None
+        row.setdefault("peak_mb", None)
+        print(json.dumps(row), flush=True)
+    return list(rows.values())
+
+
 def git_commit() -> str | None:
     try:
         return subprocess.run(
@@ -253,6 +290,7 @@ def main() -> None:
     parser.add_argument("--gradients", default="straight_through,rotation")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per setting")
     parser.add_argument("--out", default="bench-output/quantize.json")
     parser.add_argument(
         "--profile", action="store_true", help="print a torch.profiler table of one train step"
@@ -274,27 +312,8 @@ def main() -> None:
     rows = []
     for size, dim in sizes:
         for gradient in args.gradients.split(","):
-            for impl in args.impls.split(","):
-                if impl == "plain" and gradient != "straight_through":
-                    continue
-                for mode in ("train", "inference"):
-                    module = build(impl, dim, size, gradient, args.device)
-                    x = torch.randn(
-                        1, args.num_vectors, dim, device=args.device, requires_grad=mode == "train"
-                    )
-                    row = {"impl": impl, "K": size, "D": dim, "N": args.num_vectors}
-                    row |= {"gradient": gradient, "mode": mode}
-                    try:
-                        ms, peak = measure(
-                            step_fn(impl, module, x, mode), args.device, args.warmup, args.repeats
-                        )
-                        row |= {"ms": round(ms, 4), "peak_mb": round(peak / 2**20, 1)}
-                    except torch.OutOfMemoryError as error:
-                        row |= {"ms": None, "peak_mb": None, "error": str(error).split("\n")[0]}
-                        torch.cuda.empty_cache()
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-                    del module, x
+            for mode in ("train", "inference"):
+                rows += measure_group(args, size, dim, gradient, mode)
 
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor()
     report = {
@@ -323,12 +342,16 @@ def main() -> None:
                 if not ours or not theirs or ours["ms"] is None or theirs["ms"] is None:
                     continue
                 speedup = theirs["ms"] / ours["ms"]
-                mem = theirs["peak_mb"] / ours["peak_mb"] if ours["peak_mb"] > 0 else float("nan")
+                ours_mb, theirs_mb = (
+                    ours["peak_mb"] or float("nan"),
+                    theirs["peak_mb"] or float("nan"),
+                )
+                mem = theirs_mb / ours_mb if ours_mb > 0 else float("nan")
                 plain_ms = plain["ms"] if plain and plain["ms"] else float("nan")
                 print(
                     f"{size:>6} {dim:>4} {gradient:>16} {mode:>9} | {ours['ms']:>8.3f} "
-                    f"{theirs['ms']:>10.3f} {speedup:>6.1f}x | {ours['peak_mb']:>8.1f} "
-                    f"{theirs['peak_mb']:>10.1f} {mem:>8.1f}x | {plain_ms:>8.3f}"
+                    f"{theirs['ms']:>10.3f} {speedup:>6.1f}x | {ours_mb:>8.1f} "
+                    f"{theirs_mb:>10.1f} {mem:>8.1f}x | {plain_ms:>8.3f}"
                 )
     print(f"\nwrote {out}")
 

@@ -13,6 +13,7 @@ A subclass implements two methods on flattened rows:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -152,6 +153,13 @@ class CodeUsage(nn.Module):
         return LazyMetrics(compute)
 
 
+def _fp32(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast off, entering the (costly) autocast context only when autocast is on."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 class Quantizer(nn.Module):
     """Base class: checks input, runs the subclass in fp32, reshapes, reports usage.
 
@@ -179,7 +187,7 @@ class Quantizer(nn.Module):
         """
         self._check_latents(latents)
         leading = latents.shape[:-1]
-        with torch.autocast(latents.device.type, enabled=False):
+        with _fp32(latents.device.type):
             flat = latents.reshape(-1, self.dim).float()  # (N, D)
             step = self._quantize(flat)
             metrics: Mapping[str, torch.Tensor] = {}
@@ -206,7 +214,7 @@ class Quantizer(nn.Module):
         if self.num_levels == 1:
             codes = codes.unsqueeze(-1)
         leading = codes.shape[:-1]
-        with torch.autocast(codes.device.type, enabled=False):
+        with _fp32(codes.device.type):
             quantized = self._decode(codes.reshape(-1, self.num_levels))
         return quantized.reshape(*leading, self.dim)
 
