@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -273,12 +274,13 @@ def measure_group(
 
 
 def git_commit() -> str | None:
+    """HEAD, or $MEDIATOK_COMMIT where the tree has no .git (a copy on a device machine)."""
     try:
         return subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return None
+        return os.environ.get("MEDIATOK_COMMIT")
 
 
 def main() -> None:
