@@ -114,6 +114,8 @@ def gradient_path(latents: torch.Tensor, quantized: torch.Tensor, kind: Gradient
     its gradient is that of `f`: the identity for straight-through, or the fixed rotation and
     rescaling that carries x onto q for the rotation trick.
     """
+    if not (torch.is_grad_enabled() and latents.requires_grad):
+        return quantized.detach()  # no gradient to route (eval, no_grad): skip the work
     if kind == "straight_through":
         return quantized.detach() + (latents - latents.detach())
     x = latents.detach()
