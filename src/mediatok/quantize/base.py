@@ -153,6 +153,14 @@ class CodeUsage(nn.Module):
         return LazyMetrics(compute)
 
 
+def projections(dim: int, search_dim: int) -> tuple[nn.Module, nn.Module]:
+    """Linear maps from latents `(…, dim)` to the search space `(…, search_dim)` and back;
+    identities when the two agree (the factorized lookup of ViT-VQGAN §3.2 otherwise)."""
+    if search_dim == dim:
+        return nn.Identity(), nn.Identity()
+    return nn.Linear(dim, search_dim), nn.Linear(search_dim, dim)
+
+
 def _fp32(device_type: str) -> contextlib.AbstractContextManager:
     """Autocast off, entering the (costly) autocast context only when autocast is on."""
     if torch.is_autocast_enabled(device_type):

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from mediatok.quantize.base import CodeUsage, Quantizer, Step
+from mediatok.quantize.base import CodeUsage, Quantizer, Step, projections
 from mediatok.quantize.distributed import all_reduce_sum_, world_size
 
 
@@ -91,9 +90,7 @@ class LookupFreeQuantizer(Quantizer):
         self.check_finite = config.check_finite
         bits = config.codebook_size.bit_length() - 1
         self.bits = bits
-        factorized = bits != config.dim
-        self.project_in = nn.Linear(config.dim, bits) if factorized else nn.Identity()
-        self.project_out = nn.Linear(bits, config.dim) if factorized else nn.Identity()
+        self.project_in, self.project_out = projections(config.dim, bits)
         self.scale = 1.0 / math.sqrt(bits) if config.spherical else config.codebook_scale
         self.register_buffer("powers", 2 ** torch.arange(bits, dtype=torch.int64), persistent=False)
         # The usage histogram is K entries long: beyond 2^24 codes there are no usage metrics.

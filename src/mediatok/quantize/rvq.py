@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mediatok.quantize.base import CodeUsage, Quantizer, Step
+from mediatok.quantize.base import CodeUsage, Quantizer, Step, projections
 from mediatok.quantize.vq import Codebook, VQConfig, gradient_path
 
 
@@ -51,9 +51,7 @@ class ResidualVQ(Quantizer):
         self.codebook_sizes = (config.codebook_size,) * config.num_quantizers
         self.check_finite = config.check_finite
         search_dim = config.codebook_dim or config.dim
-        factorized = search_dim != config.dim
-        self.project_in = nn.Linear(config.dim, search_dim) if factorized else nn.Identity()
-        self.project_out = nn.Linear(search_dim, config.dim) if factorized else nn.Identity()
+        self.project_in, self.project_out = projections(config.dim, search_dim)
         level = VQConfig(**{f.name: getattr(config, f.name) for f in fields(VQConfig)})
         self.levels = nn.ModuleList(
             Codebook(level, search_dim) for _ in range(config.num_quantizers)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mediatok.quantize.base import CodeUsage, Quantizer, Step
+from mediatok.quantize.base import CodeUsage, Quantizer, Step, projections
 from mediatok.quantize.search import nearest_code
 from mediatok.quantize.vq import Gradient, gradient_path
 
@@ -69,9 +69,7 @@ class SimVQ(Quantizer):
         self.codebook_sizes = (config.codebook_size,)
         self.check_finite = config.check_finite
         search_dim = config.codebook_dim or config.dim
-        factorized = search_dim != config.dim
-        self.project_in = nn.Linear(config.dim, search_dim) if factorized else nn.Identity()
-        self.project_out = nn.Linear(search_dim, config.dim) if factorized else nn.Identity()
+        self.project_in, self.project_out = projections(config.dim, search_dim)
         # The frozen basis is a buffer (saved, never trained); W starts at the identity.
         self.register_buffer(
             "basis", torch.randn(config.codebook_size, search_dim) * search_dim**-0.5

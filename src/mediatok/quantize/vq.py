@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mediatok.quantize.base import CodeUsage, Quantizer, Step
+from mediatok.quantize.base import CodeUsage, Quantizer, Step, projections
 from mediatok.quantize.distributed import (
     all_gather_rows,
     all_reduce_sum_,
@@ -352,9 +352,7 @@ class VectorQuantizer(Quantizer):
         self.codebook_sizes = (config.codebook_size,)
         self.check_finite = config.check_finite
         search_dim = config.codebook_dim or config.dim
-        factorized = search_dim != config.dim
-        self.project_in = nn.Linear(config.dim, search_dim) if factorized else nn.Identity()
-        self.project_out = nn.Linear(search_dim, config.dim) if factorized else nn.Identity()
+        self.project_in, self.project_out = projections(config.dim, search_dim)
         self.codebook = Codebook(config, search_dim)
         dead_after = config.dead_code_after_tokens or 32 * config.codebook_size
         self.usage = CodeUsage(1, config.codebook_size, dead_after)
