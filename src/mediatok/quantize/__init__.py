@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from mediatok.config import from_dict
@@ -60,6 +61,29 @@ def quantizer_config(kind: str, **options: Any) -> Any:
     return from_dict(config_class, {**options, **fixed}, where=f"quantizer {kind!r}")
 
 
+@dataclass
+class QuantizerConfig:
+    """The quantizer a codec uses: a kind and its options, less `dim`, which the codec sets.
+
+    In a codec's YAML: `quantizer: {kind: vq, options: {codebook_size: 4096, codebook_dim: 12}}`.
+    """
+
+    kind: str = "vq"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in QUANTIZERS:
+            raise ValueError(
+                f"unknown quantizer kind {self.kind!r}; known kinds: {', '.join(QUANTIZERS)}"
+            )
+        if "dim" in self.options:
+            raise ValueError("quantizer options must not set 'dim': the codec sets it")
+
+    def build(self, dim: int) -> Quantizer:
+        """The quantizer for latents of width `dim`."""
+        return build_quantizer(self.kind, dim=dim, **self.options)
+
+
 def build_quantizer(kind: str, **options: Any) -> Quantizer:
     """Build a quantizer of `kind` from keyword options (see `quantizer_config`).
 
@@ -80,6 +104,7 @@ __all__ = [
     "LookupFreeQuantizer",
     "QuantizeOutput",
     "Quantizer",
+    "QuantizerConfig",
     "RVQConfig",
     "ResidualVQ",
     "SimVQ",

@@ -1,0 +1,24 @@
+"""Codecs: media ⇄ tokens, each built from an encoder, a shared-core quantizer and a decoder."""
+
+from mediatok.codecs.base import (
+    CODECS,
+    Codec,
+    CodecOutput,
+    Tokens,
+    build_codec,
+    load_codec,
+    register_codec,
+)
+
+# Importing the modality packages registers their codecs.
+from mediatok.codecs import image  # noqa: F401  isort: skip
+
+__all__ = [
+    "CODECS",
+    "Codec",
+    "CodecOutput",
+    "Tokens",
+    "build_codec",
+    "load_codec",
+    "register_codec",
+]

@@ -1,0 +1,187 @@
+"""TiTok: a 1D image tokenizer (Yu et al. 2024, "An image is worth 32 tokens for reconstruction
+and generation").
+
+A ViT encoder reads the 16×16 patches of the image followed by K learned latent tokens; only the
+K latent outputs are kept, projected to a low dimension (12–16) and quantized, so an image
+becomes K codes whatever its layout. A ViT decoder reads one mask token per patch followed by the
+K quantized latents, and predicts the pixels of each patch from the mask positions.
+
+How we differ from the paper: training is one stage and the decoder predicts pixels directly
+(the paper's first stage regresses proxy codes of a pretrained MaskGIT-VQGAN, which cannot be
+downloaded here); the quantizer is any kind of the shared core (default: VQ with a 12-d
+factorized-free codebook of 4096 codes, EMA, k-means init and dead-code revival).
+
+Layout: images `(B, 3, H, W)` in [-1, 1]; patches `(B, (H/p)·(W/p), D)`; codes `(B, K)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from mediatok.codecs.base import Codec, CodecOutput, Tokens, register_codec
+from mediatok.nn import Transformer
+from mediatok.quantize import QuantizerConfig
+from mediatok.tokens import TokenSpec
+
+# (width, depth, heads) of the paper's sizes; encoder and decoder are alike.
+SIZES = {"S": (512, 8, 8), "B": (768, 12, 12), "L": (1024, 24, 16)}
+
+
+def _default_quantizer() -> QuantizerConfig:
+    return QuantizerConfig(
+        "vq", {"codebook_size": 4096, "kmeans_init": True, "commitment_weight": 0.25}
+    )
+
+
+@dataclass
+class TiTokConfig:
+    """TiTok settings.
+
+    Attributes:
+        image_size: H = W of the images it codes.
+        patch_size: p.
+        size: "S", "B" or "L" (sets width, depth, heads), or "custom" to use the three below.
+        width, depth, heads: the transformer's, when size is "custom".
+        num_tokens: K, the number of 1D tokens per image (32, 64 or 128 in the paper).
+        token_dim: the dimension each token is quantized in (12–16 in the paper).
+        quantizer: the shared-core quantizer, built with dim = token_dim.
+    """
+
+    image_size: int = 256
+    patch_size: int = 16
+    size: Literal["S", "B", "L", "custom"] = "S"
+    width: int = 512
+    depth: int = 8
+    heads: int = 8
+    num_tokens: int = 128
+    token_dim: int = 12
+    quantizer: QuantizerConfig = field(default_factory=_default_quantizer)
+
+    def __post_init__(self) -> None:
+        if self.size != "custom":
+            self.width, self.depth, self.heads = SIZES[self.size]
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"expected image_size divisible by patch_size, got {self.image_size} and "
+                f"{self.patch_size}"
+            )
+        for name in ("num_tokens", "token_dim", "width", "depth", "heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"expected {name} >= 1, got {getattr(self, name)}")
+
+
+@register_codec
+class TiTok(Codec):
+    """See the module docstring and `TiTokConfig`."""
+
+    name = "titok"
+    config_class = TiTokConfig
+
+    def __init__(self, config: TiTokConfig):
+        super().__init__()
+        self.config = config
+        width, patch = config.width, config.patch_size
+        self.grid = config.image_size // patch
+        num_patches = self.grid**2
+        scale = width**-0.5
+
+        self.patch_embed = nn.Conv2d(3, width, kernel_size=patch, stride=patch)
+        self.encoder_positions = nn.Parameter(scale * torch.randn(num_patches, width))
+        self.latent_tokens = nn.Parameter(scale * torch.randn(config.num_tokens, width))
+        self.encoder = Transformer(width, config.depth, config.heads)
+        self.to_token = nn.Linear(width, config.token_dim)
+
+        self.quantizer = config.quantizer.build(config.token_dim)
+
+        self.from_token = nn.Linear(config.token_dim, width)
+        self.latent_positions = nn.Parameter(scale * torch.randn(config.num_tokens, width))
+        self.mask_token = nn.Parameter(scale * torch.randn(width))
+        self.decoder_positions = nn.Parameter(scale * torch.randn(num_patches, width))
+        self.decoder = Transformer(width, config.depth, config.heads)
+        self.to_pixels = nn.Linear(width, patch * patch * 3)
+        self.apply(_init_weights)
+
+    @property
+    def token_spec(self) -> TokenSpec:
+        return TokenSpec(
+            vocab_sizes=list(self.quantizer.codebook_sizes),
+            layout="N",
+            geometry={
+                "image_size": self.config.image_size,
+                "num_tokens": self.config.num_tokens,
+                "channels": 3,
+            },
+        )
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        size = self.config.image_size
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"titok expected a tensor of images, got {type(images).__name__}")
+        if images.ndim != 4 or images.shape[1:] != (3, size, size):
+            raise ValueError(
+                f"titok expected images (B, 3, {size}, {size}) in [-1, 1], got shape "
+                f"{tuple(images.shape)}"
+            )
+        if not images.is_floating_point():
+            raise ValueError(f"titok expected float images in [-1, 1], got dtype {images.dtype}")
+
+    def _encode_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """`(B, 3, H, W)` → `(B, K, token_dim)` continuous latents."""
+        patches = rearrange(self.patch_embed(images), "b d h w -> b (h w) d")  # (B, N, D)
+        patches = patches + self.encoder_positions
+        latents = self.latent_tokens.expand(len(images), -1, -1)  # (B, K, D)
+        hidden = self.encoder(torch.cat([patches, latents], dim=1))
+        return self.to_token(hidden[:, patches.shape[1] :])  # (B, K, token_dim)
+
+    def _decode_quantized(self, quantized: torch.Tensor) -> torch.Tensor:
+        """`(B, K, token_dim)` → images `(B, 3, H, W)`."""
+        latents = self.from_token(quantized.to(self.from_token.weight.dtype))
+        latents = latents + self.latent_positions  # (B, K, D)
+        masks = (self.mask_token + self.decoder_positions).expand(len(quantized), -1, -1)
+        hidden = self.decoder(torch.cat([masks, latents], dim=1))
+        pixels = self.to_pixels(hidden[:, : masks.shape[1]])  # (B, N, p·p·3)
+        return rearrange(
+            pixels,
+            "b (gh gw) (ph pw c) -> b c (gh ph) (gw pw)",
+            gh=self.grid,
+            ph=self.config.patch_size,
+            pw=self.config.patch_size,
+        )
+
+    def forward(self, images: torch.Tensor) -> CodecOutput:
+        """Reconstruct `images (B, 3, H, W)` through the quantized tokens (training)."""
+        self._check_images(images)
+        out = self.quantizer(self._encode_latents(images))
+        return CodecOutput(self._decode_quantized(out.quantized), out)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> Tokens:
+        """Images `(B, 3, H, W)` in [-1, 1] → `Tokens` with codes `(B, K)`."""
+        self._check_images(images)
+        codes = self.quantizer(self._encode_latents(images)).codes  # (B, K)
+        return Tokens(codes, self.token_spec)
+
+    @torch.no_grad()
+    def decode(self, tokens: Tokens | torch.Tensor) -> torch.Tensor:
+        """`Tokens` (or codes `(B, K)`) → images `(B, 3, H, W)`, about [-1, 1] (not clamped)."""
+        codes = self._codes(tokens)
+        if codes.ndim != 2 or codes.shape[1] != self.config.num_tokens:
+            raise ValueError(
+                f"titok expected codes (B, {self.config.num_tokens}), got shape {tuple(codes.shape)}"
+            )
+        return self._decode_quantized(self.quantizer.decode(codes))
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,15 @@
+"""Building blocks shared by every model: attention through SDPA, transformer blocks, conv blocks."""
+
+from mediatok.nn.conv import AttentionBlock2d, Downsample2d, ResBlock2d, Upsample2d
+from mediatok.nn.transformer import MLP, Attention, Block, Transformer
+
+__all__ = [
+    "MLP",
+    "Attention",
+    "AttentionBlock2d",
+    "Block",
+    "Downsample2d",
+    "ResBlock2d",
+    "Transformer",
+    "Upsample2d",
+]

@@ -1,0 +1,131 @@
+"""One contract test over every registered codec, with a tiny config of each (STYLE.md § Tests)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mediatok.codecs import CODECS, Tokens, build_codec, load_codec
+
+TINY = {
+    "titok": {
+        "image_size": 32,
+        "patch_size": 8,
+        "size": "custom",
+        "width": 32,
+        "depth": 2,
+        "heads": 4,
+        "num_tokens": 8,
+        "token_dim": 6,
+        "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
+    },
+    "vqgan": {
+        "image_size": 32,
+        "channels": 16,
+        "channel_mult": [1, 2],
+        "num_res_blocks": 1,
+        "latent_dim": 8,
+        "quantizer": {"kind": "vq", "options": {"codebook_size": 32}},
+    },
+}
+
+
+def make(name: str):
+    torch.manual_seed(0)
+    return build_codec(name, TINY[name])
+
+
+def images(codec, batch: int = 2, seed: int = 1) -> torch.Tensor:
+    size = codec.config.image_size
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, size, size, generator=generator) * 2 - 1
+
+
+def test_every_registered_codec_has_a_tiny_config():
+    assert set(CODECS) <= set(TINY), f"add a tiny config for {set(CODECS) - set(TINY)}"
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_contract(name):
+    codec = make(name)
+    x = images(codec)
+    out = codec(x)
+    assert out.reconstruction.shape == x.shape and out.reconstruction.dtype == torch.float32
+    assert out.quantize.codes.dtype == torch.int64
+    losses = dict(out.quantize.losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    loss = (out.reconstruction - x).abs().mean() + sum(losses.values())
+    loss.backward()
+    for pname, parameter in codec.named_parameters():
+        assert parameter.grad is not None, f"{name}: no gradient reaches {pname}"
+
+    codec.eval()
+    tokens = codec.encode(x)
+    assert isinstance(tokens, Tokens) and tokens.codes.dtype == torch.int64
+    assert tokens.codes.shape[0] == 2
+    assert tokens.spec == codec.token_spec
+    assert int(tokens.codes.max()) < max(tokens.spec.vocab_sizes) and int(tokens.codes.min()) >= 0
+    decoded = codec.decode(tokens)
+    with torch.no_grad():
+        assert torch.allclose(decoded, codec(x).reconstruction, atol=1e-5)
+    assert torch.equal(codec.decode(tokens.codes), decoded)
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_save_and_load_give_the_same_codes(name, tmp_path):
+    codec = make(name)
+    codec(images(codec))  # one training forward: k-means init, EMA, clocks
+    codec.eval()
+    x = images(codec, seed=2)
+    codec.save_pretrained(tmp_path / "checkpoint")
+    loaded = load_codec(tmp_path / "checkpoint")
+    assert type(loaded) is type(codec)
+    assert torch.equal(loaded.encode(x).codes, codec.encode(x).codes)
+    assert torch.equal(loaded.decode(codec.encode(x)), codec.decode(codec.encode(x)))
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_bad_input_raises(name):
+    codec = make(name).eval()
+    size = codec.config.image_size
+    with pytest.raises(ValueError, match=rf"{name} expected images \(B, 3, {size}, {size}\)"):
+        codec.encode(torch.zeros(1, 3, size + 1, size))
+    with pytest.raises(ValueError, match="expected float images"):
+        codec.encode(torch.zeros(1, 3, size, size, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="expected codes"):
+        codec.decode(torch.zeros(1, 3, dtype=torch.long))
+    tokens = codec.encode(images(codec))
+    wrong = Tokens(tokens.codes, type(tokens.spec)(vocab_sizes=[7], layout=tokens.spec.layout))
+    with pytest.raises(ValueError, match="vocabulary"):
+        codec.decode(wrong)
+
+
+def test_unknown_codec_and_misspelt_option():
+    with pytest.raises(ValueError, match=r"known codecs: .*titok"):
+        build_codec("titoc")
+    with pytest.raises(ValueError, match="did you mean 'num_tokens'"):
+        build_codec("titok", {"num_token": 32})
+
+
+def test_titok_sizes_follow_the_paper():
+    for size, (width, depth, heads) in {
+        "S": (512, 8, 8),
+        "B": (768, 12, 12),
+        "L": (1024, 24, 16),
+    }.items():
+        config = CODECS["titok"].config_class(size=size, num_tokens=32)
+        assert (config.width, config.depth, config.heads) == (width, depth, heads)
+
+
+def test_titok_pinned_output():
+    """A seeded tiny TiTok gives these numbers; a change here is a change of the model."""
+    codec = make("titok").eval()
+    x = images(codec)
+    tokens = codec.encode(x)
+    reconstruction = codec.decode(tokens)
+    assert tokens.codes[0].tolist() == PINNED_CODES
+    assert torch.allclose(reconstruction[0, 0, 0, :4], torch.tensor(PINNED_PIXELS), atol=1e-4)
+
+
+PINNED_CODES = [23, 38, 38, 4, 23, 4, 40, 23]
+PINNED_PIXELS = [-0.09926, -0.01568, 0.06771, -0.12429]
