@@ -1,0 +1,42 @@
+"""Media files to tensors and back: readers, writers and datasets.
+
+Images (`image_io`, `images`):
+
+- `read_image`: any Pillow format and mode to RGB `(3, H, W)` uint8, EXIF orientation applied;
+  `ImageReadError` (a `ValueError`) names the file and the problem, never a blank image.
+- `write_image`: `(3, H, W)` uint8, or float in [-1, 1], to PNG or JPEG (quality 95), atomically.
+- `to_float` / `to_uint8`: pixels [0, 255] <-> model range [-1, 1].
+- `list_images`: the image files under a directory, recursively, sorted.
+- `resize_and_crop`: cover the target size keeping the aspect ratio, then center or random crop.
+- `ImageFolder`: a `Dataset` of `{"image", "key", "index"}` with reproducible random crops and a
+  skip-or-stop policy for bad files.
+- `decode_batch`: a batch of files onto a device for encoding, JPEGs through nvjpeg on CUDA.
+
+Layer 3: torch, torchvision, Pillow, numpy; never models.
+"""
+
+from mediatok.data.image_io import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    apply_exif_orientation,
+    list_images,
+    read_image,
+    to_float,
+    to_uint8,
+    write_image,
+)
+from mediatok.data.images import ImageFolder, decode_batch, resize_and_crop
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageFolder",
+    "ImageReadError",
+    "apply_exif_orientation",
+    "decode_batch",
+    "list_images",
+    "read_image",
+    "resize_and_crop",
+    "to_float",
+    "to_uint8",
+    "write_image",
+]
