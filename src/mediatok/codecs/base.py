@@ -143,10 +143,14 @@ def load_codec(
         raise FileNotFoundError(f"{directory}: not a codec checkpoint (no config.json)")
     try:
         meta = json.loads(config_path.read_text())
-        name, config = meta["codec"], meta["config"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        if meta.get("kind") == "codec":  # written by the trainer: the run config under "task"
+            name, config = meta["task"]["codec"], meta["task"]["model"]
+        else:  # written by save_pretrained
+            name, config = meta["codec"], meta["config"]
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
         raise ValueError(
-            f"{config_path}: expected JSON with 'codec' and 'config' keys ({error})"
+            f"{config_path}: expected a codec checkpoint's config ('codec' and 'config', or a "
+            f"training run's 'kind': 'codec' and 'task') ({error!r})"
         ) from error
     codec = build_codec(name, config)
     if expected is not None and not isinstance(codec, expected) and expected is not Codec:

@@ -1,0 +1,791 @@
+"""The one training loop: device, precision, DDP, accumulation, clipping, EMA, schedule,
+logging, evaluation cadence, checkpoint and resume. What is specific to a model sits behind
+:class:`Task`; this file contains no model names.
+
+One optimizer step = ``grad_accumulation`` micro-batches of ``batch_size`` samples per rank.
+For each micro-batch the generator pass runs (the discriminator frozen, so an adversarial
+loss reaches the generator but not the discriminator's gradients), then the discriminator
+pass. Then the generator steps, the EMA follows, and the discriminator steps when the task gave
+it a loss. Both follow the same lr schedule (``schedule.py``).
+
+Resume is exact: the checkpoint holds the weights, optimizers, every rank's RNG states and the
+data position (epoch, batches consumed in it); the sampler's permutation depends on (seed,
+epoch) only, so a resumed run reads the same next batch and, on a deterministic backend, gives
+the same next loss as an uninterrupted one. A dataset that augments at random should draw from
+the torch RNG with ``num_workers=0`` or seed from the sample index to stay exact.
+
+Launch with ``python`` for one device or ``torchrun --nproc-per-node=N`` for DDP.
+
+Layer 5.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import random
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal, NamedTuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, default_collate
+from tqdm.auto import tqdm
+
+from mediatok.config import check_choice, to_dict
+from mediatok.training import checkpoint as ckpt
+from mediatok.training.ema import EMA
+from mediatok.training.schedule import (
+    EpochBatches,
+    build_adamw,
+    default_param_groups,
+    lr_factor,
+    set_learning_rate,
+)
+
+__all__ = ["Losses", "Task", "TrainConfig", "Trainer", "is_main_process"]
+
+logger = logging.getLogger(__name__)
+
+# Train-config fields that must not change on resume: they decide which samples make a step
+# and how the optimizer state is to be read. Others (steps, cadences, workers, device,
+# precision, compile, grad_clip) may change between sessions.
+_FIXED_ON_RESUME = (
+    "batch_size",
+    "grad_accumulation",
+    "seed",
+    "lr",
+    "betas",
+    "weight_decay",
+    "ema_decay",
+    "discriminator_lr",
+    "discriminator_betas",
+)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of the training loop (model settings live in the task's own config).
+
+    Attributes:
+        steps: optimizer steps of the whole run (the cosine spans them).
+        batch_size: samples per micro-batch per rank.
+        grad_accumulation: micro-batches per optimizer step.
+        lr: peak learning rate (groups from ``Task.param_groups`` may set their own).
+        min_lr_ratio: lr at the end of the cosine, as a fraction of ``lr``.
+        warmup_steps: linear warmup length.
+        schedule: "cosine" or "constant" after warmup.
+        weight_decay: AdamW decoupled weight decay (not on 1-D parameters by default).
+        betas: AdamW β1, β2.
+        grad_clip: max global gradient norm; 0 turns clipping off.
+        ema_decay: decay of fp32 EMA weights; 0 keeps none.
+        discriminator_lr: None: ``lr``.
+        discriminator_betas: None: ``betas`` (GANs often use (0.5, 0.9)).
+        precision: "bf16" (autocast, on CUDA or CPU) or "fp32".
+        compile: ``torch.compile`` the model (not the discriminator).
+        seed: seeds weights, data order and every RNG (rank r uses seed + r after init).
+        log_every: steps between logged scalars.
+        eval_every: steps between ``Task.evaluate`` calls; 0 never.
+        save_every: steps between checkpoints; 0 only at the end (always saved then).
+        out_dir: checkpoint, ``metrics.jsonl``, ``tensorboard/`` and task outputs.
+        num_workers: DataLoader worker processes per rank.
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        tensorboard: write TensorBoard scalars (needs the ``tensorboard`` package).
+        resume: continue from ``out_dir/checkpoint`` when it exists (else start fresh).
+    """
+
+    steps: int = 1000
+    batch_size: int = 32
+    grad_accumulation: int = 1
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 0
+    schedule: Literal["cosine", "constant"] = "cosine"
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0
+    discriminator_lr: float | None = None
+    discriminator_betas: tuple[float, float] | None = None
+    precision: Literal["bf16", "fp32"] = "bf16"
+    compile: bool = False
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 0
+    save_every: int = 1000
+    out_dir: Path = Path("runs/train")
+    num_workers: int = 4
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    tensorboard: bool = True
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accumulation", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
+        for name in ("warmup_steps", "eval_every", "save_every", "num_workers", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"expected {name} to be an integer >= 0, got {value!r}")
+        for name in ("lr", "discriminator_lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"expected {name} > 0, got {value}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"expected min_lr_ratio in [0, 1], got {self.min_lr_ratio}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"expected ema_decay in [0, 1) (0 is off), got {self.ema_decay}")
+        if not self.weight_decay >= 0 or not self.grad_clip >= 0:
+            raise ValueError("expected weight_decay and grad_clip >= 0 (grad_clip 0 is off)")
+        for name in ("betas", "discriminator_betas"):
+            betas = getattr(self, name)
+            if betas is not None and not (len(betas) == 2 and all(0 <= b < 1 for b in betas)):
+                raise ValueError(f"expected {name} to be two values in [0, 1), got {betas}")
+        check_choice("schedule", self.schedule, ("cosine", "constant"))
+        check_choice("precision", self.precision, ("bf16", "fp32"))
+        check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        self.out_dir = Path(self.out_dir)
+
+
+class Losses(NamedTuple):
+    """What :meth:`Task.losses` and :meth:`Task.discriminator_losses` return.
+
+    A plain ``(loss, logs)`` tuple is accepted the same way.
+
+    Attributes:
+        loss: scalar to minimize (a mean over the micro-batch, so accumulation averages).
+        logs: scalars to log as ``train/<name>``: floats or 1-element tensors, read only at
+            log steps, so returning tensors costs no host sync.
+    """
+
+    loss: Tensor
+    logs: Mapping[str, float | Tensor] = MappingProxyType({})
+
+
+class Task(ABC):
+    """Everything model-specific that the loop needs; subclass it and fill in the abstract
+    methods (``build_model``, ``dataset``, ``losses``).
+
+    ``step`` in the hooks is the 0-based index of the optimizer step being computed (the
+    number of steps already done). Every hook runs on every rank and must make the same
+    collective calls there: decide on ``step``, never on data-dependent values.
+
+    Attributes:
+        kind: written as ``kind`` into ``config.json`` so a loader knows what to rebuild;
+            None writes the class name.
+        find_unused_parameters: tell DDP that some parameters may get no gradient in a step.
+    """
+
+    kind: ClassVar[str | None] = None
+    find_unused_parameters: ClassVar[bool] = False
+
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """Build the model on CPU; the loop seeds first, then moves and wraps it."""
+
+    @abstractmethod
+    def dataset(self) -> Dataset[Any]:
+        """The training set (map-style); the loop shards, shuffles and batches it.
+
+        Called after :meth:`build_model` (so it may use what the model decided, such as its
+        image size). If it has ``set_epoch(epoch)``, the loop calls it before each epoch (per-epoch
+        augmentation seeds; workers then restart each epoch to see it).
+        """
+
+    def collate(self, samples: list[Any]) -> Any:
+        """Samples -> batch; torch's ``default_collate`` unless overridden."""
+        return default_collate(samples)
+
+    @abstractmethod
+    def losses(
+        self, model: nn.Module, batch: Any, step: int
+    ) -> Losses | tuple[Tensor, Mapping[str, float | Tensor]]:
+        """The generator loss of one micro-batch, under autocast.
+
+        For an adversarial term call the discriminator that :meth:`build_discriminator`
+        returned (keep it on ``self``); the loop freezes its parameters during this pass so
+        the generator's gradient flows through it without reaching its ``.grad``.
+
+        Args:
+            model: the model as trained (maybe DDP- and compile-wrapped): call it.
+            batch: a collated micro-batch, its tensors on the device.
+            step: 0-based optimizer step.
+
+        Returns:
+            ``(loss, logs)`` as :class:`Losses` or a tuple.
+        """
+
+    def build_discriminator(self) -> nn.Module | None:
+        """An adversarial discriminator, trained by the loop with its own AdamW, or None."""
+        return None
+
+    def discriminator_losses(
+        self, model: nn.Module, discriminator: nn.Module, batch: Any, step: int
+    ) -> Losses | tuple[Tensor, Mapping[str, float | Tensor]] | None:
+        """The discriminator loss of one micro-batch, or None for no discriminator step.
+
+        Called right after :meth:`losses` on the same micro-batch, so a task may keep that
+        pass's detached outputs (the reconstruction) on ``self`` rather than recompute them.
+
+        Args:
+            model: the raw model (no DDP or compile wrapper), for tasks that must recompute
+                under ``torch.no_grad``; its gradients are not used.
+            discriminator: the discriminator as trained (maybe DDP-wrapped): call this one.
+            batch: the micro-batch of the generator pass.
+            step: 0-based optimizer step. Return None, without calling the discriminator,
+                before it starts; it then does not step.
+
+        Returns:
+            ``(loss, logs)`` as :class:`Losses` or a tuple, or None.
+        """
+        return None
+
+    def param_groups(self, module: nn.Module) -> list[dict[str, Any]]:
+        """AdamW groups, for the model and for the discriminator.
+
+        By default no weight decay on 1-D parameters (biases, norm scales). A group may set
+        its own ``lr`` and ``weight_decay``; together the groups must hold every trainable
+        parameter of ``module`` exactly once.
+
+        Args:
+            module: the raw model or discriminator.
+
+        Returns:
+            ``[{"params": [...], **options}, ...]``.
+        """
+        return default_param_groups(module)
+
+    def evaluate(self, model: nn.Module, step: int, out_dir: Path) -> Mapping[str, float]:
+        """Evaluate every ``eval_every`` steps and at the end, under ``torch.no_grad``.
+
+        Runs on every rank, because a model may hold collectives (quantizer usage counts are
+        summed over ranks, so a rank-0-only call would hang); shard the evaluation by rank or
+        repeat it, and write files only where :func:`is_main_process`. Rank 0's scalars are
+        logged as ``eval/<name>``.
+
+        Args:
+            model: the EMA weights when the run keeps them, else the raw model; in eval mode.
+            step: optimizer steps done.
+            out_dir: the run's output directory, for samples.
+
+        Returns:
+            name -> scalar.
+        """
+        return {}
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (or not distributed): the one that logs and saves."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class Trainer:
+    """Train ``task``'s model under ``config``; everything is built here, :meth:`fit` runs.
+
+    Args:
+        task: the model-specific parts.
+        config: the loop settings.
+        task_config: the task's config dataclass (or a JSON-ready mapping), saved under
+            ``task`` in ``config.json``; a resume that changes it logs a warning.
+        resume: continue from ``out_dir/checkpoint`` if present; ``config.resume`` too.
+
+    Attributes:
+        model, discriminator: the raw modules (no wrappers); ``ema``: the :class:`EMA` or None;
+        optimizer, discriminator_optimizer; step: optimizer steps done; device; rank;
+        world_size; checkpoint_dir.
+    """
+
+    def __init__(
+        self, task: Task, config: TrainConfig, task_config: Any = None, *, resume: bool = False
+    ) -> None:
+        if not isinstance(task, Task):
+            raise TypeError(f"expected a mediatok.training.Task, got {type(task).__name__}")
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"expected a TrainConfig, got {type(config).__name__}")
+        self.task, self.config = task, config
+        if dataclasses.is_dataclass(task_config) and not isinstance(task_config, type):
+            task_config = to_dict(task_config)
+        self.task_config = json.loads(json.dumps(task_config))  # JSON types, as when reloaded
+        if config.tensorboard:
+            _require_tensorboard()
+        self.device, self._owns_group = _setup_device_and_group(config.device)
+        self.rank, self.world_size = _rank_and_world()
+        self.is_main = self.rank == 0
+        self.out_dir = config.out_dir
+        self.checkpoint_dir = self.out_dir / "checkpoint"
+        found = ckpt.resolve_checkpoint(self.checkpoint_dir)
+        resume = resume or config.resume
+        if found is not None and not resume:
+            raise ValueError(
+                f"{found} exists; set resume=true to continue it or choose another out_dir"
+            )
+        resume_from = found if resume else None
+        if resume and found is None and self.is_main:
+            logger.info("resume asked for but %s holds no checkpoint: starting fresh", self.out_dir)
+
+        # Identical initial weights on every rank (DDP would broadcast them anyway).
+        _seed_everything(config.seed)
+        self.model = _checked_module(task.build_model(), "build_model").to(self.device)
+        built = task.build_discriminator()
+        self.discriminator = (
+            None if built is None else _checked_module(built, "build_discriminator")
+        )
+        if self.discriminator is not None:
+            self.discriminator.to(self.device)
+        state: dict[str, Any] = {}
+        if resume_from is not None:
+            self._check_resumable(resume_from)
+            state = ckpt.load_training_state(resume_from)
+            self.model.load_state_dict(ckpt.load_weights(resume_from / ckpt.MODEL_NAME))
+            if self.discriminator is not None:
+                path = resume_from / ckpt.DISCRIMINATOR_NAME
+                self.discriminator.load_state_dict(ckpt.load_weights(path))
+        self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
+        if self.ema is not None and resume_from is not None:
+            self.ema.load_state_dict(ckpt.load_weights(resume_from / ckpt.EMA_NAME))
+
+        fused = self.device.type == "cuda"
+        self.optimizer = build_adamw(
+            self.model,
+            task.param_groups(self.model),
+            lr=config.lr,
+            betas=config.betas,
+            weight_decay=config.weight_decay,
+            fused=fused,
+        )
+        self.discriminator_optimizer = None
+        if self.discriminator is not None:
+            self.discriminator_optimizer = build_adamw(
+                self.discriminator,
+                task.param_groups(self.discriminator),
+                lr=config.discriminator_lr or config.lr,
+                betas=config.discriminator_betas or config.betas,
+                weight_decay=config.weight_decay,
+                fused=fused,
+            )
+        if state:
+            _load_optimizer(self.optimizer, state["optimizer"])
+            if self.discriminator_optimizer is not None:
+                _load_optimizer(self.discriminator_optimizer, state["discriminator_optimizer"])
+
+        self._model = torch.compile(self.model) if config.compile else self.model
+        self._discriminator = self.discriminator
+        if self.world_size > 1:
+            self._model = self._wrap_ddp(self._model)
+            if self.discriminator is not None:
+                self._discriminator = self._wrap_ddp(self.discriminator)
+
+        self._batches = EpochBatches(
+            task.dataset(),
+            config.batch_size,
+            seed=config.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+            collate=task.collate,
+            num_workers=config.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        self.step = 0
+        _seed_everything(config.seed + self.rank)  # dropout etc. differ between ranks
+        if state:
+            self.step = int(state["step"])
+            self._batches.load_state_dict(state["data"])
+            ckpt.set_rng_state(state["rng"][self.rank])
+
+    def _wrap_ddp(self, module: nn.Module) -> nn.Module:
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        find = self.task.find_unused_parameters
+        return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find)
+
+    def _check_resumable(self, directory: Path) -> None:
+        saved = json.loads((directory / ckpt.CONFIG_NAME).read_text(encoding="utf-8"))
+        differ = _differences(saved.get("task"), self.task_config)
+        if differ:
+            # A warning, not an error: evaluation or logging settings may change between
+            # sessions; the fields that decide the optimization are checked below.
+            logger.warning("resuming %s with a changed task config: %s", directory, differ)
+        now, before = to_dict(self.config), saved.get("train", {})
+        changed = [
+            f"{key}: saved {before.get(key)!r}, now {now[key]!r}"
+            for key in _FIXED_ON_RESUME
+            if before.get(key) != now[key]
+        ]
+        if saved.get("world_size", 1) != self.world_size:
+            changed.append(f"world size: saved {saved.get('world_size')}, now {self.world_size}")
+        if changed:
+            raise ValueError(f"cannot resume {directory} exactly; changed: {'; '.join(changed)}")
+
+    # ----------------------------------------------------------------------------------------
+    # the loop
+
+    def fit(self) -> dict[str, float]:
+        """Train until ``config.steps``, logging, evaluating and saving on the way.
+
+        Every rank calls it. The last step always writes a checkpoint. Logged ``train/*``
+        scalars are rank 0's, averaged over the step's micro-batches.
+
+        Returns:
+            The last logged scalars (on rank 0; an empty dict on other ranks).
+
+        Raises:
+            FloatingPointError: a non-finite loss (checked at log steps, where the host syncs).
+        """
+        cfg = self.config
+        writer, metrics = self._open_logs() if self.is_main else (None, None)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            disable=not (self.is_main and sys.stderr.isatty()),
+            dynamic_ncols=True,
+        )
+        last: dict[str, float] = {}
+        self.model.train()
+        try:
+            started = time.perf_counter()
+            done_since_log = 0
+            while self.step < cfg.steps:
+                logs = self._train_step(self.step)
+                self.step += 1
+                done_since_log += 1
+                bar.update(1)
+                final = self.step == cfg.steps
+                if self.step % cfg.log_every == 0 or final:
+                    record = _read_scalars(logs, self.step, prefix="train/")
+                    elapsed = time.perf_counter() - started
+                    record["train/step_time"] = elapsed / done_since_log
+                    started, done_since_log = time.perf_counter(), 0
+                    bar.set_postfix(
+                        loss=f"{record['train/loss']:.4g}", lr=f"{record['train/lr']:.3g}"
+                    )
+                    last = self._write(record, writer, metrics)
+                if cfg.eval_every and (self.step % cfg.eval_every == 0 or final):
+                    last = {**last, **self._write(self._evaluate(), writer, metrics)}
+                    started = time.perf_counter()  # step_time measures training only
+                if final or (cfg.save_every and self.step % cfg.save_every == 0):
+                    self.save()
+                    started = time.perf_counter()
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+            if metrics is not None:
+                metrics.close()
+            if self._owns_group and dist.is_initialized():
+                dist.destroy_process_group()
+        return last if self.is_main else {}
+
+    def _train_step(self, step: int) -> dict[str, float | Tensor]:
+        cfg, task = self.config, self.task
+        accumulation = cfg.grad_accumulation
+        logs: dict[str, float | Tensor] = {}
+        factor = lr_factor(
+            step,
+            steps=cfg.steps,
+            warmup_steps=cfg.warmup_steps,
+            schedule=cfg.schedule,
+            min_lr_ratio=cfg.min_lr_ratio,
+        )
+        logs["lr"] = set_learning_rate(self.optimizer, factor)
+        discriminator_stepped = False
+        for micro in range(accumulation):
+            last = micro == accumulation - 1
+            batch = _to_device(next(self._batches), self.device)
+            with _no_sync(self._model, last):
+                with self._frozen_discriminator(), self._autocast():
+                    out = _as_losses(task.losses(self._model, batch, step), "losses")
+                (out.loss / accumulation).backward()
+            _add_logs(logs, {"loss": out.loss, **out.logs}, accumulation)
+            if self._discriminator is None:
+                continue
+            with _no_sync(self._discriminator, last):
+                with self._autocast():
+                    result = task.discriminator_losses(self.model, self._discriminator, batch, step)
+                if result is not None:
+                    result = _as_losses(result, "discriminator_losses")
+                    (result.loss / accumulation).backward()
+                    discriminator_stepped = True
+                    _add_logs(
+                        logs, {"discriminator_loss": result.loss, **result.logs}, accumulation
+                    )
+
+        logs["grad_norm"] = self._clip(self.model)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update()
+        if discriminator_stepped:
+            assert self.discriminator is not None and self.discriminator_optimizer is not None
+            set_learning_rate(self.discriminator_optimizer, factor)
+            logs["discriminator_grad_norm"] = self._clip(self.discriminator)
+            self.discriminator_optimizer.step()
+            self.discriminator_optimizer.zero_grad(set_to_none=True)
+        return logs
+
+    def _clip(self, module: nn.Module) -> Tensor:
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=self.device)
+        if self.config.grad_clip > 0:
+            return torch.nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
+        return torch.nn.utils.get_total_norm(grads)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.config.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _frozen_discriminator(self) -> Iterator[None]:
+        # The generator's adversarial loss backpropagates through the discriminator; freezing
+        # its parameters keeps that gradient out of the discriminator's own accumulation.
+        if self.discriminator is None:
+            yield
+            return
+        trainable = [p for p in self.discriminator.parameters() if p.requires_grad]
+        for p in trainable:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in trainable:
+                p.requires_grad_(True)
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict[str, float]:
+        model = self.ema.module if self.ema is not None else self.model
+        model.eval()
+        try:
+            with self._autocast():
+                scores = self.task.evaluate(model, self.step, self.out_dir)
+        finally:
+            if self.ema is None:
+                self.model.train()
+        return {"step": self.step, **{f"eval/{k}": float(v) for k, v in scores.items()}}
+
+    # ----------------------------------------------------------------------------------------
+    # logging and checkpoints
+
+    def _open_logs(self) -> tuple[Any, Any]:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / "metrics.jsonl"
+        # A resumed run redoes the steps after its checkpoint: drop their old records.
+        kept = []
+        if self.step > 0 and path.exists():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            kept = [line for line in lines if line and json.loads(line)["step"] <= self.step]
+        metrics = path.open("w", encoding="utf-8")
+        metrics.writelines(line + "\n" for line in kept)
+        writer = None
+        if self.config.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # checked by _require_tensorboard
+
+            purge = self.step + 1 if self.step > 0 else None
+            writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=purge)
+        return writer, metrics
+
+    def _write(self, record: dict[str, float], writer: Any, metrics: Any) -> dict[str, float]:
+        if not self.is_main or len(record) <= 1:
+            return {}
+        step = int(record["step"])
+        if metrics is not None:
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+        if writer is not None:
+            for key, value in record.items():
+                if key != "step":
+                    writer.add_scalar(key, value, step)
+        logger.info(
+            "step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step")
+        )
+        return record
+
+    def save(self) -> Path:
+        """Write ``out_dir/checkpoint`` (rank 0) after gathering every rank's RNG state.
+
+        Returns:
+            The checkpoint directory.
+        """
+        rng = [ckpt.get_rng_state()]
+        if self.world_size > 1:
+            rng = [None] * self.world_size
+            dist.all_gather_object(rng, ckpt.get_rng_state())
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            state: dict[str, Any] = {
+                "step": self.step,
+                "data": self._batches.state_dict(),
+                "rng": rng,
+                "optimizer": self.optimizer.state_dict(),
+            }
+            if self.discriminator_optimizer is not None:
+                state["discriminator_optimizer"] = self.discriminator_optimizer.state_dict()
+            config = {
+                "kind": self.task.kind or type(self.task).__name__,
+                "step": self.step,
+                "world_size": self.world_size,
+                "task": self.task_config,
+                "train": to_dict(self.config),
+            }
+            ckpt.save_checkpoint(
+                self.checkpoint_dir,
+                self.model,
+                config,
+                ema=None if self.ema is None else self.ema.state_dict(),
+                discriminator=self.discriminator,
+                training_state=state,
+            )
+        if self.world_size > 1:
+            dist.barrier()  # no rank runs ahead (or reads the checkpoint) before it is whole
+        return self.checkpoint_dir
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _setup_device_and_group(kind: str) -> tuple[torch.device, bool]:
+    """Pick the device and join the process group ``torchrun`` describes, if any."""
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
+    use_cuda = kind == "cuda" or (kind == "auto" and torch.cuda.is_available())
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = (
+        torch.device("cuda", local_rank % torch.cuda.device_count())
+        if use_cuda
+        else torch.device("cpu")
+    )
+    if use_cuda:
+        torch.cuda.set_device(device)
+    owns = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None
+        )
+        owns = True
+    return device, owns
+
+
+def _require_tensorboard() -> None:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "TrainConfig.tensorboard is true but the tensorboard package is not installed: "
+            "pip install tensorboard, or set tensorboard=false"
+        ) from None
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
+    """``load_state_dict``, keeping this machine's kernel choice: a saved ``fused=True`` (CUDA)
+    must not follow a run that resumes on another device type."""
+    kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kept in zip(optimizer.param_groups, kernels):
+        group.update(kept)
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _checked_module(module: Any, hook: str) -> nn.Module:
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"Task.{hook}() must return an nn.Module, got {type(module).__name__}")
+    return module
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """Move the tensors of a batch (nested in dicts, lists, tuples) to ``device``."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {key: _to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a NamedTuple
+        return type(batch)(*(_to_device(value, device) for value in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(value, device) for value in batch)
+    return batch
+
+
+def _differences(saved: Any, now: Any, where: str = "") -> list[str]:
+    """Dotted keys where two JSON values differ."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [
+            item
+            for key in sorted(set(saved) | set(now))
+            for item in _differences(saved.get(key), now.get(key), f"{where}.{key}".lstrip("."))
+        ]
+    return [] if saved == now else [where or "(all)"]
+
+
+@contextlib.contextmanager
+def _no_sync(module: nn.Module, sync: bool) -> Iterator[None]:
+    """DDP's ``no_sync`` unless ``sync``: gradients are all-reduced on the last micro-batch only."""
+    if sync or not isinstance(module, DistributedDataParallel):
+        yield
+    else:
+        with module.no_sync():
+            yield
+
+
+def _as_losses(result: Any, hook: str) -> Losses:
+    if not isinstance(result, Losses):
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise TypeError(
+                f"Task.{hook} must return Losses or (loss, logs), got {type(result).__name__}"
+            )
+        result = Losses(*result)
+    if not (isinstance(result.loss, Tensor) and result.loss.ndim == 0):
+        raise ValueError(f"Task.{hook}: expected a scalar loss tensor, got {result.loss!r:.80}")
+    if not result.loss.requires_grad:
+        raise ValueError(f"Task.{hook}: the loss does not require grad (computed under no_grad?)")
+    return result
+
+
+def _add_logs(
+    logs: dict[str, float | Tensor], new: Mapping[str, float | Tensor], count: int
+) -> None:
+    """Accumulate the mean over micro-batches; tensors stay on their device (no host sync)."""
+    for key, value in new.items():
+        if isinstance(value, Tensor):
+            if value.numel() != 1:
+                raise ValueError(f"log {key!r} must be a scalar, got shape {tuple(value.shape)}")
+            value = value.detach().float().reshape(())
+        else:
+            value = float(value)
+        logs[key] = logs[key] + value / count if key in logs else value / count
+
+
+def _read_scalars(logs: Mapping[str, float | Tensor], step: int, prefix: str) -> dict[str, float]:
+    """The step's scalars as floats (the host syncs here, at log steps only).
+
+    Raises:
+        FloatingPointError: the loss is NaN or infinite.
+    """
+    record: dict[str, float] = {"step": step}
+    record.update({prefix + key: float(value) for key, value in logs.items()})
+    if not np.isfinite(record[prefix + "loss"]):
+        raise FloatingPointError(
+            f"non-finite loss {record[prefix + 'loss']} at step {step}: {record}"
+        )
+    return record

@@ -1,0 +1,228 @@
+"""Tasks: what the one training loop trains. `CodecTask` trains any registered image codec.
+
+The objective (VQGAN §3.2, with TiTok's one-stage recipe): pixel L1 (and/or L2), an optional
+perceptual term, the quantizer's own losses, and after `discriminator_start` steps a hinge
+adversarial term against a PatchGAN with LeCam regularization. Every weight is in
+`CodecLossConfig`; the adversarial weight is a fixed number (no adaptive VQGAN weight, which
+needs the last decoder layer's gradient norm and an extra backward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from mediatok.codecs import Codec, build_codec
+from mediatok.data import (
+    ImageFolder,
+    list_images,
+    read_image,
+    resize_and_crop,
+    to_float,
+    write_image,
+)
+from mediatok.eval.image import psnr, ssim
+from mediatok.training.discriminators import (
+    LeCam,
+    PatchDiscriminator,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+)
+from mediatok.training.loop import Task, is_main_process
+from mediatok.training.losses import PerceptualLoss, reconstruction_loss
+
+
+@dataclass
+class ImageDataConfig:
+    """Where training images come from.
+
+    Attributes:
+        train_dir: a folder of images, searched recursively.
+        crop: "random" crops for training (a new crop each time an image comes up), or "center".
+        repeat: each image appears this many times per epoch (tiny folders, like the demo's).
+        on_error: "skip" unreadable files (logged) or "stop" at the first.
+        val_dir: images for `evaluate` (default: train_dir, center crops).
+        val_images: how many of them.
+    """
+
+    train_dir: str = "assets/images"
+    crop: Literal["random", "center"] = "random"
+    repeat: int = 1
+    on_error: Literal["skip", "stop"] = "skip"
+    val_dir: str | None = None
+    val_images: int = 16
+
+
+@dataclass
+class CodecLossConfig:
+    """Weights of the codec objective (0 turns a term off)."""
+
+    l1_weight: float = 1.0
+    l2_weight: float = 0.0
+    perceptual_weight: float = 0.0
+    perceptual_weights: str | None = None  # path of a torchvision vgg16 state dict
+    quantizer_weight: float = 1.0
+    adversarial_weight: float = 0.0
+    discriminator_start: int = 0
+    discriminator_channels: int = 64
+    discriminator_layers: int = 3
+    lecam_weight: float = 0.001
+
+    def __post_init__(self) -> None:
+        if self.perceptual_weight and not self.perceptual_weights:
+            raise ValueError(
+                "perceptual_weight > 0 needs perceptual_weights: the path of VGG16 weights "
+                "(none can be downloaded here)"
+            )
+
+
+class _Repeated(Dataset):
+    """`dataset` seen `times` times per epoch (index i reads item i mod len)."""
+
+    def __init__(self, dataset: Dataset, times: int):
+        self.dataset, self.times = dataset, times
+
+    def __len__(self) -> int:
+        return len(self.dataset) * self.times
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index % len(self.dataset)]
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+
+class CodecTask(Task):
+    """Trains codec `codec` (a registry name) with config overrides `model`."""
+
+    kind = "codec"  # `load_codec` reads checkpoints of this kind
+
+    def __init__(
+        self,
+        codec: str,
+        model: dict[str, Any],
+        data: ImageDataConfig,
+        loss: CodecLossConfig,
+        seed: int = 0,
+    ):
+        self.codec_name, self.model_config = codec, model
+        self.data, self.loss_config, self.seed = data, loss, seed
+        self.discriminator: nn.Module | None = None
+        self.perceptual: PerceptualLoss | None = None
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def build_model(self) -> Codec:
+        codec = build_codec(self.codec_name, self.model_config)
+        self.image_size = codec.config.image_size
+        if self.loss_config.perceptual_weight:
+            self.perceptual = PerceptualLoss(self.loss_config.perceptual_weights)
+        return codec
+
+    def dataset(self) -> Dataset:
+        folder = ImageFolder(
+            self.data.train_dir,
+            self.image_size,
+            crop=self.data.crop,
+            on_error=self.data.on_error,
+            seed=self.seed,
+        )
+        return _Repeated(folder, self.data.repeat) if self.data.repeat > 1 else folder
+
+    def build_discriminator(self) -> nn.Module | None:
+        if not self.loss_config.adversarial_weight:
+            return None
+        self.discriminator = PatchDiscriminator(
+            self.loss_config.discriminator_channels, self.loss_config.discriminator_layers
+        )
+        # LeCam's running averages live in the discriminator, so checkpoints and DDP carry them.
+        self.discriminator.lecam = LeCam()
+        return self.discriminator
+
+    def _adversarial_on(self, step: int) -> bool:
+        return self.discriminator is not None and step >= self.loss_config.discriminator_start
+
+    def losses(self, model: nn.Module, batch: dict, step: int):
+        cfg = self.loss_config
+        images = batch["image"]
+        out = model(images)
+        reconstruction = out.reconstruction.float()
+        terms = reconstruction_loss(reconstruction, images, cfg.l1_weight, cfg.l2_weight)
+        if self.perceptual is not None:
+            self.perceptual.to(images.device)
+            terms["perceptual"] = cfg.perceptual_weight * self.perceptual(reconstruction, images)
+        for name, value in out.quantize.losses.items():
+            terms[f"quantizer_{name}"] = cfg.quantizer_weight * value
+        if self._adversarial_on(step):
+            self.discriminator.requires_grad_(False)  # the generator step must not touch D
+            terms["adversarial"] = cfg.adversarial_weight * hinge_generator_loss(
+                self.discriminator(reconstruction)
+            )
+            self.discriminator.requires_grad_(True)
+        self._last = (images, reconstruction.detach())
+        logs = {name: value.detach() for name, value in terms.items()}
+        logs |= {
+            f"codebook_{k}": v
+            for k, v in out.quantize.metrics.items()
+            if k in ("usage", "perplexity")
+        }
+        return sum(terms.values()), logs
+
+    def discriminator_losses(
+        self, model: nn.Module, discriminator: nn.Module, batch: dict, step: int
+    ):
+        if not self._adversarial_on(step) or self._last is None:
+            return None
+        real, fake = self._last
+        real_logits, fake_logits = discriminator(real), discriminator(fake)
+        hinge = hinge_discriminator_loss(real_logits, fake_logits)
+        lecam = self.loss_config.lecam_weight * self.discriminator.lecam(real_logits, fake_logits)
+        return hinge + lecam, {
+            "discriminator_hinge": hinge.detach(),
+            "discriminator_lecam": lecam.detach(),
+        }
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, step: int, out_dir: str | Path) -> dict[str, float]:
+        """Reconstruct `val_images` center crops: PSNR, SSIM, codebook usage, and a grid PNG."""
+        device = next(model.parameters()).device
+        images = validation_images(self.data, self.image_size).to(device)
+        was_training = model.training
+        model.eval()
+        tokens = model.encode(images)
+        reconstruction = model.decode(tokens).float().clamp(-1, 1)
+        model.train(was_training)
+        hit = torch.unique(tokens.codes).numel()
+        metrics = {
+            "psnr": float(psnr(reconstruction, images).mean()),
+            "ssim": float(ssim(reconstruction, images).mean()),
+            "codes_used": hit,
+        }
+        if is_main_process():
+            grid = side_by_side(images, reconstruction)
+            write_image(Path(out_dir) / f"reconstructions-{step:07d}.png", grid)
+        return metrics
+
+
+def validation_images(data: ImageDataConfig, size: int) -> torch.Tensor:
+    """The first `val_images` images of `val_dir` (or `train_dir`), center-cropped: `(B, 3, S, S)`."""
+    paths = list_images(data.val_dir or data.train_dir)[: data.val_images]
+    return torch.stack([to_float(resize_and_crop(read_image(p), size, "center")) for p in paths])
+
+
+def side_by_side(
+    originals: torch.Tensor, reconstructions: torch.Tensor, columns: int = 4
+) -> torch.Tensor:
+    """A grid image `(3, H', W')` of (original, reconstruction) pairs, `columns` pairs a row."""
+    pairs = torch.cat([originals, reconstructions], dim=3).cpu()  # (B, 3, S, 2S)
+    count = len(pairs)
+    rows = -(-count // columns)
+    blank = torch.full_like(pairs[0], -1.0)
+    cells = list(pairs) + [blank] * (rows * columns - count)
+    lines = [torch.cat(cells[r * columns : (r + 1) * columns], dim=2) for r in range(rows)]
+    return torch.cat(lines, dim=1)

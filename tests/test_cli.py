@@ -1,0 +1,138 @@
+"""`mediatok encode|decode|eval` on shipped photos with a tiny codec, including a bad file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from mediatok.cli import main
+from mediatok.codecs import build_codec, load_codec
+from mediatok.tokens import TokenDataset
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "images"
+TINY_TITOK = {
+    "image_size": 32,
+    "patch_size": 8,
+    "size": "custom",
+    "width": 32,
+    "depth": 1,
+    "heads": 4,
+    "num_tokens": 8,
+    "token_dim": 6,
+    "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
+}
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    codec = build_codec("titok", TINY_TITOK)
+    return codec.save_pretrained(tmp_path / "checkpoint")
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """Three photos (one in a sub-folder) and a file that only pretends to be a JPEG."""
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(ASSETS / "chelsea.png", root / "chelsea.png")
+    shutil.copy(ASSETS / "rocket.jpg", root / "sub" / "rocket.jpg")
+    Image.open(ASSETS / "camera.png").save(root / "camera.jpg", quality=90)
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    return root
+
+
+def test_encode_skips_bad_files_and_resumes_without_duplicates(
+    checkpoint, photos, tmp_path, capsys
+):
+    tokens = tmp_path / "tokens"
+    args = ["encode", str(checkpoint), str(photos), "-o", str(tokens), "--device", "cpu"]
+    assert main([*args, "--batch-size", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err
+    dataset = TokenDataset(tokens)
+    assert sorted(dataset.keys) == ["camera.jpg", "chelsea.png", "sub/rocket.jpg"]
+    assert [entry["key"] for entry in dataset.skipped] == ["broken.jpg"]
+    assert dataset[0]["codes"].shape == (8,)
+    manifest = json.loads((tokens / "manifest.json").read_text())
+    assert manifest["codec"] == "titok" and manifest["checkpoint_sha256"]
+
+    before = sorted(p.name for p in tokens.glob("shard-*"))
+    assert main(args) == 0  # a rerun: nothing new to encode, no duplicates
+    again = TokenDataset(tokens)
+    assert sorted(again.keys) == sorted(dataset.keys)
+    assert sorted(p.name for p in tokens.glob("shard-*")) == before
+
+
+def test_encode_stops_on_a_bad_file_when_asked(checkpoint, photos, tmp_path):
+    args = ["encode", str(checkpoint), str(photos), "-o", str(tmp_path / "t"), "--device", "cpu"]
+    with pytest.raises(SystemExit, match=r"broken\.jpg"):
+        main([*args, "--on-error", "stop", "--batch-size", "1"])
+
+
+def test_decode_writes_one_image_per_source_file(checkpoint, photos, tmp_path):
+    tokens, out = tmp_path / "tokens", tmp_path / "decoded"
+    main(["encode", str(checkpoint), str(photos), "-o", str(tokens), "--device", "cpu"])
+    assert main(["decode", str(checkpoint), str(tokens), "-o", str(out), "--device", "cpu"]) == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["camera.png", "chelsea.png", "sub/rocket.png"]
+    with Image.open(out / "sub" / "rocket.png") as image:
+        assert image.size == (32, 32) and image.mode == "RGB"
+
+
+def run_eval(checkpoint: Path, photos: Path, out: Path, *extra: str) -> dict:
+    (photos / "broken.jpg").unlink()
+    args = ["eval", str(checkpoint), str(photos), "-o", str(out), "--device", "cpu", *extra]
+    assert main(args) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["num_images"] == 3
+    assert 0 < report["psnr"] < 100 and -1 <= report["ssim"] <= 1
+    assert 0 < report["codebook_usage"] <= 1
+    return report
+
+
+@pytest.mark.slow  # the 2048-d matrix square root of FID takes ~15 s on two cores
+def test_eval_computes_rfid(checkpoint, photos, tmp_path):
+    report = run_eval(checkpoint, photos, tmp_path / "report")
+    assert report["rfid"] is not None and report["rfid"] >= 0
+
+
+def test_eval_writes_a_report_and_a_grid(checkpoint, photos, tmp_path):
+    out = tmp_path / "report"
+    report = run_eval(checkpoint, photos, out, "--no-fid")
+    assert report["rfid"] is None
+    with Image.open(out / "reconstructions.png") as grid:
+        assert grid.size[1] == 32 and grid.size[0] == 32 * 2 * 4
+
+
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "image" / "titok-tiny.yaml"
+
+
+def losses(run: Path) -> dict[int, float]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    return {r["step"]: r["train/loss"] for r in records if "train/loss" in r}
+
+
+def test_train_two_steps_then_resume_gives_the_same_losses(tmp_path):
+    """The real CLI on shipped photos: a run stopped after 2 steps and resumed to 4 matches one
+    that never stopped (k-means init, EMA codebook, discriminator and LeCam state included)."""
+    common = [f"data.train_dir={ASSETS}", "train.schedule=constant", "train.tensorboard=false"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert main(["train", str(TINY_CONFIG), *common, f"train.out_dir={whole}"]) == 0
+    assert (
+        main(["train", str(TINY_CONFIG), *common, f"train.out_dir={parts}", "train.steps=2"]) == 0
+    )
+    with pytest.raises(ValueError, match="resume"):  # no silent overwrite of a run
+        main(["train", str(TINY_CONFIG), *common, f"train.out_dir={parts}"])
+    resumed = ["train", str(TINY_CONFIG), *common, f"train.out_dir={parts}", "--resume"]
+    assert main(resumed) == 0
+    expected, got = losses(whole), losses(parts)
+    assert expected[3] == got[3] and expected[4] == got[4]
+    codec = load_codec(parts / "checkpoint")
+    assert codec.name == "titok" and codec.config.num_tokens == 8
