@@ -24,6 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from mediatok.codecs.base import Codec, CodecOutput, Tokens, register_codec
+from mediatok.codecs.image.common import check_images
 from mediatok.nn import Transformer
 from mediatok.quantize import QuantizerConfig
 from mediatok.tokens import TokenSpec
@@ -118,18 +119,6 @@ class TiTok(Codec):
             },
         )
 
-    def _check_images(self, images: torch.Tensor) -> None:
-        size = self.config.image_size
-        if not isinstance(images, torch.Tensor):
-            raise TypeError(f"titok expected a tensor of images, got {type(images).__name__}")
-        if images.ndim != 4 or images.shape[1:] != (3, size, size):
-            raise ValueError(
-                f"titok expected images (B, 3, {size}, {size}) in [-1, 1], got shape "
-                f"{tuple(images.shape)}"
-            )
-        if not images.is_floating_point():
-            raise ValueError(f"titok expected float images in [-1, 1], got dtype {images.dtype}")
-
     def _encode_latents(self, images: torch.Tensor) -> torch.Tensor:
         """`(B, 3, H, W)` → `(B, K, token_dim)` continuous latents."""
         patches = rearrange(self.patch_embed(images), "b d h w -> b (h w) d")  # (B, N, D)
@@ -155,14 +144,14 @@ class TiTok(Codec):
 
     def forward(self, images: torch.Tensor) -> CodecOutput:
         """Reconstruct `images (B, 3, H, W)` through the quantized tokens (training)."""
-        self._check_images(images)
+        check_images(self.name, images, self.config.image_size)
         out = self.quantizer(self._encode_latents(images))
         return CodecOutput(self._decode_quantized(out.quantized), out)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> Tokens:
         """Images `(B, 3, H, W)` in [-1, 1] → `Tokens` with codes `(B, K)`."""
-        self._check_images(images)
+        check_images(self.name, images, self.config.image_size)
         codes = self.quantizer(self._encode_latents(images)).codes  # (B, K)
         return Tokens(codes, self.token_spec)
 

@@ -37,6 +37,7 @@ from einops import rearrange
 from torch import nn
 
 from mediatok.codecs.base import Codec, CodecOutput, Tokens, register_codec
+from mediatok.codecs.image.common import check_images
 from mediatok.nn.conv import AttentionBlock2d, Downsample2d, ResBlock2d, Upsample2d, group_norm
 from mediatok.quantize import QuantizeOutput, QuantizerConfig
 from mediatok.tokens import LAYOUTS, TokenSpec
@@ -226,18 +227,6 @@ class VQGAN(Codec):
             },
         )
 
-    def _check_images(self, images: torch.Tensor) -> None:
-        size = self.config.image_size
-        if not isinstance(images, torch.Tensor):
-            raise TypeError(f"vqgan expected a tensor of images, got {type(images).__name__}")
-        if images.ndim != 4 or images.shape[1:] != (3, size, size):
-            raise ValueError(
-                f"vqgan expected images (B, 3, {size}, {size}) in [-1, 1], got shape "
-                f"{tuple(images.shape)}"
-            )
-        if not images.is_floating_point():
-            raise ValueError(f"vqgan expected float images in [-1, 1], got dtype {images.dtype}")
-
     def _quantize(self, images: torch.Tensor) -> QuantizeOutput:
         """`(B, 3, H, W)` → the quantizer's output on channel-last latents `(B, h, w, D)`."""
         latents = self.encoder(images)  # (B, D, h, w)
@@ -255,14 +244,14 @@ class VQGAN(Codec):
             `CodecOutput`: reconstruction `(B, 3, H, W)` and the quantizer's output (quantized
             `(B, h, w, D)`, codes `(B, h, w)`, losses, metrics).
         """
-        self._check_images(images)
+        check_images(self.name, images, self.config.image_size)
         out = self._quantize(images)
         return CodecOutput(self._decode_quantized(out.quantized), out)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> Tokens:
         """Images `(B, 3, H, W)` in [-1, 1] → `Tokens` with codes `(B, h, w)` int64."""
-        self._check_images(images)
+        check_images(self.name, images, self.config.image_size)
         return Tokens(self._quantize(images).codes, self.token_spec)
 
     @torch.no_grad()
