@@ -23,7 +23,9 @@ demo: venv
 	$(BIN)/python -m mediatok.demo
 
 bench: venv
+	$(BIN)/python benchmarks/search.py
 	$(BIN)/python benchmarks/quantize.py
+	$(BIN)/python benchmarks/image_tokenizer.py
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

@@ -134,6 +134,9 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="tiny models at 64x64, for a CPU")
     parser.add_argument("--out", default="bench-output/image_tokenizer.json")
     args = parser.parse_args()
+    if args.device == "cpu" and not args.small:
+        print("no GPU: measuring the small sizes (--small); the GPU sizes need a CUDA device")
+        args.small = True
     if args.small:
         args.train_batch, args.infer_batch = min(args.train_batch, 8), min(args.infer_batch, 16)
         args.warmup, args.repeats = 1, min(args.repeats, 3)

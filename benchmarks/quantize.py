@@ -301,6 +301,9 @@ def main() -> None:
         "--overhead", action="store_true", help="host time per call at a tiny size (launch cost)"
     )
     args = parser.parse_args()
+    if args.device == "cpu" and not args.small:
+        print("no GPU: measuring the small sizes (--small); the GPU sizes need a CUDA device")
+        args.small = True
     if args.profile:
         profile(args)
         host_profile(args)

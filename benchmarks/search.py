@@ -51,6 +51,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", default="bench-output/search.json")
     args = parser.parse_args()
+    if args.device == "cpu" and not args.small:
+        print("no GPU: measuring the small sizes (--small); the GPU sizes need a CUDA device")
+        args.small = True
 
     variants = {"torch-chunked": lambda x, c: nearest_code(x, c, backend="torch"), "plain": plain}
     if args.device == "cuda":
