@@ -59,7 +59,9 @@ def test_spec_validates_and_round_trips() -> None:
     assert SPEC.order == "N" and SPEC.length_axis == 0 and spec.length_axis == 1
     assert TokenSpec([65536]).code_dtype == np.uint16
     assert TokenSpec([65537]).code_dtype == np.int32
-    with pytest.raises(ValueError, match=r"one of 'N', 'H W', 'Q T', 'T H W', 'Q N', got 'X Y'"):
+    with pytest.raises(
+        ValueError, match=r"one of 'N', 'H W', 'Q T', 'T H W', 'Q N', 'Q H W', got 'X Y'"
+    ):
         TokenSpec([16], layout="X Y")
     with pytest.raises(ValueError, match="no Q axis, so expected one vocabulary size, got 2"):
         TokenSpec([16, 16], layout="N")

@@ -172,7 +172,22 @@ def test_bad_config_raises():
         VQGANConfig(channel_mult=(1, 0))
 
 
-def test_residual_quantizer_is_rejected_naming_the_layouts():
+def test_residual_quantizer_gives_a_level_axis(tmp_path):
+    """With rvq the tokens are (B, Q, h, w), layout "Q H W", and round-trip through shards."""
+    from mediatok.tokens import TokenDataset, TokenWriter
+
+    torch.manual_seed(0)
     rvq = QuantizerConfig("rvq", {"codebook_size": 32, "num_quantizers": 2})
-    with pytest.raises(ValueError, match=r"single-level quantizer.*'rvq' with 2 levels.*'H W'"):
-        VQGAN(VQGANConfig(**{**TINY, "quantizer": rvq}))
+    codec = VQGAN(VQGANConfig(**{**TINY, "quantizer": rvq})).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    tokens = codec.encode(x)
+    grid = codec.config.grid
+    assert tokens.codes.shape == (2, 2, grid, grid) and tokens.spec.layout == "Q H W"
+    with torch.no_grad():
+        assert torch.allclose(codec.decode(tokens), codec(x).reconstruction, atol=1e-5)
+    with TokenWriter(tmp_path / "t", tokens.spec) as writer:
+        writer.add_batch(tokens.codes)
+    stored = TokenDataset(tmp_path / "t", tokens.spec)[1]["codes"]
+    assert torch.equal(stored, tokens.codes[1])
+    with pytest.raises(ValueError, match=rf"expected codes \(B, 2, {grid}, {grid}\)"):
+        codec.decode(tokens.codes[:, 0])

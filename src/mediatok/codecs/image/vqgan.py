@@ -40,7 +40,7 @@ from mediatok.codecs.base import Codec, CodecOutput, Tokens, register_codec
 from mediatok.codecs.image.common import check_images
 from mediatok.nn.conv import AttentionBlock2d, Downsample2d, ResBlock2d, Upsample2d, group_norm
 from mediatok.quantize import QuantizeOutput, QuantizerConfig
-from mediatok.tokens import LAYOUTS, TokenSpec
+from mediatok.tokens import TokenSpec
 
 
 def _default_quantizer() -> QuantizerConfig:
@@ -206,19 +206,13 @@ class VQGAN(Codec):
         )
         self.encoder = Encoder(*parts)
         self.quantizer = config.quantizer.build(config.latent_dim)
-        if self.quantizer.num_levels != 1:
-            raise ValueError(
-                f"vqgan expected a single-level quantizer (token layout 'H W'), got quantizer "
-                f"{config.quantizer.kind!r} with {self.quantizer.num_levels} levels; TokenSpec "
-                f"has no multi-level grid layout (layouts: {', '.join(map(repr, LAYOUTS))})"
-            )
         self.decoder = Decoder(*parts)
 
     @property
     def token_spec(self) -> TokenSpec:
         return TokenSpec(
             vocab_sizes=list(self.quantizer.codebook_sizes),
-            layout="H W",
+            layout="H W" if self.quantizer.num_levels == 1 else "Q H W",
             geometry={
                 "image_size": self.config.image_size,
                 "grid": self.config.grid,
@@ -250,17 +244,25 @@ class VQGAN(Codec):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> Tokens:
-        """Images `(B, 3, H, W)` in [-1, 1] → `Tokens` with codes `(B, h, w)` int64."""
+        """Images `(B, 3, H, W)` in [-1, 1] → `Tokens` with codes `(B, h, w)` int64, or
+        `(B, Q, h, w)` for a residual quantizer (layout "Q H W")."""
         check_images(self.name, images, self.config.image_size)
-        return Tokens(self._quantize(images).codes, self.token_spec)
+        codes = self._quantize(images).codes
+        if self.quantizer.num_levels > 1:
+            codes = rearrange(codes, "b h w q -> b q h w")  # (B, Q, h, w)
+        return Tokens(codes, self.token_spec)
 
     @torch.no_grad()
     def decode(self, tokens: Tokens | torch.Tensor) -> torch.Tensor:
         """`Tokens` (or codes `(B, h, w)`) → images `(B, 3, H, W)`, about [-1, 1] (not clamped)."""
         codes = self._codes(tokens)
-        grid = self.config.grid
-        if codes.ndim != 3 or codes.shape[1:] != (grid, grid):
+        grid, levels = self.config.grid, self.quantizer.num_levels
+        expected = (grid, grid) if levels == 1 else (levels, grid, grid)
+        if codes.ndim != len(expected) + 1 or tuple(codes.shape[1:]) != expected:
             raise ValueError(
-                f"vqgan expected codes (B, {grid}, {grid}), got shape {tuple(codes.shape)}"
+                f"vqgan expected codes (B, {', '.join(map(str, expected))}), got shape "
+                f"{tuple(codes.shape)}"
             )
+        if levels > 1:
+            codes = rearrange(codes, "b q h w -> b h w q")  # (B, h, w, Q)
         return self._decode_quantized(self.quantizer.decode(codes))  # (B, h, w, D) inside
