@@ -136,3 +136,14 @@ def test_train_two_steps_then_resume_gives_the_same_losses(tmp_path):
     assert expected[3] == got[3] and expected[4] == got[4]
     codec = load_codec(parts / "checkpoint")
     assert codec.name == "titok" and codec.config.num_tokens == 8
+
+
+@pytest.mark.slow  # inductor compiles for ~25 s on two cores
+def test_compiled_training_matches_eager(tmp_path):
+    common = [f"data.train_dir={ASSETS}", "train.tensorboard=false", "train.steps=2"]
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    assert main(["train", str(TINY_CONFIG), *common, f"train.out_dir={eager}"]) == 0
+    args = ["train", str(TINY_CONFIG), *common, f"train.out_dir={compiled}", "train.compile=true"]
+    assert main(args) == 0
+    for step, loss in losses(eager).items():
+        assert losses(compiled)[step] == pytest.approx(loss, rel=1e-4)

@@ -276,6 +276,9 @@ class Codebook(nn.Module):
             self.embed.copy_(F.normalize(self.embed, dim=-1))
         return stats[:, dim]
 
+    # Rare, data-dependent steps: run eagerly even inside a compiled model (inductor on the CPU
+    # also mis-compiles the k-means sampling, seen with torch 2.11).
+    @torch.compiler.disable
     @torch.no_grad()
     def _revive(self, x: torch.Tensor, revived: torch.Tensor) -> None:
         """Replace the codes in `revived (K,)` by rows of rank 0's batch, identical on all ranks."""
@@ -291,6 +294,7 @@ class Codebook(nn.Module):
         else:
             self.embed.data[revived] = fresh
 
+    @torch.compiler.disable
     @torch.no_grad()
     def _kmeans_init(self, x: torch.Tensor) -> None:
         cfg = self.config
