@@ -136,3 +136,20 @@ def test_pinned_output(name):
     codes, pixels = PINNED[name]
     assert tokens.codes[0].reshape(-1)[: len(codes)].tolist() == codes
     assert torch.allclose(reconstruction[0, 0, 0, :4], torch.tensor(pixels), atol=1e-4)
+
+
+def test_load_names_what_is_wrong(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
+        load_codec(tmp_path)
+    (tmp_path / "config.json").write_text('{"something": "else"}')
+    with pytest.raises(ValueError, match=r"config\.json: expected a codec checkpoint"):
+        load_codec(tmp_path)
+    (tmp_path / "config.json").write_text('{"codec": "titok", "config": {}}')
+    with pytest.raises(FileNotFoundError, match=r"no model\.safetensors"):
+        load_codec(tmp_path)
+    make("titok").save_pretrained(tmp_path / "titok")
+    (tmp_path / "titok" / "config.json").write_text(
+        '{"codec": "titok", "config": {"num_tokens": 9, "image_size": 32, "patch_size": 8}}'
+    )
+    with pytest.raises(ValueError, match="weights do not fit codec 'titok'"):
+        load_codec(tmp_path / "titok")

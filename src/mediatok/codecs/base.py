@@ -163,7 +163,10 @@ def load_codec(
     if not weights.is_file():
         raise FileNotFoundError(f"{directory}: no model.safetensors")
     state = load_file(weights)
-    missing, unexpected = codec.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = codec.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shapes that differ from the config's
+        raise ValueError(f"{weights}: weights do not fit codec {name!r}: {error}") from error
     if missing or unexpected:
         raise ValueError(
             f"{weights}: weights do not fit codec {name!r}: missing {sorted(missing)[:5]}, "
