@@ -13,8 +13,21 @@ Images (`image_io`, `images`):
 - `decode_batch`: a batch of files onto a device for encoding, JPEGs through nvjpeg on CUDA.
 
 Layer 3: torch, torchvision, Pillow, numpy; never models.
+
+Audio (`audio`): `read_audio` (soundfile; mono mixdown and torchaudio resampling; `AudioReadError`
+names the file), `write_audio` (WAV/FLAC, atomic), `loudness_normalize` (RMS), `list_audio`, and
+`AudioFolder`, a dataset of fixed-length crops.
 """
 
+from mediatok.data.audio import (
+    AUDIO_EXTENSIONS,
+    AudioFolder,
+    AudioReadError,
+    list_audio,
+    loudness_normalize,
+    read_audio,
+    write_audio,
+)
 from mediatok.data.image_io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -28,15 +41,22 @@ from mediatok.data.image_io import (
 from mediatok.data.images import ImageFolder, decode_batch, resize_and_crop
 
 __all__ = [
+    "AUDIO_EXTENSIONS",
     "IMAGE_EXTENSIONS",
+    "AudioFolder",
+    "AudioReadError",
     "ImageFolder",
     "ImageReadError",
     "apply_exif_orientation",
     "decode_batch",
+    "list_audio",
     "list_images",
+    "loudness_normalize",
+    "read_audio",
     "read_image",
     "resize_and_crop",
     "to_float",
     "to_uint8",
+    "write_audio",
     "write_image",
 ]

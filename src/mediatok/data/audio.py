@@ -1,0 +1,463 @@
+"""Audio files to tensors and back: listing, reading, resampling, loudness, a training dataset.
+
+Every waveform in mediatok is a float32 tensor `(C, T)`, channels first, samples nominally in
+[-1, 1] (full scale). Files are read and written with soundfile (libsndfile); torchaudio is used
+only for resampling (torchaudio 2.9 and later cannot read or write files).
+
+`read_audio` returns what the file holds, converted to float32 by libsndfile (integer PCM scaled
+to [-1, 1)); float files are returned as they are, including samples beyond full scale (clipping
+them would hide a problem of the data, and `write_audio` clips anyway). Mono is the average of
+the channels, not a sum (no level change for identical channels, never clips). Resampling uses
+`torchaudio.functional.resample` with its defaults: windowed-sinc interpolation with a Hann
+window, 6 zero crossings per side and a cutoff at 0.99 of the lower Nyquist frequency; the output
+is cut to `round(T * new_rate / old_rate)` samples.
+
+A file that cannot be decoded raises `AudioReadError`, never silence: unreadable, not audio,
+damaged, truncated (a WAV whose data chunk is shorter than its header says, or any file that
+yields fewer frames than it declares), empty (0 bytes, or 0 samples), or holding NaN or inf.
+MP3 is listed and read only where the installed libsndfile supports it (1.1 and later); its
+frame count is an estimate, so the declared-length check is skipped for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import operator
+import os
+import re
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import soundfile
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from mediatok.data.image_io import list_images, normalize_extensions
+from mediatok.data.images import ON_ERROR, item_seed
+
+__all__ = [
+    "AUDIO_CROPS",
+    "AUDIO_EXTENSIONS",
+    "AudioFolder",
+    "AudioReadError",
+    "list_audio",
+    "loudness_normalize",
+    "read_audio",
+    "write_audio",
+]
+
+AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg") + (
+    (".mp3",) if "MP3" in soundfile.available_formats() else ()
+)
+AUDIO_CROPS = ("random", "start")
+_WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+_WRITE_SUBTYPE = "PCM_16"
+_SILENCE_RMS = 1e-6
+_PEAK_LIMIT = 0.99
+# libsndfile's WAV parser logs "data : <declared> (should be <present>)" when the file ends
+# before its data chunk does; it then quietly reads what is there.
+_WAV_SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+# Streaming writers leave these placeholders in the data chunk size; not a truncation.
+_WAV_SIZE_PLACEHOLDERS = frozenset({0, 0xFFFFFFFF})
+logger = logging.getLogger("mediatok.data")
+
+
+class AudioReadError(ValueError):
+    """An audio file cannot be read or decoded.
+
+    Args:
+        path: the file at fault; the message starts with it.
+        problem: what went wrong, e.g. `"empty audio (0 samples)"`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple[type[AudioReadError], tuple[Path, str]]:
+        # As ImageReadError: the default pickling replays `cls(message)`.
+        return type(self), (self.path, self.problem)
+
+
+# --------------------------------------------------------------------------------------------
+# listing
+
+
+def list_audio(
+    root: str | os.PathLike[str], extensions: Iterable[str] = AUDIO_EXTENSIONS
+) -> list[Path]:
+    """Every audio file under `root`, recursively, in a deterministic order.
+
+    The same walk as `list_images`: dot files and dot directories skipped, links to directories
+    not followed, sorted by relative path components.
+
+    Args:
+        root: the directory to search.
+        extensions: file suffixes to keep, matched case-insensitively (`"wav"` or `".wav"`).
+
+    Returns:
+        Paths `root / relative`, sorted.
+
+    Raises:
+        ValueError: `root` is missing or not a directory, or holds no matching file; the message
+            names the directory and the extensions looked for.
+    """
+    root = Path(root)
+    wanted = normalize_extensions(extensions)
+    looked_for = ", ".join(sorted(wanted))
+    if not root.is_dir():
+        problem = "is not a directory" if root.exists() else "does not exist"
+        raise ValueError(
+            f"expected a directory of audio files ({looked_for}), got {root}, which {problem}"
+        )
+    try:
+        return list_images(root, wanted)
+    except ValueError:
+        raise ValueError(
+            f"no audio files ({looked_for}) under {root}, searched recursively"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+def read_audio(
+    path: str | os.PathLike[str], sample_rate: int | None = None, mono: bool = True
+) -> tuple[torch.Tensor, int]:
+    """Decode an audio file to float32, channels first (see the module docstring).
+
+    Args:
+        path: any format libsndfile reads (WAV, FLAC, OGG/Vorbis, MP3 where supported, ...).
+        sample_rate: resample to this rate (Hz) when the file's differs; None keeps the file's.
+        mono: average the channels into one.
+
+    Returns:
+        `audio` `(C, T)` float32 (C = 1 with `mono`), and its sample rate.
+
+    Raises:
+        AudioReadError: the file is missing or unreadable, not audio, damaged, truncated, empty
+            or holds non-finite samples; the message names the path and the problem.
+        ValueError: `sample_rate` is not a positive int.
+    """
+    _check_sample_rate(sample_rate, "sample_rate", allow_none=True)
+    path = Path(path)
+    try:
+        with open(path, "rb") as file:
+            head = file.read(16)
+    except OSError as error:
+        raise AudioReadError(path, f"cannot read the file ({error.strerror or error})") from error
+    if not head:
+        raise AudioReadError(path, "empty file (0 bytes), not audio")
+    try:
+        sound = soundfile.SoundFile(path)
+    except Exception as error:
+        # libsndfile's "Format not recognised" says less than the first bytes (an HTML error
+        # page, a text file under an audio name).
+        raise AudioReadError(
+            path, f"not audio, or a format libsndfile cannot read (file starts with {head!r})"
+        ) from error
+    with sound:
+        what = f"{sound.format} data ({sound.channels} channels, {sound.samplerate} Hz)"
+        try:
+            samples = sound.read(dtype="float32", always_2d=True)  # (T, C)
+        except Exception as error:
+            raise AudioReadError(
+                path, f"cannot decode the {what}: {type(error).__name__}: {error}"
+            ) from error
+        truncation = _describe_truncation(sound, samples.shape[0])
+        native_rate = sound.samplerate
+    if truncation:
+        raise AudioReadError(path, f"truncated {what}: {truncation}")
+    if samples.shape[0] == 0:
+        raise AudioReadError(path, "empty audio (0 samples)")
+    audio = torch.from_numpy(samples.T.copy())  # (C, T)
+    if not torch.isfinite(audio).all():
+        raise AudioReadError(path, f"the {what} holds NaN or infinite samples")
+    if mono:
+        audio = audio.mean(dim=0, keepdim=True)  # (1, T)
+    if sample_rate is not None and sample_rate != native_rate:
+        audio = resample(audio, native_rate, sample_rate)
+        native_rate = sample_rate
+    return audio, native_rate
+
+
+def _describe_truncation(sound: soundfile.SoundFile, frames_read: int) -> str | None:
+    """Why the file looks truncated, or None."""
+    if sound.format in ("WAV", "WAVEX"):
+        match = _WAV_SHORT_DATA.search(sound.extra_info)
+        if match:
+            declared, present = int(match[1]), int(match[2])
+            if declared not in _WAV_SIZE_PLACEHOLDERS and present < declared:
+                return f"the data chunk holds {present} of its {declared} declared bytes"
+    if sound.format != "MP3" and frames_read < sound.frames:
+        return f"read {frames_read} of {sound.frames} declared frames"
+    return None
+
+
+def resample(audio: torch.Tensor, old_rate: int, new_rate: int) -> torch.Tensor:
+    """Resample `(..., T)` with torchaudio's windowed sinc (defaults: Hann, width 6, rolloff 0.99).
+
+    Returns:
+        `(..., round(T * new_rate / old_rate))`, same dtype and device.
+    """
+    import torchaudio.functional
+
+    length = round(audio.shape[-1] * new_rate / old_rate)
+    resampled = torchaudio.functional.resample(audio, old_rate, new_rate)
+    # torchaudio returns ceil(T * new / old) samples; round() matches the duration best.
+    assert resampled.shape[-1] >= length, (resampled.shape, length)
+    return resampled[..., :length].contiguous()
+
+
+def _check_sample_rate(value: Any, name: str, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"expected {name} to be a positive int (Hz), got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# loudness
+
+
+def loudness_normalize(audio: torch.Tensor, target_db: float = -20.0) -> torch.Tensor:
+    """Scale audio to an RMS level of `target_db` dBFS, then peak-limit it to 0.99.
+
+    The level is the plain RMS over all channels and samples, in dB relative to a full-scale
+    value of 1 (a full-scale square wave is 0 dB, a full-scale sine about -3 dB). It is not LUFS
+    (ITU-R BS.1770: no K-weighting, no gating), so quiet passages count fully. Audio with an RMS
+    below 1e-6 (-120 dB) is returned unchanged: amplifying silence would amplify only noise.
+    If the gain would push any sample's magnitude above 0.99, the whole clip is scaled down so
+    the peak is 0.99 (a single gain, no compressor), so such clips end below the target.
+
+    Args:
+        audio: `(..., T)` float.
+        target_db: target RMS in dBFS, finite and at most 0.
+
+    Returns:
+        `(..., T)`, same dtype and device.
+    """
+    if not isinstance(audio, torch.Tensor) or not audio.is_floating_point():
+        kind = audio.dtype if isinstance(audio, torch.Tensor) else type(audio).__name__
+        raise TypeError(f"loudness_normalize expects a float tensor, got {kind}")
+    if not isinstance(target_db, (int, float)) or not math.isfinite(target_db) or target_db > 0:
+        raise ValueError(f"expected target_db to be a finite number <= 0 dBFS, got {target_db!r}")
+    if audio.numel() == 0:
+        return audio
+    rms = audio.float().square().mean().sqrt()
+    if rms < _SILENCE_RMS:
+        return audio
+    gain = 10.0 ** (target_db / 20.0) / rms
+    peak = audio.float().abs().max() * gain
+    if peak > _PEAK_LIMIT:
+        gain = gain * (_PEAK_LIMIT / peak)
+    return (audio.float() * gain).to(audio.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def write_audio(path: str | os.PathLike[str], audio: torch.Tensor, sample_rate: int) -> None:
+    """Write audio to 16-bit PCM WAV or FLAC, atomically.
+
+    Samples outside [-1, 1] are clipped to it (16-bit PCM cannot hold them); when any are, a
+    warning on the `"mediatok.data"` logger says how many. The bytes go to a hidden temporary
+    file beside `path` that is then renamed over it (not fsynced), as `write_image` does.
+
+    Args:
+        path: ends in `.wav` or `.flac` (any case); parent directories are created.
+        audio: `(C, T)` or `(T,)` float in [-1, 1], on any device, T >= 1.
+        sample_rate: in Hz, a positive int.
+
+    Raises:
+        ValueError: an unknown suffix, a wrong shape, an empty clip, non-finite samples or a bad
+            sample rate.
+        TypeError: not a float tensor.
+    """
+    path = Path(path)
+    audio_format = _WRITE_FORMATS.get(path.suffix.lower())
+    if audio_format is None:
+        raise ValueError(f"expected a path ending in .wav or .flac, got {path}")
+    _check_sample_rate(sample_rate, "sample_rate")
+    if not isinstance(audio, torch.Tensor) or not audio.is_floating_point():
+        kind = audio.dtype if isinstance(audio, torch.Tensor) else type(audio).__name__
+        raise TypeError(f"expected float audio in [-1, 1], got {kind}")
+    if audio.ndim == 1:
+        audio = audio[None]  # (1, T)
+    if audio.ndim != 2 or audio.shape[-1] == 0:
+        raise ValueError(
+            f"expected audio of shape (C, T) or (T,) with T >= 1, got {tuple(audio.shape)}"
+        )
+    audio = audio.detach().cpu().float()
+    if not torch.isfinite(audio).all():
+        raise ValueError(f"cannot write {path}: the audio holds NaN or infinite samples")
+    clipped = int((audio.abs() > 1.0).sum())
+    if clipped:
+        logger.warning(
+            "%s: clipped %d of %d samples to [-1, 1] before writing", path, clipped, audio.numel()
+        )
+    samples = audio.clamp(-1.0, 1.0).T.contiguous().numpy()  # (T, C)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(temporary, "xb") as file:
+            soundfile.write(file, samples, sample_rate, subtype=_WRITE_SUBTYPE, format=audio_format)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# dataset
+
+
+class AudioFolder(Dataset):
+    """Every audio file under a directory, read as mono, resampled and cut for codec training.
+
+    Items are `{"audio": (1, S) float32, "key": str, "index": int, "length": int}`: the key is
+    the file's path relative to `root` (POSIX separators), the index that of the file returned,
+    and `length` the number of real samples at the start of `audio`. With `segment_seconds`,
+    S = round(segment_seconds * sample_rate): longer files give an S-sample window (random or
+    from the start), shorter ones are right-padded with zeros. With `segment_seconds=None`, S is
+    the whole file (then batches need a collate function that pads).
+
+    `normalize_db` normalizes each whole file with `loudness_normalize` before cutting, so a quiet
+    passage of a loud file stays quiet.
+
+    Bad files, `skipped`, seeding and `set_epoch` behave exactly as in `ImageFolder`: with
+    `on_error="stop"` an `AudioReadError` naming the file; with `"skip"` a warning, the file is
+    appended to `skipped` and the next readable file in listing order is returned. Random
+    windows draw from a generator seeded by `(seed, epoch, index)`.
+
+    Args:
+        root: directory searched recursively by `list_audio`.
+        sample_rate: output rate in Hz; files at other rates are resampled.
+        segment_seconds: window length in seconds, or None for whole files.
+        crop: `"random"` (training) or `"start"`.
+        on_error: `"skip"` or `"stop"`.
+        normalize_db: target RMS in dBFS, or None to keep the files' levels.
+        seed: non-negative base seed of the random windows.
+        extensions: file suffixes to include.
+
+    Attributes:
+        paths: the files, sorted; `keys`: their relative paths; `skipped`: unreadable files met
+            so far by this copy; `segment_samples`: S, or None.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        sample_rate: int,
+        segment_seconds: float | None = None,
+        crop: Literal["random", "start"] = "random",
+        on_error: Literal["skip", "stop"] = "skip",
+        normalize_db: float | None = None,
+        seed: int = 0,
+        extensions: Iterable[str] = AUDIO_EXTENSIONS,
+    ) -> None:
+        _check_sample_rate(sample_rate, "sample_rate")
+        if crop not in AUDIO_CROPS:
+            raise ValueError(f"expected crop to be one of {AUDIO_CROPS}, got {crop!r}")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"expected on_error to be one of {ON_ERROR}, got {on_error!r}")
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"expected seed to be a non-negative int, got {seed!r}")
+        self.segment_samples: int | None = None
+        if segment_seconds is not None:
+            valid = isinstance(segment_seconds, (int, float)) and math.isfinite(segment_seconds)
+            samples = round(segment_seconds * sample_rate) if valid else 0
+            if samples < 1:
+                raise ValueError(
+                    "expected segment_seconds to be None or a duration of at least one sample, "
+                    f"got {segment_seconds!r} at {sample_rate} Hz"
+                )
+            self.segment_samples = samples
+        if normalize_db is not None:
+            loudness_normalize(torch.zeros(1), normalize_db)  # validates the target
+        self.root = Path(root)
+        self.sample_rate = sample_rate
+        self.crop = crop
+        self.on_error = on_error
+        self.normalize_db = normalize_db
+        self.seed = seed
+        self.epoch = 0
+        self.paths = list_audio(self.root, extensions)
+        self.keys = [path.relative_to(self.root).as_posix() for path in self.paths]
+        self.skipped: list[Path] = []
+        self._unreadable: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the random windows of `epoch` (a non-negative int) from now on."""
+        if not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"expected epoch to be a non-negative int, got {epoch!r}")
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Item `index`, or the next readable one (see the class docstring).
+
+        Returns:
+            `{"audio": (1, S) float32, "key": str, "index": int, "length": int}`.
+
+        Raises:
+            IndexError: index out of range.
+            AudioReadError: with `on_error="stop"`, the file cannot be decoded.
+            ValueError: with `on_error="skip"`, no file in the directory can be decoded.
+        """
+        index = operator.index(index)
+        count = len(self.paths)
+        if not -count <= index < count:
+            raise IndexError(f"index {index} out of range for {count} audio files in {self.root}")
+        index %= count
+        for offset in range(count):
+            candidate = (index + offset) % count
+            if candidate in self._unreadable:
+                continue
+            try:
+                audio, _ = read_audio(self.paths[candidate], self.sample_rate, mono=True)
+            except AudioReadError as error:
+                if self.on_error == "stop":
+                    raise
+                self._unreadable.add(candidate)
+                self.skipped.append(self.paths[candidate])
+                logger.warning("skipping an unreadable audio file: %s", error)
+                continue
+            return self._item(audio, candidate)
+        raise ValueError(
+            f"no readable audio in {self.root}: all {count} files failed to decode "
+            f"(first: {self.skipped[0] if self.skipped else '?'})"
+        )
+
+    def _item(self, audio: torch.Tensor, index: int) -> dict[str, Any]:
+        if self.normalize_db is not None:
+            audio = loudness_normalize(audio, self.normalize_db)
+        length = audio.shape[-1]
+        segment = self.segment_samples
+        if segment is not None:
+            if length >= segment:
+                start = 0
+                if self.crop == "random":
+                    generator = torch.Generator().manual_seed(
+                        item_seed(self.seed, self.epoch, index)
+                    )
+                    start = int(torch.randint(length - segment + 1, (), generator=generator))
+                audio = audio[:, start : start + segment]  # (1, S)
+                length = segment
+            else:
+                audio = F.pad(audio, (0, segment - length))  # (1, S), zeros on the right
+        return {
+            "audio": audio.contiguous(),
+            "key": self.keys[index],
+            "index": index,
+            "length": length,
+        }
