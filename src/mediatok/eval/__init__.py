@@ -13,6 +13,7 @@ folder-to-folder score is `mediatok.eval.fid.fid(folder_a, folder_b)`; it is not
 here, where its name would hide the `mediatok.eval.fid` module.
 """
 
+from mediatok.eval.audio import mel_distance, multi_resolution_stft_distance, pesq, si_sdr, stoi
 from mediatok.eval.codebook import CodebookUsage
 from mediatok.eval.fid import (
     InceptionFeatures,
@@ -34,6 +35,11 @@ __all__ = [
     "find_inception_weights",
     "frechet_distance",
     "legacy_bilinear_resize",
+    "mel_distance",
+    "multi_resolution_stft_distance",
+    "pesq",
     "psnr",
+    "si_sdr",
     "ssim",
+    "stoi",
 ]

@@ -1,0 +1,168 @@
+"""Audio metrics on synthetic signals: sines, a chirp, noise, and a speech-like buzz for PESQ and
+STOI (against their definitions' fixed points, not pinned printouts)."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+import torch
+
+from mediatok.eval import mel_distance, multi_resolution_stft_distance, pesq, si_sdr, stoi
+
+SAMPLE_RATE = 16000
+
+
+def sines_and_chirp(seconds: float = 1.0, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Three test signals `(3, T)` in [-1, 1]: 440 Hz, a 220 + 1250 Hz mix, a 100–4000 Hz chirp."""
+    t = torch.arange(int(seconds * sample_rate), dtype=torch.float64) / sample_rate
+    sine = 0.5 * torch.sin(2 * math.pi * 440 * t)
+    mix = 0.3 * torch.sin(2 * math.pi * 220 * t) + 0.2 * torch.sin(2 * math.pi * 1250 * t)
+    # Linear chirp: instantaneous frequency 100 + (4000 - 100) · t / seconds.
+    chirp = 0.5 * torch.sin(2 * math.pi * (100 * t + (4000 - 100) * t**2 / (2 * seconds)))
+    return torch.stack([sine, mix, chirp]).float()
+
+
+def speech_like(seconds: float = 3.0, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """A voiced buzz `(1, T)`: a 100–140 Hz harmonic series in 2 Hz syllable bursts with pauses,
+    enough speech-like activity for PESQ's voice detector and STOI's frame selection."""
+    generator = torch.Generator().manual_seed(0)
+    t = torch.arange(int(seconds * sample_rate), dtype=torch.float64) / sample_rate
+    pitch = 120 + 20 * torch.sin(2 * math.pi * 0.7 * t)  # Hz
+    phase = 2 * math.pi * torch.cumsum(pitch, 0) / sample_rate
+    voiced = sum(torch.sin(k * phase) / k for k in range(1, 30))
+    voiced = voiced / voiced.abs().max() + 0.05 * torch.randn(t.shape, generator=generator)
+    syllables = torch.sin(2 * math.pi * 2 * t).clamp_min(0) ** 2
+    return (0.3 * voiced * syllables).float()[None]
+
+
+def noise_like(signal: torch.Tensor, snr_db: float, seed: int = 1) -> torch.Tensor:
+    """Zero-mean white noise of `signal`'s shape whose energy is `snr_db` below each item's."""
+    noise = torch.randn(signal.shape, generator=torch.Generator().manual_seed(seed))
+    noise = noise - noise.mean(dim=-1, keepdim=True)
+    signal_energy = (signal - signal.mean(dim=-1, keepdim=True)).square().sum(-1, keepdim=True)
+    scale = (signal_energy / noise.square().sum(-1, keepdim=True) / 10 ** (snr_db / 10)).sqrt()
+    return noise * scale
+
+
+def test_identical_signals_are_at_distance_zero() -> None:
+    signals = sines_and_chirp()
+    assert torch.equal(mel_distance(signals, signals, SAMPLE_RATE), torch.zeros(3))
+    assert torch.equal(multi_resolution_stft_distance(signals, signals), torch.zeros(3))
+    scores = si_sdr(signals, signals)
+    assert scores.shape == (3,) and scores.dtype == torch.float32
+    assert torch.isfinite(scores).all() and (scores > 90).all()
+
+
+def test_distances_grow_with_noise() -> None:
+    signals = sines_and_chirp()
+    for metric in (
+        lambda p, t: mel_distance(p, t, SAMPLE_RATE),
+        multi_resolution_stft_distance,
+    ):
+        distances = torch.stack(
+            [metric(signals + noise_like(signals, snr), signals) for snr in (40, 20, 0)]
+        )  # (3 noise levels, B)
+        assert (distances > 0).all()
+        assert (distances[1:] > distances[:-1]).all(), distances
+
+
+def test_si_sdr_matches_the_noise_level() -> None:
+    signals = sines_and_chirp()
+    for snr in (0.0, 10.0, 25.0):
+        scores = si_sdr(signals + noise_like(signals, snr), signals)
+        assert torch.allclose(scores, torch.full((3,), snr), atol=0.5), (snr, scores)
+
+
+def test_si_sdr_is_scale_invariant_and_matches_the_definition() -> None:
+    signals = sines_and_chirp()
+    noisy = signals + noise_like(signals, 12.0)
+    reference = si_sdr(noisy, signals)
+    for gain in (0.01, 0.5, 8.0):
+        assert torch.allclose(si_sdr(gain * noisy, signals), reference, atol=1e-4)
+    # Eq. 5 of Le Roux et al. written out with the projection, in float64.
+    estimate = noisy.double() - noisy.double().mean(-1, keepdim=True)
+    target = signals.double() - signals.double().mean(-1, keepdim=True)
+    alpha = (estimate * target).sum(-1, keepdim=True) / target.square().sum(-1, keepdim=True)
+    projection = alpha * target
+    expected = 10 * torch.log10(
+        projection.square().sum(-1) / (estimate - projection).square().sum(-1)
+    )
+    assert torch.allclose(reference.double(), expected, atol=1e-4)
+    # A silent prediction is very bad, not NaN.
+    assert (si_sdr(torch.zeros_like(signals), signals) < -90).all()
+
+
+def test_channel_layout_and_float64() -> None:
+    signals = sines_and_chirp()
+    noisy = signals + noise_like(signals, 10.0)
+    for metric in (lambda p, t: mel_distance(p, t, SAMPLE_RATE), si_sdr):
+        flat = metric(noisy, signals)
+        assert torch.allclose(metric(noisy[:, None], signals[:, None]), flat)
+        assert metric(noisy.double(), signals).dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    ("prediction_shape", "target_shape", "message"),
+    [
+        ((2, 4000), (2, 3999), "one length, got 4000 and 3999"),
+        ((2, 4000), (3, 4000), "one batch size, got 2 and 3"),
+        ((2, 2, 4000), (2, 2, 4000), r"\(B, T\) or \(B, 1, T\), got \(2, 2, 4000\)"),
+        ((4000,), (4000,), r"\(B, T\) or \(B, 1, T\), got \(4000,\)"),
+    ],
+)
+def test_bad_shapes_raise(
+    prediction_shape: tuple[int, ...], target_shape: tuple[int, ...], message: str
+) -> None:
+    prediction, target = torch.zeros(prediction_shape), torch.zeros(target_shape)
+    for metric in (
+        lambda p, t: mel_distance(p, t, SAMPLE_RATE),
+        multi_resolution_stft_distance,
+        si_sdr,
+    ):
+        with pytest.raises(ValueError, match=message):
+            metric(prediction, target)
+
+
+def test_bad_types_and_settings_raise() -> None:
+    signals = sines_and_chirp()
+    with pytest.raises(TypeError, match=r"real float tensor, got torch\.int16"):
+        si_sdr(signals.to(torch.int16), signals)
+    with pytest.raises(ValueError, match="sample_rate to be a positive int, got 0"):
+        mel_distance(signals, signals, 0)
+    with pytest.raises(ValueError, match="longer than n_fft // 2 = 1024"):
+        multi_resolution_stft_distance(signals[:, :1000], signals[:, :1000])
+    with pytest.raises(ValueError, match="win_length <= n_fft"):
+        multi_resolution_stft_distance(signals, signals, resolutions=((256, 64, 512),))
+
+
+def test_pesq_identical_is_high_and_noise_is_low() -> None:
+    pytest.importorskip("pesq", reason="wide-band PESQ needs `pip install pesq`")
+    speech = speech_like()
+    noise = noise_like(speech, 0.0)
+    scores = pesq(torch.cat([speech, noise]), torch.cat([speech, speech]), SAMPLE_RATE)
+    assert scores.shape == (2,)
+    assert scores[0] > 4.0 and scores[1] < 2.0, scores
+    # At 24 kHz the signals are resampled to 16 kHz first.
+    speech_24k = speech_like(sample_rate=24000)
+    assert pesq(speech_24k, speech_24k, 24000)[0] > 4.0
+
+
+def test_stoi_identical_is_one_and_noise_is_lower() -> None:
+    pytest.importorskip("pystoi", reason="STOI needs `pip install pystoi`")
+    speech = speech_like()
+    noise = noise_like(speech, 0.0)
+    scores = stoi(torch.cat([speech, noise]), torch.cat([speech, speech]), SAMPLE_RATE)
+    assert scores[0] == pytest.approx(1.0, abs=1e-4)
+    assert scores[1] < 0.7, scores
+
+
+def test_missing_optional_packages_raise_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    speech = speech_like(seconds=1.0)
+    monkeypatch.setitem(sys.modules, "pesq", None)  # makes `import pesq` fail
+    monkeypatch.setitem(sys.modules, "pystoi", None)
+    with pytest.raises(ImportError, match="pip install pesq"):
+        pesq(speech, speech, SAMPLE_RATE)
+    with pytest.raises(ImportError, match="pip install pystoi"):
+        stoi(speech, speech, SAMPLE_RATE)
