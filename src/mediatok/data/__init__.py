@@ -28,6 +28,7 @@ from mediatok.data.audio import (
     read_audio,
     write_audio,
 )
+from mediatok.data.folder import MediaFolder, MediaReadError
 from mediatok.data.image_io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -47,6 +48,8 @@ __all__ = [
     "AudioReadError",
     "ImageFolder",
     "ImageReadError",
+    "MediaFolder",
+    "MediaReadError",
     "apply_exif_orientation",
     "decode_batch",
     "list_audio",

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import operator
 import os
 import re
 import uuid
@@ -34,10 +33,9 @@ from typing import Any, Literal
 import soundfile
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
+from mediatok.data.folder import MediaFolder, MediaReadError
 from mediatok.data.image_io import list_images, normalize_extensions
-from mediatok.data.images import ON_ERROR, item_seed
 
 __all__ = [
     "AUDIO_CROPS",
@@ -66,22 +64,13 @@ _WAV_SIZE_PLACEHOLDERS = frozenset({0, 0xFFFFFFFF})
 logger = logging.getLogger("mediatok.data")
 
 
-class AudioReadError(ValueError):
-    """An audio file cannot be read or decoded.
+class AudioReadError(MediaReadError):
+    """An audio file cannot be read or decoded; the message starts with its path.
 
     Args:
-        path: the file at fault; the message starts with it.
+        path: the file at fault.
         problem: what went wrong, e.g. `"empty audio (0 samples)"`.
     """
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self) -> tuple[type[AudioReadError], tuple[Path, str]]:
-        # As ImageReadError: the default pickling replays `cls(message)`.
-        return type(self), (self.path, self.problem)
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +308,7 @@ def write_audio(path: str | os.PathLike[str], audio: torch.Tensor, sample_rate: 
 # dataset
 
 
-class AudioFolder(Dataset):
+class AudioFolder(MediaFolder):
     """Every audio file under a directory, read as mono, resampled and cut for codec training.
 
     Items are `{"audio": (1, S) float32, "key": str, "index": int, "length": int}`: the key is
@@ -352,6 +341,8 @@ class AudioFolder(Dataset):
             so far by this copy; `segment_samples`: S, or None.
     """
 
+    noun = "audio file"
+
     def __init__(
         self,
         root: str | os.PathLike[str],
@@ -366,10 +357,6 @@ class AudioFolder(Dataset):
         _check_sample_rate(sample_rate, "sample_rate")
         if crop not in AUDIO_CROPS:
             raise ValueError(f"expected crop to be one of {AUDIO_CROPS}, got {crop!r}")
-        if on_error not in ON_ERROR:
-            raise ValueError(f"expected on_error to be one of {ON_ERROR}, got {on_error!r}")
-        if not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"expected seed to be a non-negative int, got {seed!r}")
         self.segment_samples: int | None = None
         if segment_seconds is not None:
             valid = isinstance(segment_seconds, (int, float)) and math.isfinite(segment_seconds)
@@ -382,61 +369,13 @@ class AudioFolder(Dataset):
             self.segment_samples = samples
         if normalize_db is not None:
             loudness_normalize(torch.zeros(1), normalize_db)  # validates the target
-        self.root = Path(root)
+        super().__init__(root, list_audio(root, extensions), on_error, seed)
         self.sample_rate = sample_rate
         self.crop = crop
-        self.on_error = on_error
         self.normalize_db = normalize_db
-        self.seed = seed
-        self.epoch = 0
-        self.paths = list_audio(self.root, extensions)
-        self.keys = [path.relative_to(self.root).as_posix() for path in self.paths]
-        self.skipped: list[Path] = []
-        self._unreadable: set[int] = set()
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the random windows of `epoch` (a non-negative int) from now on."""
-        if not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"expected epoch to be a non-negative int, got {epoch!r}")
-        self.epoch = epoch
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """Item `index`, or the next readable one (see the class docstring).
-
-        Returns:
-            `{"audio": (1, S) float32, "key": str, "index": int, "length": int}`.
-
-        Raises:
-            IndexError: index out of range.
-            AudioReadError: with `on_error="stop"`, the file cannot be decoded.
-            ValueError: with `on_error="skip"`, no file in the directory can be decoded.
-        """
-        index = operator.index(index)
-        count = len(self.paths)
-        if not -count <= index < count:
-            raise IndexError(f"index {index} out of range for {count} audio files in {self.root}")
-        index %= count
-        for offset in range(count):
-            candidate = (index + offset) % count
-            if candidate in self._unreadable:
-                continue
-            try:
-                audio, _ = read_audio(self.paths[candidate], self.sample_rate, mono=True)
-            except AudioReadError as error:
-                if self.on_error == "stop":
-                    raise
-                self._unreadable.add(candidate)
-                self.skipped.append(self.paths[candidate])
-                logger.warning("skipping an unreadable audio file: %s", error)
-                continue
-            return self._item(audio, candidate)
-        raise ValueError(
-            f"no readable audio in {self.root}: all {count} files failed to decode "
-            f"(first: {self.skipped[0] if self.skipped else '?'})"
-        )
+    def _read(self, path: Path) -> torch.Tensor:
+        return read_audio(path, self.sample_rate, mono=True)[0]
 
     def _item(self, audio: torch.Tensor, index: int) -> dict[str, Any]:
         if self.normalize_db is not None:
@@ -447,9 +386,7 @@ class AudioFolder(Dataset):
             if length >= segment:
                 start = 0
                 if self.crop == "random":
-                    generator = torch.Generator().manual_seed(
-                        item_seed(self.seed, self.epoch, index)
-                    )
+                    generator = self.generator(index)
                     start = int(torch.randint(length - segment + 1, (), generator=generator))
                 audio = audio[:, start : start + segment]  # (1, S)
                 length = segment

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from mediatok.data.folder import MediaReadError
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageReadError",
@@ -58,23 +60,13 @@ _WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 _JPEG_QUALITY = 95
 
 
-class ImageReadError(ValueError):
-    """An image file cannot be read or decoded.
+class ImageReadError(MediaReadError):
+    """An image file cannot be read or decoded; the message starts with its path.
 
     Args:
-        path: the file at fault; the message starts with it.
+        path: the file at fault.
         problem: what went wrong, e.g. `"truncated or damaged JPEG data (...)"`.
     """
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self) -> tuple[type[ImageReadError], tuple[Path, str]]:
-        # The default pickling replays `cls(message)`, which this signature rejects; multiprocess
-        # pipelines pickle exceptions.
-        return type(self), (self.path, self.problem)
 
 
 # --------------------------------------------------------------------------------------------

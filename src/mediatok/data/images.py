@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import io
 import logging
-import operator
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
+from mediatok.data.folder import ON_ERROR, MediaFolder
 from mediatok.data.image_io import (
     EXIF_ORIENTATION_TAG,
     IMAGE_EXTENSIONS,
@@ -37,7 +35,6 @@ from mediatok.data.image_io import (
 __all__ = ["CROPS", "ON_ERROR", "ImageFolder", "decode_batch", "resize_and_crop"]
 
 CROPS = ("center", "random")
-ON_ERROR = ("skip", "stop")
 logger = logging.getLogger("mediatok.data")
 
 
@@ -103,13 +100,7 @@ def target_size(size: int | Sequence[int]) -> tuple[int, int]:
     return sides[0], sides[1]
 
 
-def item_seed(seed: int, epoch: int, index: int) -> int:
-    """A 64-bit seed mixed from `(seed, epoch, index)`; neighbours give unrelated streams."""
-    sequence = np.random.SeedSequence(seed, spawn_key=(epoch, index))
-    return int(sequence.generate_state(1, dtype=np.uint64)[0])
-
-
-class ImageFolder(Dataset):
+class ImageFolder(MediaFolder):
     """Every image under a directory, decoded, resized and cropped for codec training.
 
     Items are `{"image": float (3, H, W) in [-1, 1], "key": str, "index": int}`: the key is the
@@ -140,6 +131,8 @@ class ImageFolder(Dataset):
             so far by this copy.
     """
 
+    noun = "image"
+
     def __init__(
         self,
         root: str | os.PathLike[str],
@@ -152,69 +145,15 @@ class ImageFolder(Dataset):
         target_size(size)
         if crop not in CROPS:
             raise ValueError(f"expected crop to be one of {CROPS}, got {crop!r}")
-        if on_error not in ON_ERROR:
-            raise ValueError(f"expected on_error to be one of {ON_ERROR}, got {on_error!r}")
-        if not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"expected seed to be a non-negative int, got {seed!r}")
-        self.root = Path(root)
+        super().__init__(root, list_images(root, extensions), on_error, seed)
         self.size = size
         self.crop = crop
-        self.on_error = on_error
-        self.seed = seed
-        self.epoch = 0
-        self.paths = list_images(self.root, extensions)
-        self.keys = [path.relative_to(self.root).as_posix() for path in self.paths]
-        self.skipped: list[Path] = []
-        self._unreadable: set[int] = set()
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the random crops of `epoch` (a non-negative int) from now on."""
-        if not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"expected epoch to be a non-negative int, got {epoch!r}")
-        self.epoch = epoch
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """Item `index`, or the next readable one (see the class docstring).
-
-        Returns:
-            `{"image": (3, H, W) float32 in [-1, 1], "key": str, "index": int}`.
-
-        Raises:
-            IndexError: index out of range.
-            ImageReadError: with `on_error="stop"`, the file cannot be decoded.
-            ValueError: with `on_error="skip"`, no file in the directory can be decoded.
-        """
-        index = operator.index(index)
-        count = len(self.paths)
-        if not -count <= index < count:
-            raise IndexError(f"index {index} out of range for {count} images in {self.root}")
-        index %= count
-        for offset in range(count):
-            candidate = (index + offset) % count
-            if candidate in self._unreadable:
-                continue
-            try:
-                image = read_image(self.paths[candidate])
-            except ImageReadError as error:
-                if self.on_error == "stop":
-                    raise
-                self._unreadable.add(candidate)
-                self.skipped.append(self.paths[candidate])
-                logger.warning("skipping an unreadable image: %s", error)
-                continue
-            return self._item(image, candidate)
-        raise ValueError(
-            f"no readable image in {self.root}: all {count} files failed to decode "
-            f"(first: {self.skipped[0] if self.skipped else '?'})"
-        )
+    def _read(self, path: Path) -> torch.Tensor:
+        return read_image(path)
 
     def _item(self, image: torch.Tensor, index: int) -> dict[str, Any]:
-        generator = None
-        if self.crop == "random":
-            generator = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
+        generator = self.generator(index) if self.crop == "random" else None
         image = resize_and_crop(image, self.size, self.crop, generator)
         return {"image": to_float(image), "key": self.keys[index], "index": index}
 

@@ -1,0 +1,132 @@
+"""What the image and audio readers share: the read error, per-item seeds, and a dataset over a
+directory's files that skips or stops at an unreadable one.
+
+Layer 3.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+ON_ERROR = ("skip", "stop")
+
+logger = logging.getLogger("mediatok.data")
+
+
+class MediaReadError(ValueError):
+    """A media file cannot be read or decoded (`ImageReadError`, `AudioReadError`).
+
+    Args:
+        path: the file at fault; the message starts with it.
+        problem: what went wrong, e.g. `"truncated or damaged JPEG data (...)"`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple[type[MediaReadError], tuple[Path, str]]:
+        # The default pickling replays `cls(message)`, which this signature rejects; multiprocess
+        # pipelines pickle exceptions.
+        return type(self), (self.path, self.problem)
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """A 64-bit seed mixed from `(seed, epoch, index)`; neighbours give unrelated streams."""
+    sequence = np.random.SeedSequence(seed, spawn_key=(epoch, index))
+    return int(sequence.generate_state(1, dtype=np.uint64)[0])
+
+
+class MediaFolder(Dataset):
+    """Base of `ImageFolder` and `AudioFolder`: the files of `root`, read one per item.
+
+    A file that cannot be read either stops the job (`on_error="stop"`: the reader's
+    `MediaReadError` naming it) or is skipped (`"skip"`): a warning on the `"mediatok.data"`
+    logger names it, it is appended to `skipped`, and the item is the next readable file in
+    listing order (wrapping around), so the substitution is deterministic. Known-bad files are
+    not read again. Subclasses set `noun` and implement `_read(path)` and `_item(data, index)`.
+
+    Args:
+        root: the directory.
+        paths: its files, in listing order.
+        on_error: `"skip"` or `"stop"`.
+        seed: non-negative base seed of random crops (see `item_seed`).
+    """
+
+    noun: ClassVar[str]  # one file's kind in messages: "image", "audio file"
+
+    def __init__(
+        self, root: str | os.PathLike[str], paths: list[Path], on_error: str, seed: int
+    ) -> None:
+        if on_error not in ON_ERROR:
+            raise ValueError(f"expected on_error to be one of {ON_ERROR}, got {on_error!r}")
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"expected seed to be a non-negative int, got {seed!r}")
+        self.root = Path(root)
+        self.on_error = on_error
+        self.seed = seed
+        self.epoch = 0
+        self.paths = paths
+        self.keys = [path.relative_to(self.root).as_posix() for path in self.paths]
+        self.skipped: list[Path] = []
+        self._unreadable: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the random crops of `epoch` (a non-negative int) from now on."""
+        if not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"expected epoch to be a non-negative int, got {epoch!r}")
+        self.epoch = epoch
+
+    def generator(self, index: int) -> torch.Generator:
+        """The random generator of item `index` in the current epoch."""
+        return torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Item `index`, or the next readable one (see the class docstring).
+
+        Raises:
+            IndexError: index out of range.
+            MediaReadError: with `on_error="stop"`, the file cannot be read.
+            ValueError: with `on_error="skip"`, no file in the directory can be read.
+        """
+        index = operator.index(index)
+        count = len(self.paths)
+        if not -count <= index < count:
+            raise IndexError(f"index {index} out of range for {count} {self.noun}s in {self.root}")
+        index %= count
+        for offset in range(count):
+            candidate = (index + offset) % count
+            if candidate in self._unreadable:
+                continue
+            try:
+                data = self._read(self.paths[candidate])
+            except MediaReadError as error:
+                if self.on_error == "stop":
+                    raise
+                self._unreadable.add(candidate)
+                self.skipped.append(self.paths[candidate])
+                logger.warning("skipping an unreadable %s: %s", self.noun, error)
+                continue
+            return self._item(data, candidate)
+        raise ValueError(
+            f"no readable {self.noun} in {self.root}: all {count} files failed to decode "
+            f"(first: {self.skipped[0] if self.skipped else '?'})"
+        )
+
+    def _read(self, path: Path) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _item(self, data: torch.Tensor, index: int) -> dict[str, Any]:
+        raise NotImplementedError
