@@ -91,9 +91,15 @@ def evaluate_codec(
 
     from tqdm import tqdm
 
-    from mediatok.data import list_images, read_image, resize_and_crop, to_float, write_image
+    from mediatok.data import (
+        list_images,
+        read_image,
+        resize_and_crop,
+        side_by_side,
+        to_float,
+        write_image,
+    )
     from mediatok.eval import CodebookUsage, InceptionFeatures, fid_from_features, psnr, ssim
-    from mediatok.training.tasks import side_by_side
 
     codec = load(checkpoint, device=device)
     size = codec.config.image_size

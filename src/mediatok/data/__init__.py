@@ -39,7 +39,7 @@ from mediatok.data.image_io import (
     to_uint8,
     write_image,
 )
-from mediatok.data.images import ImageFolder, decode_batch, resize_and_crop
+from mediatok.data.images import ImageFolder, decode_batch, resize_and_crop, side_by_side
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -58,6 +58,7 @@ __all__ = [
     "read_audio",
     "read_image",
     "resize_and_crop",
+    "side_by_side",
     "to_float",
     "to_uint8",
     "write_audio",

@@ -32,7 +32,7 @@ from mediatok.data.image_io import (
     to_float,
 )
 
-__all__ = ["CROPS", "ON_ERROR", "ImageFolder", "decode_batch", "resize_and_crop"]
+__all__ = ["CROPS", "ON_ERROR", "ImageFolder", "decode_batch", "resize_and_crop", "side_by_side"]
 
 CROPS = ("center", "random")
 logger = logging.getLogger("mediatok.data")
@@ -289,3 +289,16 @@ def _nvjpeg_orientation(data: bytes) -> int | None:
     except Exception:
         return None  # damaged headers: Pillow's full decode gives the error message
     return orientation if isinstance(orientation, int) else 1
+
+
+def side_by_side(
+    originals: torch.Tensor, reconstructions: torch.Tensor, columns: int = 4
+) -> torch.Tensor:
+    """A grid image `(3, H', W')` of (original, reconstruction) pairs, `columns` pairs a row."""
+    pairs = torch.cat([originals, reconstructions], dim=3).cpu()  # (B, 3, S, 2S)
+    count = len(pairs)
+    rows = -(-count // columns)
+    blank = torch.full_like(pairs[0], -1.0)
+    cells = list(pairs) + [blank] * (rows * columns - count)
+    lines = [torch.cat(cells[r * columns : (r + 1) * columns], dim=2) for r in range(rows)]
+    return torch.cat(lines, dim=1)

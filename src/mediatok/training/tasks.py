@@ -23,6 +23,7 @@ from mediatok.data import (
     list_images,
     read_image,
     resize_and_crop,
+    side_by_side,
     to_float,
     write_image,
 )
@@ -159,11 +160,11 @@ class CodecTask(Task):
         for name, value in out.quantize.losses.items():
             terms[f"quantizer_{name}"] = cfg.quantizer_weight * value
         if self._adversarial_on(step):
-            self.discriminator.requires_grad_(False)  # the generator step must not touch D
+            # The loop freezes the discriminator during this pass: the gradient reaches the
+            # generator only.
             terms["adversarial"] = cfg.adversarial_weight * hinge_generator_loss(
                 self.discriminator(reconstruction)
             )
-            self.discriminator.requires_grad_(True)
         self._last = (images, reconstruction.detach())
         logs = {name: value.detach() for name, value in terms.items()}
         logs |= {
@@ -213,16 +214,3 @@ def validation_images(data: ImageDataConfig, size: int) -> torch.Tensor:
     """The first `val_images` images of `val_dir` (or `train_dir`), center-cropped: `(B, 3, S, S)`."""
     paths = list_images(data.val_dir or data.train_dir)[: data.val_images]
     return torch.stack([to_float(resize_and_crop(read_image(p), size, "center")) for p in paths])
-
-
-def side_by_side(
-    originals: torch.Tensor, reconstructions: torch.Tensor, columns: int = 4
-) -> torch.Tensor:
-    """A grid image `(3, H', W')` of (original, reconstruction) pairs, `columns` pairs a row."""
-    pairs = torch.cat([originals, reconstructions], dim=3).cpu()  # (B, 3, S, 2S)
-    count = len(pairs)
-    rows = -(-count // columns)
-    blank = torch.full_like(pairs[0], -1.0)
-    cells = list(pairs) + [blank] * (rows * columns - count)
-    lines = [torch.cat(cells[r * columns : (r + 1) * columns], dim=2) for r in range(rows)]
-    return torch.cat(lines, dim=1)
