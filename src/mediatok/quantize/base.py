@@ -52,6 +52,17 @@ class Step:
     dead: torch.Tensor | None = None  # (Q,) when the subclass advanced the usage clock itself
 
 
+def histogram(codes: torch.Tensor, size: int) -> torch.Tensor:
+    """`(N,)` int64 codes → `(size,)` float32 counts summed over ranks.
+
+    `index_add_` rather than `torch.bincount`, which syncs with the host on CUDA. Exact while
+    a count stays under 2^24.
+    """
+    counts = torch.zeros(size, device=codes.device)
+    counts.index_add_(0, codes, torch.ones(1, device=codes.device).expand(codes.shape[0]))
+    return all_reduce_sum_(counts)
+
+
 class LazyMetrics(Mapping[str, torch.Tensor]):
     """A read-only dict of metric tensors, computed from the step's histogram on first read.
 
@@ -103,17 +114,12 @@ class CodeUsage(nn.Module):
         )
 
     def histogram(self, codes: torch.Tensor) -> torch.Tensor:
-        """`(N, Q)` codes → `(Q, K)` float32 counts summed over ranks.
-
-        `index_add_` rather than `torch.bincount`, which syncs with the host on CUDA.
-        """
+        """`(N, Q)` codes → `(Q, K)` float32 counts summed over ranks."""
         num_levels = codes.shape[1]
         if num_levels > 1:
             codes = codes + torch.arange(num_levels, device=codes.device) * self.codebook_size
-        flat = codes.reshape(-1)
-        counts = torch.zeros(num_levels * self.codebook_size, device=codes.device)
-        counts.index_add_(0, flat, torch.ones(1, device=codes.device).expand(flat.shape[0]))
-        return all_reduce_sum_(counts.view(num_levels, self.codebook_size))
+        counts = histogram(codes.reshape(-1), num_levels * self.codebook_size)
+        return counts.view(num_levels, self.codebook_size)
 
     @torch.no_grad()
     def update(

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mediatok.quantize.base import CodeUsage, Quantizer, Step, projections
+from mediatok.quantize.base import CodeUsage, Quantizer, Step, histogram, projections
 from mediatok.quantize.distributed import (
     all_gather_rows,
     all_reduce_sum_,
@@ -231,7 +231,7 @@ class Codebook(nn.Module):
             if self.training and cfg.ema_update:
                 counts = self._ema_update(x.detach(), codes)
             else:
-                counts = _histogram(codes, cfg.codebook_size)
+                counts = histogram(codes, cfg.codebook_size)
             if self.training:
                 clock.add_(counts.sum().long()).masked_fill_(counts > 0, 0)
             dead = (clock >= dead_after).sum().float()
@@ -311,13 +311,6 @@ class Codebook(nn.Module):
         else:
             self.embed.data.copy_(centers)
         self.initialized.fill_(True)
-
-
-def _histogram(codes: torch.Tensor, size: int) -> torch.Tensor:
-    """`(N,)` codes → `(K,)` float counts over all ranks, without a host sync."""
-    counts = torch.zeros(size, device=codes.device)
-    counts.index_add_(0, codes, torch.ones(1, device=codes.device).expand(codes.shape[0]))
-    return all_reduce_sum_(counts)
 
 
 @torch.no_grad()
