@@ -60,7 +60,7 @@ def test_spec_validates_and_round_trips() -> None:
     assert TokenSpec([65536]).code_dtype == np.uint16
     assert TokenSpec([65537]).code_dtype == np.int32
     with pytest.raises(
-        ValueError, match=r"one of 'N', 'H W', 'Q T', 'T H W', 'Q N', 'Q H W', got 'X Y'"
+        ValueError, match=r"one of 'N', 'T', 'H W', 'Q T', 'T H W', 'Q N', 'Q H W', got 'X Y'"
     ):
         TokenSpec([16], layout="X Y")
     with pytest.raises(ValueError, match="no Q axis, so expected one vocabulary size, got 2"):
@@ -98,6 +98,10 @@ def test_acceptance_interface(tmp_path: Path) -> None:
 
 LAYOUT_CASES = {
     "N variable": (TokenSpec([4096]), lambda i: (3 + 5 * i,)),
+    "T audio": (
+        TokenSpec([4096], layout="T", geometry={"sample_rate": 24000, "hop_length": 320}),
+        lambda i: (75 + 7 * i,),
+    ),
     "H W": (TokenSpec([1024], layout="H W"), lambda i: (4, 6)),
     "Q T int32": (TokenSpec([70000, 512], layout="Q T", order="T Q"), lambda i: (2, 1 + i)),
     "T H W": (TokenSpec([64000], layout="T H W", geometry={"fps": 8}), lambda i: (1 + i % 3, 2, 3)),

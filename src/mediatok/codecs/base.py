@@ -52,10 +52,15 @@ class CodecOutput:
 
 
 class Codec(nn.Module):
-    """Base class of every codec. Subclasses set `name` and `config_class`, take their config
-    in `__init__`, and implement `forward`, `encode`, `decode` and `token_spec`."""
+    """Base class of every codec. Subclasses set `name`, `modality` and `config_class`, take
+    their config in `__init__`, and implement `forward`, `encode`, `decode` and `token_spec`.
+
+    `modality` ("image", "audio", "video") tells the CLI and the evaluation which media readers,
+    writers and metrics fit the codec.
+    """
 
     name: ClassVar[str]
+    modality: ClassVar[str]
     config_class: ClassVar[type]
     config: Any
 

@@ -23,7 +23,7 @@ __all__ = ["LAYOUTS", "TokenSpec"]
 
 # Every level of a multi-level layout shares the Q axis, and Q is always first: a residual
 # quantizer's levels are a prefix hierarchy, and a `(Q, T)` array reads one level at a time.
-LAYOUTS: tuple[str, ...] = ("N", "H W", "Q T", "T H W", "Q N", "Q H W")
+LAYOUTS: tuple[str, ...] = ("N", "T", "H W", "Q T", "T H W", "Q N", "Q H W")
 
 # Codes are stored as uint16 when they fit (half the bytes of int32), else int32. int32 caps the
 # vocabulary at 2**31 - 1 codes, which no quantizer comes near.
@@ -109,7 +109,7 @@ class TokenSpec:
     def length_axis(self) -> int:
         """Axis of one sample along which lengths vary: the first axis that is not Q.
 
-        That is N for `"N"` and `"Q N"`, T for `"Q T"` and `"T H W"`, H for `"H W"` and
+        That is N for `"N"` and `"Q N"`, T for `"T"`, `"Q T"` and `"T H W"`, H for `"H W"` and
         `"Q H W"`.
         `TokenWriter.add_batch(lengths=...)` trims samples along this axis.
         """

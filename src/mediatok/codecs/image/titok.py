@@ -81,6 +81,7 @@ class TiTok(Codec):
     """See the module docstring and `TiTokConfig`."""
 
     name = "titok"
+    modality = "image"
     config_class = TiTokConfig
 
     def __init__(self, config: TiTokConfig):

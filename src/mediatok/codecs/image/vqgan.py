@@ -192,6 +192,7 @@ class VQGAN(Codec):
     """See the module docstring and `VQGANConfig`."""
 
     name = "vqgan"
+    modality = "image"
     config_class = VQGANConfig
 
     def __init__(self, config: VQGANConfig):
