@@ -157,6 +157,27 @@ def test_add_batch_trims_lengths_and_takes_tensors(tmp_path: Path) -> None:
     assert dataset.keys == ["0", "1", "2"] and list(dataset.labels) == [1, 2, 3]
 
 
+def test_media_lengths_round_trip_and_resume(tmp_path: Path) -> None:
+    spec = TokenSpec([4096], layout="T", geometry={"sample_rate": 24000, "hop_length": 320})
+    codes = np.arange(12, dtype=np.int64).reshape(2, 6)
+    with TokenWriter(tmp_path, spec, shard_size=2) as writer:
+        writer.add_batch(codes, keys=["a.wav", "b.wav"], media_lengths=[1900, 1600])
+        writer.add(codes[0][:3], key="c.wav", media_length=700)
+    dataset = TokenDataset(tmp_path, spec)
+    assert [dataset[i]["media_length"] for i in range(3)] == [1900, 1600, 700]
+    assert dataset.media_lengths.tolist() == [1900, 1600, 700]
+    assert read_shard(next(tmp_path.glob("*.safetensors"))).media_lengths is not None
+    resumed = TokenWriter(tmp_path, spec)  # resumes; mixing is refused
+    with pytest.raises(ValueError, match="have media lengths; every sample must match"):
+        resumed.add(codes[1], key="d.wav")
+    resumed.close()
+    with TokenWriter(tmp_path / "none", spec) as writer:
+        writer.add(codes[0], key="a.wav")
+    assert "media_length" not in TokenDataset(tmp_path / "none")[0]
+    with pytest.raises(ValueError, match="media length >= 0"):
+        TokenWriter(tmp_path / "bad", spec).add(codes[0], media_length=-1)
+
+
 def test_add_rejects_bad_codes(tmp_path: Path) -> None:
     spec = TokenSpec([8, 4], layout="Q T")
     writer = TokenWriter(tmp_path, spec)

@@ -43,6 +43,7 @@ class _ShardIndex:
     offsets: np.ndarray  # (n + 1,) int64
     shapes: np.ndarray  # (n, ndim) int64
     keys: list[str]
+    media_lengths: np.ndarray | None = None  # (n,) int64, when the shard records them
 
 
 class TokenDataset:
@@ -59,6 +60,7 @@ class TokenDataset:
         spec: the stored `TokenSpec`.
         lengths: `(num_samples,)` int64, tokens per sample.
         labels: `(num_samples,)` int64, or None when the samples have no labels.
+        media_lengths: `(num_samples,)` int64 source lengths (samples, frames), or None.
         keys: the source key of every sample.
         skipped: `[{"key", "error"}]`, sources the writers could not read.
         metadata: `format_version`, `codec`, `config_hash`, `checkpoint_sha256`, `num_samples`,
@@ -108,6 +110,10 @@ class TokenDataset:
         if label_arrays and label_arrays[0] is not None:
             self.labels = np.concatenate(label_arrays)
         self.keys = [key for shard in self._shards for key in shard.keys]
+        media = [shard.media_lengths for shard in self._shards]
+        if len({lengths is None for lengths in media}) > 1:
+            raise TokenFileError(self.directory, "some shards have media lengths and some not")
+        self.media_lengths = np.concatenate(media) if media and media[0] is not None else None
         self.skipped: list[dict[str, str]] = manifest["skipped"]
         self.metadata = {
             name: manifest[name]
@@ -126,7 +132,8 @@ class TokenDataset:
 
         Returns:
             `{"codes": LongTensor of the sample's token shape, "key": str}` plus `"label": int`
-            when the dataset has labels.
+            when the dataset has labels and `"media_length": int` (the source's length in
+            samples or frames) when the shards record it.
         """
         index = self._normalize(index)
         item: dict[str, Any] = {
@@ -135,6 +142,8 @@ class TokenDataset:
         }
         if self.labels is not None:
             item["label"] = int(self.labels[index])
+        if self.media_lengths is not None:
+            item["media_length"] = int(self.media_lengths[index])
         return item
 
     def sample_codes(self, index: int) -> np.ndarray:
@@ -236,6 +245,7 @@ class TokenDataset:
         labels = None if data.labels is None else np.array(data.labels)
         # Copies, so that the index does not keep the file mapped.
         index = _ShardIndex(path, entry, np.array(data.offsets), np.array(data.shapes), data.keys)
+        index.media_lengths = None if data.media_lengths is None else np.array(data.media_lengths)
         return index, labels
 
 

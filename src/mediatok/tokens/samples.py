@@ -27,6 +27,7 @@ class Sample:
     shape: tuple[int, ...]  # the token shape, e.g. (Q, T)
     label: int | None
     key: str
+    media_length: int | None = None  # the source's length in samples/frames, or None
 
 
 def to_numpy(array: Any) -> np.ndarray:
@@ -81,6 +82,16 @@ def check_label(label: Any) -> int | None:
         return operator.index(label)
     except TypeError:
         raise ValueError(f"expected an integer label, got {label!r}") from None
+
+
+def check_media_length(length: Any) -> int | None:
+    """A source length as a Python int >= 0, or None."""
+    if length is None:
+        return None
+    value = check_label(length)
+    if value < 0:
+        raise ValueError(f"expected a media length >= 0, got {length!r}")
+    return value
 
 
 def trim(codes: np.ndarray, length: Any, spec: TokenSpec) -> np.ndarray:

@@ -7,7 +7,10 @@ A shard holds N samples as tensors:
 - `offsets`: int64 `(N + 1,)`, `offsets[0] == 0`, sample i is `codes[offsets[i]:offsets[i + 1]]`;
 - `shapes`: int64 `(N, ndim)`, the token shape of each sample, so variable-length and multi-axis
   samples reshape back;
-- `labels`: optional int64 `(N,)`.
+- `labels`: optional int64 `(N,)`;
+- `media_lengths`: optional int64 `(N,)`, each source's length in the codec's own units at its
+  rate (samples for audio, frames for video), so a decoder restores the exact duration that the
+  token count gives only to within a hop.
 
 The safetensors `__metadata__` holds one key, `"mediatok"`, whose value is a JSON object:
 `format_version`, `spec` (`TokenSpec.to_dict()`), `codec`, `config_hash`, `checkpoint_sha256`,
@@ -84,6 +87,10 @@ class TokenFileError(ValueError):
         return type(self), (str(self.path), self.problem)
 
 
+# Tensors a shard may lack: labels for unlabeled data, media lengths for codecs without them.
+_OPTIONAL_TENSORS = ("labels", "media_lengths")
+
+
 @dataclass
 class ShardData:
     """One opened shard (see the module docstring for the tensors).
@@ -95,6 +102,7 @@ class ShardData:
         offsets: `(N + 1,)` int64.
         shapes: `(N, ndim)` int64.
         labels: `(N,)` int64, or None when the shard has no labels.
+        media_lengths: `(N,)` int64 source lengths, or None.
         metadata: the `"mediatok"` metadata object (format_version, spec, codec, config_hash,
             checkpoint_sha256, keys, rank).
     """
@@ -105,6 +113,7 @@ class ShardData:
     offsets: np.ndarray
     shapes: np.ndarray
     labels: np.ndarray | None
+    media_lengths: np.ndarray | None
     metadata: dict[str, Any]
 
     @property
@@ -161,13 +170,14 @@ def read_shard(path: str | os.PathLike[str], spec: TokenSpec | None = None) -> S
         "offsets": (np.dtype(np.int64), (num_samples + 1,)),
         "shapes": (np.dtype(np.int64), (num_samples, stored_spec.ndim)),
         "labels": (np.dtype(np.int64), (num_samples,)),
+        "media_lengths": (np.dtype(np.int64), (num_samples,)),
     }
     # Map the whole file once; every tensor is a view into it (one file descriptor per shard).
     raw = np.memmap(path, dtype=np.uint8, mode="r")
     arrays: dict[str, np.ndarray] = {}
     for name, (dtype, shape) in expected.items():
         if name not in header:
-            if name == "labels":
+            if name in _OPTIONAL_TENSORS:
                 continue
             raise TokenFileError(path, f"corrupted header: no {name!r} tensor")
         array = _tensor_view(path, raw, header[name], data_start, file_size, name)
@@ -197,6 +207,7 @@ def read_shard(path: str | os.PathLike[str], spec: TokenSpec | None = None) -> S
         offsets=offsets,
         shapes=shapes,
         labels=arrays.get("labels"),
+        media_lengths=arrays.get("media_lengths"),
         metadata={**metadata, "spec": stored_spec.to_dict()},
     )
 
@@ -290,6 +301,7 @@ def write_shard(
     shapes: np.ndarray,
     labels: np.ndarray | None,
     metadata: dict[str, Any],
+    media_lengths: np.ndarray | None = None,
 ) -> tuple[int, str]:
     """Write a shard atomically: temporary name in the same directory, fsync, rename.
 
@@ -300,6 +312,7 @@ def write_shard(
         shapes: `(N, ndim)` int64.
         labels: `(N,)` int64 or None.
         metadata: the `"mediatok"` metadata object (plain JSON).
+        media_lengths: `(N,)` int64 or None.
 
     Returns:
         (size in bytes, sha256 hex digest) of the written file.
@@ -309,6 +322,8 @@ def write_shard(
     tensors = {"codes": codes, "offsets": offsets, "shapes": shapes}
     if labels is not None:
         tensors["labels"] = labels
+    if media_lengths is not None:
+        tensors["media_lengths"] = media_lengths
     temporary = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     save_file(tensors, temporary, metadata={METADATA_KEY: json.dumps(metadata)})
     digest = file_sha256(temporary, fsync=True)

@@ -31,7 +31,14 @@ from mediatok.tokens.manifest import (
     shard_index,
     shard_name,
 )
-from mediatok.tokens.samples import Sample, check_codes, check_label, to_numpy, trim
+from mediatok.tokens.samples import (
+    Sample,
+    check_codes,
+    check_label,
+    check_media_length,
+    to_numpy,
+    trim,
+)
 from mediatok.tokens.shards import (
     FORMAT_VERSION,
     TokenFileError,
@@ -108,6 +115,7 @@ class TokenWriter:
         self._pending: list[Sample] = []
         self._pending_keys: set[str] = set()
         self._has_labels: bool | None = None  # decided by the first sample
+        self._has_media_lengths: bool | None = None  # likewise
         self._next_index = 0
         self._closed = False
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -126,7 +134,13 @@ class TokenWriter:
             self._done_view = frozenset(self._done_keys)
         return self._done_view
 
-    def add(self, codes: Any, label: int | None = None, key: str | None = None) -> None:
+    def add(
+        self,
+        codes: Any,
+        label: int | None = None,
+        key: str | None = None,
+        media_length: int | None = None,
+    ) -> None:
         """Add one sample.
 
         Args:
@@ -135,13 +149,16 @@ class TokenWriter:
             label: class label, or None. Either every sample of a directory has one or none does.
             key: source key (file name, dataset index...); defaults to a running counter,
                 `"r{rank}-{n}"` when world_size > 1. Must not repeat.
+            media_length: the source's length in the codec's units (audio samples at the
+                codec's rate), so decoding restores its exact duration; None if not recorded.
+                Like labels: every sample of a directory has one or none does.
 
         Raises:
             ValueError: float codes, a wrong number of axes or levels, codes out of
                 `[0, vocab_size)` of their level, a duplicate key, labels on some samples only.
         """
         self._check_open()
-        sample = self._prepare(codes, label, key, self._count)
+        sample = self._prepare(codes, label, key, self._count, media_length)
         self._check_new_keys([sample.key])
         self._append([sample])
 
@@ -151,6 +168,7 @@ class TokenWriter:
         labels: Any = None,
         keys: Sequence[str] | None = None,
         lengths: Any = None,
+        media_lengths: Any = None,
     ) -> None:
         """Add a batch of samples; all of them or, on an error, none.
 
@@ -162,6 +180,7 @@ class TokenWriter:
                 along `spec.length_axis`, the first axis that is not Q (N for `"N"` and `"Q N"`,
                 T for `"Q T"` and `"T H W"`, H for `"H W"`): for variable-length codecs whose
                 batch is padded.
+            media_lengths: `(B,)` source lengths (see `add`), or None.
 
         Raises:
             ValueError: as `add`, or arguments whose batch sizes disagree.
@@ -178,7 +197,15 @@ class TokenWriter:
             labels = to_numpy(labels).reshape(-1)
         if lengths is not None:
             lengths = to_numpy(lengths).reshape(-1)
-        for name, values in (("labels", labels), ("keys", keys), ("lengths", lengths)):
+        if media_lengths is not None:
+            media_lengths = to_numpy(media_lengths).reshape(-1)
+        per_sample = {
+            "labels": labels,
+            "keys": keys,
+            "lengths": lengths,
+            "media_lengths": media_lengths,
+        }
+        for name, values in per_sample.items():
             if values is not None and len(values) != batch_size:
                 raise ValueError(f"expected {batch_size} {name}, got {len(values)}")
         samples = []
@@ -192,6 +219,7 @@ class TokenWriter:
                     None if labels is None else labels[index],
                     None if keys is None else keys[index],
                     self._count + index,
+                    None if media_lengths is None else media_lengths[index],
                 )
             )
         self._check_new_keys([sample.key for sample in samples])
@@ -249,20 +277,27 @@ class TokenWriter:
     # ---------------------------------------------------------------------------------------
     # checking samples
 
-    def _prepare(self, codes: Any, label: Any, key: str | None, number: int) -> Sample:
+    def _prepare(
+        self, codes: Any, label: Any, key: str | None, number: int, media_length: Any = None
+    ) -> Sample:
         """Check one sample and convert it to the stored form; changes no state."""
         label = check_label(label)
-        if self._has_labels is not None and (label is not None) != self._has_labels:
-            state = "have labels" if self._has_labels else "have no labels"
-            raise ValueError(
-                f"this writer's samples {state}; every sample must match, got label {label!r}"
-            )
+        media_length = check_media_length(media_length)
+        for name, value, has in (
+            ("label", label, self._has_labels),
+            ("media length", media_length, self._has_media_lengths),
+        ):
+            if has is not None and (value is not None) != has:
+                state = f"have {name}s" if has else f"have no {name}s"
+                raise ValueError(
+                    f"this writer's samples {state}; every sample must match, got {name} {value!r}"
+                )
         if key is None:
             key = str(number) if self.world_size == 1 else f"r{self.rank}-{number}"
         elif not isinstance(key, str):
             raise TypeError(f"expected key to be a string, got {type(key).__name__}")
         flat, shape = check_codes(codes, self.spec)
-        return Sample(flat, shape, label, key)
+        return Sample(flat, shape, label, key, media_length)
 
     def _check_new_keys(self, keys: list[str]) -> None:
         if len(set(keys)) != len(keys):
@@ -282,7 +317,9 @@ class TokenWriter:
     # writing
 
     def _append(self, samples: list[Sample]) -> None:
-        self._has_labels = samples[0].label is not None if samples else self._has_labels
+        if samples:
+            self._has_labels = samples[0].label is not None
+            self._has_media_lengths = samples[0].media_length is not None
         for sample in samples:
             self._skipped.pop(sample.key, None)
         self._pending.extend(samples)
@@ -300,6 +337,9 @@ class TokenWriter:
         labels = None
         if self._has_labels:
             labels = np.array([sample.label for sample in samples], dtype=np.int64)
+        media_lengths = None
+        if self._has_media_lengths:
+            media_lengths = np.array([s.media_length for s in samples], dtype=np.int64)
         keys = [sample.key for sample in samples]
         metadata = {
             "format_version": FORMAT_VERSION,
@@ -316,6 +356,7 @@ class TokenWriter:
             shapes.reshape(len(samples), self.spec.ndim),
             labels,
             metadata,
+            media_lengths,
         )
         self._next_index += 1
         self._shards.append(_shard_entry(name, len(samples), int(offsets[-1]), size, digest))
@@ -416,6 +457,10 @@ class TokenWriter:
         if self._has_labels is not None and self._has_labels != (shard.labels is not None):
             raise TokenFileError(path, "some shards of this rank have labels and some do not")
         self._has_labels = shard.labels is not None
+        has_media_lengths = shard.media_lengths is not None
+        if self._has_media_lengths not in (None, has_media_lengths):
+            raise TokenFileError(path, "some shards of this rank have media lengths, some not")
+        self._has_media_lengths = has_media_lengths
         self._done_keys.update(shard.keys)
         return len(shard), int(shard.offsets[-1])
 
