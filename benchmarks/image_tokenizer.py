@@ -16,15 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import subprocess
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
+from common import device_name, timed, write_report
 from mediatok.codecs import build_codec
 
 MODELS = {
@@ -34,29 +29,6 @@ MODELS = {
     "vqgan-f16": ("vqgan", {}),
 }
 SMALL = {"image_size": 64, "size": "custom", "width": 64, "depth": 2, "heads": 4, "num_tokens": 16}
-
-
-def timed(fn: Callable[[], None], device: str, warmup: int, repeats: int) -> tuple[float, float]:
-    """Median seconds per call, and peak GiB above the start (CUDA only, else nan)."""
-    for _ in range(warmup):
-        fn()
-    peak = float("nan")
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        began = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - began)
-    if device == "cuda":
-        peak = (torch.cuda.max_memory_allocated() - before) / 2**30
-    return statistics.median(times), peak
 
 
 def bench_model(name: str, args: argparse.Namespace) -> dict:
@@ -141,17 +113,8 @@ def main() -> None:
         args.train_batch, args.infer_batch = min(args.train_batch, 8), min(args.infer_batch, 16)
         args.warmup, args.repeats = 1, min(args.repeats, 3)
     rows = [bench_model(name, args) for name in args.models.split(",")]
-    device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = os.environ.get("MEDIATOK_COMMIT")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"benchmark": "image_tokenizer", "device": device, "torch": torch.__version__}
-    out.write_text(json.dumps(report | {"commit": commit, "rows": rows}, indent=1))
+    device = device_name(args.device)
+    out = write_report(args.out, "image_tokenizer", args.device, rows=rows)
     print(f"\n{device}, {args.precision}{', compiled' if args.compile else ''}")
     print(
         f"{'model':>12} {'train img/s':>12} {'encode img/s':>13} {'decode img/s':>13} {'train GiB':>10}"

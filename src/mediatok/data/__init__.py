@@ -28,7 +28,7 @@ from mediatok.data.audio import (
     read_audio,
     write_audio,
 )
-from mediatok.data.folder import MediaFolder, MediaReadError
+from mediatok.data.folder import MediaFolder, MediaReadError, Repeated
 from mediatok.data.image_io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -50,6 +50,7 @@ __all__ = [
     "ImageReadError",
     "MediaFolder",
     "MediaReadError",
+    "Repeated",
     "apply_exif_orientation",
     "decode_batch",
     "list_audio",

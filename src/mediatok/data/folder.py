@@ -130,3 +130,20 @@ class MediaFolder(Dataset):
 
     def _item(self, data: torch.Tensor, index: int) -> dict[str, Any]:
         raise NotImplementedError
+
+
+class Repeated(Dataset):
+    """`dataset` seen `times` times per epoch (index i reads item i mod len)."""
+
+    def __init__(self, dataset: Dataset, times: int):
+        self.dataset, self.times = dataset, times
+
+    def __len__(self) -> int:
+        return len(self.dataset) * self.times
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index % len(self.dataset)]
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)

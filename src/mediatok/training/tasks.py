@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from mediatok.codecs import Codec, build_codec
 from mediatok.data import (
     ImageFolder,
+    Repeated,
     list_images,
     read_image,
     resize_and_crop,
@@ -82,23 +83,6 @@ class CodecLossConfig:
             )
 
 
-class _Repeated(Dataset):
-    """`dataset` seen `times` times per epoch (index i reads item i mod len)."""
-
-    def __init__(self, dataset: Dataset, times: int):
-        self.dataset, self.times = dataset, times
-
-    def __len__(self) -> int:
-        return len(self.dataset) * self.times
-
-    def __getitem__(self, index: int) -> Any:
-        return self.dataset[index % len(self.dataset)]
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-
-
 class CodecTask(Task):
     """Trains codec `codec` (a registry name) with config overrides `model`."""
 
@@ -133,7 +117,7 @@ class CodecTask(Task):
             on_error=self.data.on_error,
             seed=self.seed,
         )
-        return _Repeated(folder, self.data.repeat) if self.data.repeat > 1 else folder
+        return Repeated(folder, self.data.repeat) if self.data.repeat > 1 else folder
 
     def build_discriminator(self) -> nn.Module | None:
         if not self.loss_config.adversarial_weight:
