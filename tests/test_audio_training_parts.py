@@ -1,0 +1,326 @@
+"""The audio codec objective's parts: period and resolution discriminators, hinge and feature
+matching over their outputs, and the multi-scale log-mel loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from mediatok.training.audio_discriminators import (
+    AudioDiscriminator,
+    AudioDiscriminatorConfig,
+    DiscriminatorOutput,
+    MultiPeriodDiscriminator,
+    MultiResolutionDiscriminator,
+)
+from mediatok.training.audio_losses import (
+    DEFAULT_MEL_SCALES,
+    MultiScaleMelLoss,
+    discriminator_hinge_loss,
+    feature_matching_loss,
+    generator_hinge_loss,
+)
+
+PERIODS = (2, 3, 5)
+PERIOD_CHANNELS = (4, 8, 8)
+RESOLUTIONS = ((128, 32, 128), (256, 64, 200))
+TINY = AudioDiscriminatorConfig(
+    periods=PERIODS,
+    period_channels=PERIOD_CHANNELS,
+    resolutions=RESOLUTIONS,
+    resolution_channels=4,
+)
+MEL_SCALES = ((128, 32, 16), (256, 64, 32))
+SAMPLE_RATE = 16000
+
+
+def tiny_discriminator(**overrides) -> AudioDiscriminator:
+    torch.manual_seed(0)
+    config = AudioDiscriminatorConfig(**{**TINY.__dict__, **overrides})
+    return AudioDiscriminator(config)
+
+
+def tone(batch: int, length: int, seed: int = 0) -> torch.Tensor:
+    """A harmonic tone plus a little noise: `(B, 1, S)`."""
+    generator = torch.Generator().manual_seed(seed)
+    time = torch.arange(length) / SAMPLE_RATE
+    pitch = 110 + 50 * torch.rand(batch, 1, 1, generator=generator)
+    signal = sum(torch.sin(2 * math.pi * k * pitch * time) / k for k in (1, 2, 3))
+    return 0.3 * signal + 0.01 * torch.randn(batch, 1, length, generator=generator)
+
+
+def ceil_div(n: int, d: int) -> int:
+    return -(-n // d)
+
+
+@pytest.mark.parametrize("length", [129, 1000, 1001, 2311])
+def test_output_counts_names_and_shapes(length):
+    discriminator = tiny_discriminator()
+    assert discriminator.min_length == 129  # 256 // 2 + 1 beats max(periods) = 5
+    outputs = discriminator(tone(2, length))
+    assert [o.name for o in outputs] == [
+        "period_2",
+        "period_3",
+        "period_5",
+        "resolution_128_32_128",
+        "resolution_256_64_200",
+    ]
+    for period, output in zip(PERIODS, outputs[:3], strict=True):
+        assert output.kind == "period"
+        rows = ceil_div(length, period)  # right-padded to a multiple of the period
+        assert len(output.features) == len(PERIOD_CHANNELS)
+        for index, (width, feature) in enumerate(
+            zip(PERIOD_CHANNELS, output.features, strict=True)
+        ):
+            rows = ceil_div(rows, 3) if index < len(PERIOD_CHANNELS) - 1 else rows
+            assert feature.shape == (2, width, rows, period)
+        assert output.logits.shape == (2, 1, rows, period)
+    for (n_fft, hop, _), output in zip(RESOLUTIONS, outputs[3:], strict=True):
+        assert output.kind == "resolution"
+        bins, frames = n_fft // 2 + 1, length // hop + 1
+        assert len(output.features) == 5
+        for time_stride, feature in zip((2, 1, 2, 1, 2), output.features, strict=True):
+            bins, frames = ceil_div(bins, 2), ceil_div(frames, time_stride)
+            assert feature.shape == (2, 4, bins, frames)
+        assert output.logits.shape == (2, 1, bins, frames)
+    assert all(torch.isfinite(o.logits).all() for o in outputs)
+
+
+def test_default_discriminator():
+    discriminator = AudioDiscriminator()
+    assert discriminator.min_length == 1025  # the 2048-point STFT
+    assert len(discriminator.period.discriminators) == 5
+    assert len(discriminator.resolution.discriminators) == 3
+    outputs = discriminator(torch.zeros(1, 1, 1025))  # silence: finite too
+    assert len(outputs) == 8 and all(torch.isfinite(o.logits).all() for o in outputs)
+
+
+def test_single_family_and_window():
+    only_periods = tiny_discriminator(resolutions=())
+    assert only_periods.resolution is None and only_periods.min_length == 5
+    assert [o.kind for o in only_periods(tone(1, 5))] == ["period"] * 3
+    hann = tiny_discriminator(periods=(), resolution_window="hann")
+    assert hann.period is None and len(hann(tone(1, 300))) == 2
+
+
+def test_gradients_reach_the_input_and_every_parameter():
+    discriminator = tiny_discriminator()
+    real = tone(2, 1500, seed=1)
+    fake = tone(2, 1500, seed=2).requires_grad_(True)
+    with torch.no_grad():
+        real_outputs = discriminator(real)
+    fake_outputs = discriminator(fake)
+    loss = generator_hinge_loss(fake_outputs) + feature_matching_loss(real_outputs, fake_outputs)
+    loss.backward()
+    assert fake.grad is not None and torch.isfinite(fake.grad).all()
+    assert fake.grad.abs().sum() > 0
+
+    discriminator.zero_grad()
+    loss = discriminator_hinge_loss(discriminator(real), discriminator(fake.detach()))
+    loss.backward()
+    for name, parameter in discriminator.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+        # Biases may get exactly 0: with every logit inside the hinge margin, real and fake
+        # patches push a bias by +1/N and −1/N through the same (linear) path, which cancel.
+        # The weights see different inputs from real and fake audio.
+        if not name.endswith("bias"):
+            assert parameter.grad.abs().sum() > 0, name
+
+
+def test_silent_audio_has_finite_gradients():
+    discriminator = tiny_discriminator()
+    silence = torch.zeros(1, 1, 600, requires_grad=True)
+    generator_hinge_loss(discriminator(silence)).backward()
+    assert torch.isfinite(silence.grad).all()
+
+
+def test_feature_matching_is_zero_only_for_equal_features():
+    discriminator = tiny_discriminator()
+    audio = tone(2, 1200)
+    same = feature_matching_loss(discriminator(audio), discriminator(audio.clone()))
+    assert same.item() == 0.0
+    other = feature_matching_loss(discriminator(audio), discriminator(tone(2, 1200, seed=3)))
+    assert other.item() > 0
+
+
+def test_feature_matching_detaches_the_real_side():
+    discriminator = tiny_discriminator()
+    real = tone(1, 800, seed=1).requires_grad_(True)
+    fake = tone(1, 800, seed=2).requires_grad_(True)
+    feature_matching_loss(discriminator(real), discriminator(fake)).backward()
+    assert real.grad is None and fake.grad is not None
+
+
+def output(kind: str, name: str, logit: float, feature: float = 0.0) -> DiscriminatorOutput:
+    return DiscriminatorOutput(
+        logits=torch.full((1, 1, 2, 2), logit),
+        features=[torch.full((1, 2, 2, 2), feature)],
+        kind=kind,
+        name=name,
+    )
+
+
+def test_losses_average_within_a_family_and_sum_families():
+    fake = [
+        output("period", "period_2", -1.0, 1.0),
+        output("period", "period_3", -3.0, 3.0),
+        output("resolution", "resolution_1", 0.5, 2.0),
+    ]
+    real = [
+        output("period", "period_2", 2.0),
+        output("period", "period_3", 0.0),
+        output("resolution", "resolution_1", 0.0),
+    ]
+    # Generator −E[D]: periods mean(1, 3) = 2, resolution −0.5.
+    assert generator_hinge_loss(fake).item() == pytest.approx(1.5)
+    assert generator_hinge_loss(fake, {"resolution": 0.1}).item() == pytest.approx(1.95)
+    # Discriminator: period_2 0 + 0, period_3 1 + 0 -> mean 0.5; resolution 1 + 1.5 = 2.5.
+    assert discriminator_hinge_loss(real, fake).item() == pytest.approx(3.0)
+    # Feature matching, one layer each: periods mean(1, 3) = 2, resolution 2.
+    assert feature_matching_loss(real, fake).item() == pytest.approx(4.0)
+    assert feature_matching_loss(real, fake, {"period": 0.0}).item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="'period', 'resolution', got 'mrd'"):
+        generator_hinge_loss(fake, {"mrd": 0.1})
+
+
+def test_losses_reject_mismatched_outputs():
+    real = [output("period", "period_2", 0.0), output("period", "period_3", 0.0)]
+    with pytest.raises(ValueError, match="same sub-discriminators"):
+        discriminator_hinge_loss(real, real[::-1])
+    with pytest.raises(ValueError, match="at least one"):
+        generator_hinge_loss([])
+    with pytest.raises(TypeError, match="list of DiscriminatorOutput"):
+        generator_hinge_loss(real[0])
+    short = tiny_discriminator()(tone(1, 700))
+    long = tiny_discriminator()(tone(1, 900))
+    with pytest.raises(ValueError, match="one shape"):
+        feature_matching_loss(short, long)
+
+
+def test_mel_loss_zero_grows_with_noise_and_handles_silence():
+    mel = MultiScaleMelLoss(SAMPLE_RATE, MEL_SCALES)
+    clean = tone(2, 4000)
+    assert mel(clean, clean.clone()).item() == 0.0
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(5))
+    distances = [mel(clean + level * noise, clean).item() for level in (0.003, 0.03, 0.3)]
+    assert 0 < distances[0] < distances[1] < distances[2]
+
+    silence = torch.zeros(2, 1, 4000, requires_grad=True)
+    assert mel(silence, torch.zeros(2, 1, 4000)).item() == 0.0
+    loss = mel(silence, clean)
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 0 and torch.isfinite(silence.grad).all()
+
+
+def test_mel_loss_gradient_and_layouts():
+    mel = MultiScaleMelLoss(SAMPLE_RATE, MEL_SCALES)
+    prediction = tone(2, 3000, seed=1).requires_grad_(True)
+    target = tone(2, 3000, seed=2)
+    loss = mel(prediction, target)
+    loss.backward()
+    assert prediction.grad.abs().sum() > 0
+    # (B, S) and (B, 1, S) give one value; the transforms are built once, as submodules.
+    assert mel(prediction[:, 0], target[:, 0]).item() == pytest.approx(loss.item())
+    assert len(mel.spectrograms) == len(MEL_SCALES)
+
+
+def test_default_mel_scales_build_without_empty_filters():
+    # 50 / 100 / 200 bands at 512 / 1024 / 2048 points leave no empty filter from 16 to 48 kHz.
+    for sample_rate in (16000, 24000, 44100, 48000):
+        assert MultiScaleMelLoss(sample_rate).min_length == 1025
+    assert DEFAULT_MEL_SCALES[1] == (1024, 256, 100)  # the eval setting of Vocos / WavTokenizer
+    with pytest.raises(ValueError, match=r"empty filter.*n_mels=120, n_fft=256 at 24000 Hz"):
+        MultiScaleMelLoss(24000, ((256, 64, 120),))
+
+
+def test_bf16_autocast_gives_finite_fp32_losses():
+    discriminator = tiny_discriminator()
+    mel = MultiScaleMelLoss(SAMPLE_RATE, MEL_SCALES)
+    real = tone(2, 2000, seed=1)
+    fake = tone(2, 2000, seed=2).requires_grad_(True)
+    reference = mel(fake, real)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        real_outputs, fake_outputs = discriminator(real), discriminator(fake)
+        losses = [
+            discriminator_hinge_loss(real_outputs, fake_outputs),
+            generator_hinge_loss(fake_outputs),
+            feature_matching_loss(real_outputs, fake_outputs),
+            mel(fake, real),
+        ]
+        # The spectrogram the resolution discriminator sees is fp32 under autocast.
+        magnitude = discriminator.resolution.discriminators[0].magnitude(fake)
+    assert fake_outputs[0].logits.dtype == torch.bfloat16  # convolutions follow autocast
+    assert magnitude.dtype == torch.float32
+    for loss in losses:
+        assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert losses[-1].item() == pytest.approx(reference.item(), rel=1e-6)  # mel ran in fp32
+    sum(losses).backward()
+    assert torch.isfinite(fake.grad).all() and fake.grad.abs().sum() > 0
+
+
+def test_too_short_audio_names_the_minimum():
+    with pytest.raises(ValueError, match=r"at least 129 samples.*256-point STFT.*got 128"):
+        tiny_discriminator()(tone(1, 128))
+    with pytest.raises(ValueError, match=r"at least 1025 samples.*got 1024"):
+        AudioDiscriminator()(torch.zeros(1, 1, 1024))
+    with pytest.raises(ValueError, match=r"at least 11 samples.*period 11.*got 10"):
+        MultiPeriodDiscriminator((2, 11), (4,))(torch.zeros(1, 1, 10))
+    with pytest.raises(ValueError, match="at least 65 samples"):
+        MultiResolutionDiscriminator(((128, 32, 128),), 4)(torch.zeros(1, 1, 64))
+    with pytest.raises(ValueError, match=r"at least 129 samples.*got 100"):
+        MultiScaleMelLoss(SAMPLE_RATE, MEL_SCALES)(torch.zeros(1, 1, 100), torch.zeros(1, 1, 100))
+
+
+def test_bad_input_shapes_raise():
+    discriminator = tiny_discriminator()
+    with pytest.raises(ValueError, match=r"\(B, 1, S\), got \(2, 1000\)"):
+        discriminator(torch.zeros(2, 1000))
+    with pytest.raises(TypeError, match="float audio"):
+        discriminator(torch.zeros(1, 1, 1000, dtype=torch.int16))
+    mel = MultiScaleMelLoss(SAMPLE_RATE, MEL_SCALES)
+    with pytest.raises(ValueError, match="one shape"):
+        mel(torch.zeros(1, 1, 500), torch.zeros(1, 1, 501))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"periods": (), "resolutions": ()}, "at least one period or one resolution"),
+        ({"periods": (2, 0)}, r"periods\[1\] to be a positive int, got 0"),
+        ({"periods": (2, 3, 2)}, "distinct periods"),
+        ({"period_channels": ()}, "period_channels to hold at least one"),
+        ({"period_channels": (8, -1)}, r"period_channels\[1\] to be a positive int"),
+        ({"resolutions": ((128, 32),)}, r"resolutions\[0\] as \(n_fft, hop_length, win_length\)"),
+        ({"resolutions": ((128, 0, 128),)}, "hop_length to be a positive int, got 0"),
+        ({"resolutions": ((128, 32, 256),)}, "win_length <= n_fft, got 256 > 128"),
+        ({"resolution_channels": 0}, "resolution_channels to be a positive int"),
+        ({"resolution_window": "hamming"}, "'rectangular', 'hann', got 'hamming'"),
+    ],
+)
+def test_config_validation(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        AudioDiscriminatorConfig(**{**TINY.__dict__, **overrides})
+
+
+def test_mel_loss_validation():
+    with pytest.raises(ValueError, match="sample_rate to be a positive int in Hz, got 0"):
+        MultiScaleMelLoss(0)
+    with pytest.raises(ValueError, match="at least one"):
+        MultiScaleMelLoss(SAMPLE_RATE, ())
+    with pytest.raises(ValueError, match=r"hop_length of scale .* got 0"):
+        MultiScaleMelLoss(SAMPLE_RATE, ((256, 0, 32),))
+
+
+def test_state_dict_round_trip_through_safetensors(tmp_path):
+    discriminator = tiny_discriminator()
+    path = tmp_path / "discriminator.safetensors"
+    save_file({k: v.contiguous() for k, v in discriminator.state_dict().items()}, path)
+    torch.manual_seed(1)  # a different initialization, overwritten by the load
+    fresh = AudioDiscriminator(TINY)
+    fresh.load_state_dict(load_file(path))
+    audio = tone(1, 700)
+    for a, b in zip(discriminator(audio), fresh(audio), strict=True):
+        torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=0)
