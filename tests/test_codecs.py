@@ -27,6 +27,21 @@ TINY = {
         "latent_dim": 8,
         "quantizer": {"kind": "vq", "options": {"codebook_size": 32}},
     },
+    "wavtokenizer": {
+        "sample_rate": 16000,
+        "hop_length": 8,
+        "strides": [2, 4],
+        "channels": 4,
+        "latent_dim": 16,
+        "decoder_dim": 32,
+        "decoder_intermediate": 64,
+        "decoder_layers": 2,
+        "encoder_attention_layers": 1,
+        "decoder_attention_layers": 1,
+        "attention_window": 4,
+        "attention_heads": 2,
+        "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
+    },
 }
 
 
@@ -35,10 +50,17 @@ def make(name: str):
     return build_codec(name, TINY[name])
 
 
-def images(codec, batch: int = 2, seed: int = 1) -> torch.Tensor:
-    size = codec.config.image_size
+def media(codec, batch: int = 2, seed: int = 1) -> torch.Tensor:
+    """A random batch in [-1, 1] of what `codec` codes: images `(B, 3, H, W)` or waveforms
+    `(B, 1, S)` a few hops long."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.rand(batch, 3, size, size, generator=generator) * 2 - 1
+    if codec.modality == "image":
+        size = codec.config.image_size
+        return torch.rand(batch, 3, size, size, generator=generator) * 2 - 1
+    if codec.modality == "audio":
+        samples = 12 * codec.config.hop_length
+        return torch.rand(batch, 1, samples, generator=generator) * 2 - 1
+    raise AssertionError(f"no test media for modality {codec.modality!r}")
 
 
 def test_every_registered_codec_has_a_tiny_config():
@@ -48,7 +70,7 @@ def test_every_registered_codec_has_a_tiny_config():
 @pytest.mark.parametrize("name", sorted(CODECS))
 def test_contract(name):
     codec = make(name)
-    x = images(codec)
+    x = media(codec)
     out = codec(x)
     assert out.reconstruction.shape == x.shape and out.reconstruction.dtype == torch.float32
     assert out.quantize.codes.dtype == torch.int64
@@ -74,9 +96,9 @@ def test_contract(name):
 @pytest.mark.parametrize("name", sorted(CODECS))
 def test_save_and_load_give_the_same_codes(name, tmp_path):
     codec = make(name)
-    codec(images(codec))  # one training forward: k-means init, EMA, clocks
+    codec(media(codec))  # one training forward: k-means init, EMA, clocks
     codec.eval()
-    x = images(codec, seed=2)
+    x = media(codec, seed=2)
     codec.save_pretrained(tmp_path / "checkpoint")
     loaded = load_codec(tmp_path / "checkpoint")
     assert type(loaded) is type(codec)
@@ -87,14 +109,22 @@ def test_save_and_load_give_the_same_codes(name, tmp_path):
 @pytest.mark.parametrize("name", sorted(CODECS))
 def test_bad_input_raises(name):
     codec = make(name).eval()
-    size = codec.config.image_size
-    with pytest.raises(ValueError, match=rf"{name} expected images \(B, 3, {size}, {size}\)"):
-        codec.encode(torch.zeros(1, 3, size + 1, size))
-    with pytest.raises(ValueError, match="expected float images"):
-        codec.encode(torch.zeros(1, 3, size, size, dtype=torch.uint8))
+    if codec.modality == "image":
+        size = codec.config.image_size
+        with pytest.raises(ValueError, match=rf"{name} expected images \(B, 3, {size}, {size}\)"):
+            codec.encode(torch.zeros(1, 3, size + 1, size))
+        with pytest.raises(ValueError, match="expected float images"):
+            codec.encode(torch.zeros(1, 3, size, size, dtype=torch.uint8))
+        wrong_codes = torch.zeros(1, 3, dtype=torch.long)
+    else:
+        with pytest.raises(ValueError, match=rf"{name} expected audio \(B, 1, S\)"):
+            codec.encode(torch.zeros(1, 2, 64))
+        with pytest.raises(ValueError, match="expected float audio"):
+            codec.encode(torch.zeros(1, 1, 64, dtype=torch.int16))
+        wrong_codes = torch.zeros(1, 1, 3, dtype=torch.long)
     with pytest.raises(ValueError, match="expected codes"):
-        codec.decode(torch.zeros(1, 3, dtype=torch.long))
-    tokens = codec.encode(images(codec))
+        codec.decode(wrong_codes)
+    tokens = codec.encode(media(codec))
     wrong = Tokens(tokens.codes, type(tokens.spec)(vocab_sizes=[7], layout=tokens.spec.layout))
     with pytest.raises(ValueError, match="vocabulary"):
         codec.decode(wrong)
@@ -118,12 +148,16 @@ def test_titok_sizes_follow_the_paper():
 
 
 # A seeded tiny model of each codec gives these numbers (the first row of codes, the first
-# four pixels of the reconstruction); a change here is a change of the model.
+# four values of the reconstruction: pixels or samples); a change here is a change of the model.
 PINNED = {
     "titok": ([23, 38, 38, 4, 23, 4, 40, 23], [-0.09926, -0.01568, 0.06771, -0.12429]),
     "vqgan": (
         [22, 22, 22, 22, 26, 26, 26, 26, 22, 26, 26, 26, 22, 26, 26, 26],
         [0.19581, 0.22183, 0.24404, 0.23021],
+    ),
+    "wavtokenizer": (
+        [43, 0, 0, 0, 0, 0, 0, 43, 0, 43, 0, 0],
+        [0.04215, -0.03178, 0.01306, 0.00499],
     ),
 }
 
@@ -131,11 +165,11 @@ PINNED = {
 @pytest.mark.parametrize("name", sorted(PINNED))
 def test_pinned_output(name):
     codec = make(name).eval()
-    tokens = codec.encode(images(codec))
+    tokens = codec.encode(media(codec))
     reconstruction = codec.decode(tokens)
-    codes, pixels = PINNED[name]
+    codes, values = PINNED[name]
     assert tokens.codes[0].reshape(-1)[: len(codes)].tolist() == codes
-    assert torch.allclose(reconstruction[0, 0, 0, :4], torch.tensor(pixels), atol=1e-4)
+    assert torch.allclose(reconstruction[0].reshape(-1)[:4], torch.tensor(values), atol=1e-4)
 
 
 def test_load_names_what_is_wrong(tmp_path):

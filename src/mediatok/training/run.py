@@ -1,18 +1,27 @@
 """A training run from a YAML file: `mediatok train configs/image/titok-s-128.yaml key=value ...`.
 
-A run config names the task and holds its sections; the YAML holds only what differs from the
-dataclass defaults, and `key.sub=value` overrides are applied on top (both checked strictly).
+A run config names its task (`task: codec` for image codecs, `task: audio_codec`, `task:
+generator`) and holds that task's sections; the YAML holds only what differs from the dataclass defaults, and
+`key.sub=value` overrides are applied on top (both checked strictly).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
 from mediatok.codecs import CODECS
-from mediatok.config import apply_overrides, from_dict, load_config, to_dict
+from mediatok.config import ConfigError, apply_overrides, from_dict, load_config, to_dict
+from mediatok.generation import GENERATORS
+from mediatok.tokens import TokenDataset, TokenSpec
+from mediatok.training.audio_task import AudioCodecTask, AudioDataConfig, AudioLossConfig
+from mediatok.training.generator_task import GeneratorDataConfig, GeneratorTask, SampleConfig
 from mediatok.training.loop import TrainConfig, Trainer
 from mediatok.training.tasks import CodecLossConfig, CodecTask, ImageDataConfig
 
@@ -38,6 +47,74 @@ class CodecRunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+@dataclass
+class AudioCodecRunConfig:
+    """Train an audio codec.
+
+    Attributes:
+        task: "audio_codec".
+        codec: registry name ("wavtokenizer").
+        model: the codec's config fields that differ from its defaults (checked by the codec).
+        data: training audio.
+        loss: objective weights and the discriminators.
+        train: the loop's settings.
+    """
+
+    task: Literal["audio_codec"] = "audio_codec"
+    codec: str = "wavtokenizer"
+    model: dict[str, Any] = field(default_factory=dict)
+    data: AudioDataConfig = field(default_factory=AudioDataConfig)
+    loss: AudioLossConfig = field(default_factory=AudioLossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class GeneratorRunConfig:
+    """Train a generator on token shards.
+
+    Attributes:
+        task: "generator".
+        generator: "ar" (autoregressive) or "masked" (MaskGIT-style).
+        model: the generator's config fields that differ from its defaults.
+        data: the token shards.
+        sample: how samples are drawn at evaluation and by `mediatok sample` by default.
+        codec: the codec checkpoint that wrote the shards, to decode samples (optional here;
+            `mediatok sample --codec` can name one later).
+        spec, token_shape: filled in from the shards when training starts and saved with the
+            checkpoint, so sampling needs no shards.
+        train: the loop's settings.
+    """
+
+    task: Literal["generator"] = "generator"
+    generator: Literal["ar", "masked"] = "ar"
+    model: dict[str, Any] = field(default_factory=dict)
+    data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    codec: str | None = None
+    spec: dict[str, Any] | None = None
+    token_shape: list[int] | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def run_config_class(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> type:
+    """The run config class a YAML file asks for with its `task:` key (or a `task=` override)."""
+    task = "codec"
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        data = None  # load_config reports the syntax error with its position
+    if isinstance(data, dict) and "task" in data:
+        task = data["task"]
+    for override in overrides:
+        if override.startswith("task="):
+            task = override.split("=", 1)[1]
+    if task not in RUNS:
+        raise ConfigError(
+            f"{os.fspath(path)}: unknown task {task!r}; known tasks: {', '.join(sorted(RUNS))}"
+        )
+    return RUNS[task][0]
+
+
 def train_from_config(
     path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), resume: bool = False
 ) -> Trainer:
@@ -46,12 +123,12 @@ def train_from_config(
     Returns:
         The finished `Trainer` (its checkpoint is under `train.out_dir/checkpoint`).
     """
-    config = load_config(CodecRunConfig, path, overrides)
-    return train_codec(config, resume=resume)
+    config = load_config(run_config_class(path, overrides), path, overrides)
+    return RUNS[config.task][1](config, resume=resume)
 
 
-def train_codec(config: CodecRunConfig, resume: bool = False) -> Trainer:
-    """Train the codec a `CodecRunConfig` describes."""
+def train_codec(config: CodecRunConfig | AudioCodecRunConfig, resume: bool = False) -> Trainer:
+    """Train the codec a run config describes."""
     # The checkpoint records the codec's whole config, not just the overrides, so it loads the
     # same model even if the defaults change later.
     if config.codec not in CODECS:
@@ -60,10 +137,74 @@ def train_codec(config: CodecRunConfig, resume: bool = False) -> Trainer:
         )
     codec_config = from_dict(CODECS[config.codec].config_class, config.model, where="model")
     config = dataclasses.replace(config, model=to_dict(codec_config))
-    task = CodecTask(config.codec, config.model, config.data, config.loss, seed=config.train.seed)
+    task_class = CodecTask if config.task == "codec" else AudioCodecTask
+    task = task_class(config.codec, config.model, config.data, config.loss, seed=config.train.seed)
     trainer = Trainer(task, config.train, task_config=config, resume=resume)
     trainer.fit()
     return trainer
 
 
-__all__ = ["CodecRunConfig", "apply_overrides", "train_codec", "train_from_config"]
+def train_generator(config: GeneratorRunConfig, resume: bool = False) -> Trainer:
+    """Train the generator a `GeneratorRunConfig` describes on its token shards."""
+    if config.generator not in GENERATORS:
+        raise ValueError(
+            f"unknown generator {config.generator!r}; known: {', '.join(sorted(GENERATORS))}"
+        )
+    tokens = TokenDataset(config.data.tokens)
+    if len(tokens) == 0:
+        raise ValueError(f"{config.data.tokens}: no samples to train on")
+    spec = tokens.spec
+    if config.spec is not None and TokenSpec.from_dict(config.spec) != spec:
+        raise ValueError(
+            f"{config.data.tokens}: shards hold {spec.describe()}, the run was started on "
+            f"{TokenSpec.from_dict(config.spec).describe()}"
+        )
+    shape = list(tokens[0]["codes"].shape)
+    if config.data.window is not None:
+        shape[spec.length_axis] = config.data.window
+    elif len(set(tokens.lengths.tolist())) > 1:
+        raise ValueError(
+            f"{config.data.tokens}: samples differ in length ({int(tokens.lengths.min())} to "
+            f"{int(tokens.lengths.max())} tokens); set data.window to train on windows"
+        )
+    model = dict(config.model)
+    if tokens.labels is not None and "num_classes" not in model:
+        model["num_classes"] = int(tokens.labels.max()) + 1
+    model_config = from_dict(GENERATORS[config.generator][0], model, where="model")
+    config = dataclasses.replace(
+        config, model=to_dict(model_config), spec=spec.to_dict(), token_shape=shape
+    )
+    task = GeneratorTask(
+        config.generator,
+        config.model,
+        spec,
+        tuple(shape),
+        config.data,
+        config.sample,
+        codec=config.codec,
+        seed=config.train.seed,
+    )
+    trainer = Trainer(task, config.train, task_config=config, resume=resume)
+    trainer.fit()
+    return trainer
+
+
+# `task:` value -> (run config class, train function). A YAML without `task:` is an image codec.
+RUNS: dict[str, tuple[type, Callable[..., Trainer]]] = {
+    "codec": (CodecRunConfig, train_codec),
+    "audio_codec": (AudioCodecRunConfig, train_codec),
+    "generator": (GeneratorRunConfig, train_generator),
+}
+
+
+__all__ = [
+    "RUNS",
+    "AudioCodecRunConfig",
+    "CodecRunConfig",
+    "GeneratorRunConfig",
+    "apply_overrides",
+    "run_config_class",
+    "train_codec",
+    "train_from_config",
+    "train_generator",
+]

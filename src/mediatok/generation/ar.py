@@ -1,0 +1,606 @@
+"""A Llama-style autoregressive transformer over any codec's tokens, with a static KV cache.
+
+Paper: LlamaGen (Sun et al. 2024, "Autoregressive model beats diffusion: Llama for scalable image
+generation"): a plain Llama decoder (RMSNorm, SwiGLU, RoPE, no biases) over VQ codes in raster
+order, the class as the first token, classifier-free guidance from class dropout.
+
+How we differ: the model reads any `TokenSpec` through `SequenceLayout`, so one class serves 1-D
+tokens (TiTok, audio), grids (`"H W"`, axial 2-D RoPE from the grid coordinates) and several
+quantizer levels (`"Q T"` read as `"T Q"`: one combined vocabulary, a level embedding, and the
+logits of ids of other levels masked to -inf). Sequences of 1-D layouts (`"N"`, `"T"`) may end
+early with an end token (FlexTok-style variable length). Unconditional models read a learned
+start token instead of a class token.
+
+Sequence and positions: one prefix token (class or start) at slot 0, token i at slot i + 1.
+Slot s's output predicts token s: logits[:, 0] gives token 0 from the prefix alone, logits[:, i]
+gives token i from the prefix and tokens < i, logits[:, L] gives the end token (the only valid
+id there). RoPE coordinates come from `SequenceLayout.coordinates`; the prefix sits at -1 on
+every axis (`mediatok.nn.rope.with_prefix`).
+
+End token: id V (the combined vocabulary size), the last row of the head. For 1-D layouts it is
+a valid prediction at tokens 1..L (a sample has at least one token) and the training target
+right after a sample's last token when the sample is shorter than L; grids and multi-level
+layouts have a fixed length and never predict it.
+
+Layout: ids `(B, n)` combined ids in read order (n <= L); lengths `(B,)` along the spec's
+`length_axis` (as token files count them); logits `(B, n + 1, V + 1)`; KV cache
+`(B, heads, 1 + L, head_dim)` per layer; samples `(B, *token_shape)` codes in layout order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from mediatok.config import check_choice
+from mediatok.generation.sampling import CFG_SCHEDULES, cfg_logits, cfg_scale_at, sample
+from mediatok.generation.sequence import SequenceLayout
+from mediatok.nn.rope import apply_rope, rope_tables, with_prefix
+from mediatok.tokens import TokenSpec
+
+__all__ = ["SIZES", "ARConfig", "ARSamples", "ARTransformer", "build_ar_transformer"]
+
+# (dim, depth, heads) of LlamaGen's class-conditional sizes.
+SIZES = {"B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1280, 36, 20)}
+IGNORE = -100  # cross-entropy target of padding
+
+
+@dataclass
+class ARConfig:
+    """AR transformer settings.
+
+    Attributes:
+        dim, depth, heads: width, blocks and attention heads (dim / heads must be even).
+        mlp_hidden: SwiGLU hidden width; None → 8/3 · dim rounded up to a multiple of 256.
+        norm_eps: RMSNorm epsilon.
+        rope_base: RoPE base.
+        num_classes: class-conditional with this many classes (plus a null class for CFG);
+            0 is unconditional.
+        class_dropout: probability that a training label is replaced by the null class.
+        max_tokens: sequence length L without the prefix; None takes it from the token shape.
+        qk_norm: RMSNorm on queries and keys per head.
+        dropout: dropout on the embeddings, attention weights and residual branches.
+    """
+
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_hidden: int | None = None
+    norm_eps: float = 1e-5
+    rope_base: float = 10000.0
+    num_classes: int = 0
+    class_dropout: float = 0.1
+    max_tokens: int | None = None
+    qk_norm: bool = False
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "depth", "heads", "mlp_hidden", "max_tokens", "num_classes"):
+            value, low = getattr(self, name), int(name != "num_classes")
+            if value is not None and value < low:
+                raise ValueError(f"expected {name} >= {low}, got {value}")
+        if self.dim % self.heads or (self.dim // self.heads) % 2:
+            raise ValueError(f"expected dim / heads an even integer, got {self.dim} / {self.heads}")
+        for name in ("class_dropout", "dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"expected {name} in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def hidden(self) -> int:
+        """The SwiGLU hidden width, resolved."""
+        return self.mlp_hidden or 256 * math.ceil(8 * self.dim / 3 / 256)
+
+
+class ARSamples(NamedTuple):
+    """What `generate` returns: `codes, lengths = model.generate(...)`, or `.codes`."""
+
+    codes: Tensor  # (B, *token_shape) int64, layout order
+    lengths: Tensor  # (B,) int64
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with fp32 statistics (a bf16 mean of squares drops small channels): `(…, D)`."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Causal self-attention with RoPE and an optional static KV cache.
+
+    Modes: `"plain"` (causal over the n inputs), `"prefill"` (the same, and the keys and values
+    are written to cache slots `[0, n)`), `"decode"` (one input at cache slot `slot`, attending
+    over the whole cache through the `visible` mask: static shapes for `torch.compile`).
+    """
+
+    def __init__(self, config: ARConfig):
+        super().__init__()
+        self.heads, self.head_dim = config.heads, config.dim // config.heads
+        self.qkv = nn.Linear(config.dim, 3 * config.dim, bias=False)
+        self.proj = nn.Linear(config.dim, config.dim, bias=False)
+        norm = (lambda: RMSNorm(self.head_dim, config.norm_eps)) if config.qk_norm else nn.Identity
+        self.q_norm, self.k_norm = norm(), norm()
+        self.dropout = config.dropout
+        # (B, heads, 1 + L, head_dim), set by ARTransformer.allocate_cache. Buffers, so that
+        # CUDA graphs treat them as static inputs that the captured step may write in place.
+        self.register_buffer("k_cache", None, persistent=False)
+        self.register_buffer("v_cache", None, persistent=False)
+
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mode: str = "plain", slot=None, visible=None
+    ) -> Tensor:
+        """`(B, n, D)` → `(B, n, D)`; cos/sin `(n, head_dim/2)`; slot `(1,)`; visible `(1, 1, 1, S)`."""
+        qkv = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        q, k, v = qkv.unbind(0)  # (B, heads, n, head_dim) each
+        q, k = apply_rope(self.q_norm(q), cos, sin), apply_rope(self.k_norm(k), cos, sin)
+        if mode == "decode":
+            k_cache, v_cache, q = self.k_cache, self.v_cache, q.to(self.k_cache.dtype)
+            k_cache.index_copy_(2, slot, k.to(k_cache.dtype))
+            v_cache.index_copy_(2, slot, v.to(v_cache.dtype))
+            out = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=visible)
+        else:
+            if mode == "prefill":
+                self.k_cache[:, :, : k.shape[2]] = k.to(self.k_cache.dtype)
+                self.v_cache[:, :, : v.shape[2]] = v.to(self.v_cache.dtype)
+            dropout = self.dropout if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))  # (B, n, D)
+
+
+class SwiGLU(nn.Module):
+    """`down(silu(gate(x)) · up(x))` (Shazeer 2020): `(…, D)` → `(…, D)`."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)  # (…, hidden) each
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    """Pre-norm Llama block: x + attention(norm(x)), then x + swiglu(norm(x))."""
+
+    def __init__(self, config: ARConfig):
+        super().__init__()
+        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attention = Attention(config)
+        self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
+        self.mlp = SwiGLU(config.dim, config.hidden)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, *args) -> Tensor:
+        x = x + self.dropout(self.attention(self.attention_norm(x), *args))
+        return x + self.dropout(self.mlp(self.mlp_norm(x)))
+
+
+class ARTransformer(nn.Module):
+    """Next-token transformer over the combined-id sequence of a `TokenSpec`.
+
+    Args:
+        config: the settings.
+        spec: the codec's token contract.
+        token_shape: one sample's code shape in layout order (for 1-D layouts, the longest
+            sample); None for 1-D layouts takes `(config.max_tokens,)`.
+
+    Attributes:
+        layout: the `SequenceLayout`; max_tokens: L; vocab_size: V; end_id: V;
+        null_class: the label of the null class (= num_classes) of a conditional model;
+        variable_length: whether sequences may end early (1-D layouts).
+    """
+
+    def __init__(self, config: ARConfig, spec: TokenSpec, token_shape: Sequence[int] | None = None):
+        super().__init__()
+        if token_shape is None and spec.ndim == 1 and config.max_tokens is not None:
+            token_shape = (config.max_tokens,)
+        if token_shape is None or config.max_tokens not in (None, math.prod(token_shape)):
+            raise ValueError(
+                f"expected a token_shape for layout {spec.layout!r} (1-D: or config.max_tokens) "
+                f"and max_tokens None or its size, got {token_shape}, {config.max_tokens}"
+            )
+        self.config, self.spec = config, spec
+        self.layout = SequenceLayout(spec, token_shape)
+        length, vocab = self.layout.length, self.layout.vocab_size
+        self.max_tokens, self.vocab_size, self.end_id = length, vocab, vocab
+        self.variable_length, self.null_class = spec.ndim == 1, config.num_classes
+        self.token_embedding = nn.Embedding(vocab, config.dim)
+        levels = spec.num_levels
+        self.level_embedding = nn.Embedding(levels, config.dim) if levels > 1 else None
+        if config.num_classes:
+            self.class_embedding = nn.Embedding(config.num_classes + 1, config.dim)  # + null
+            self.register_parameter("start_token", None)
+        else:
+            self.class_embedding = None
+            self.start_token = nn.Parameter(torch.zeros(config.dim))
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.head = nn.Linear(config.dim, vocab + 1, bias=False)  # + end token
+
+        coordinates = with_prefix(self.layout.coordinates)  # (1 + L, A)
+        cos, sin = rope_tables(coordinates, config.dim // config.heads, config.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)  # (1 + L, head_dim/2)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        level_ids, sizes = self.layout.level_ids, torch.tensor(spec.vocab_sizes)
+        lower = self.layout.offsets[level_ids]  # (L,) first valid id per position
+        self.register_buffer("level_ids", level_ids, persistent=False)  # (L,)
+        self.register_buffer("id_lower", lower, persistent=False)
+        self.register_buffer("id_upper", lower + sizes[level_ids], persistent=False)
+        # Each position's index along the spec's length axis, which `lengths` count (T of "Q T").
+        self.extent = self.layout.token_shape[spec.length_axis]
+        column = self.layout.coordinate_axes.index(spec.axes[spec.length_axis])
+        self.register_buffer("extent_index", self.layout.coordinates[:, column], persistent=False)
+        # Valid outputs, one row per kind of position: each level's ids (and the end token for
+        # 1-D layouts after token 0), then the end token alone (position L).
+        allowed, rows = F.pad(self.layout.vocab_mask, (0, 1), value=False), level_ids  # (Q, V + 1)
+        if self.variable_length:  # one level: row 0 for token 0, row 1 (with end) for the rest
+            with_end = allowed.clone()
+            with_end[:, vocab] = True
+            allowed, rows = torch.cat([allowed, with_end]), (torch.arange(length) > 0).long()
+        allowed = torch.cat([allowed, torch.arange(vocab + 1)[None] == vocab])  # (rows, V + 1)
+        mask_rows = F.pad(rows, (0, 1), value=len(allowed) - 1)  # (L + 1,) row of each output
+        self.register_buffer("blocked_ids", ~allowed, persistent=False)  # True: logit is -inf
+        self.register_buffer("mask_rows", mask_rows, persistent=False)
+        self._compiled: tuple[str, object] | None = None
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # N(0, 0.02), residual projections scaled by 1/sqrt(2·depth) (GPT-2): the residual
+        # stream's variance then does not grow with depth at initialization. Norms stay at 1.
+        residual = 1 / math.sqrt(2 * self.config.depth)
+        for name, parameter in self.named_parameters():
+            if parameter.ndim == 2 or name == "start_token":
+                scale = residual if name.endswith(("proj.weight", "down.weight")) else 1.0
+                nn.init.normal_(parameter, std=0.02 * scale)
+
+    def logits(
+        self, ids: Tensor, labels: Tensor | None = None, lengths: Tensor | None = None
+    ) -> Tensor:
+        """Teacher-forced logits.
+
+        Args:
+            ids: `(B, n)` combined ids in read order (`SequenceLayout.flatten`), n <= L;
+                positions at or after a sample's length may hold anything (padding).
+            labels: `(B,)` classes in `[0, num_classes]` (num_classes is the null class) of a
+                conditional model, None for the null class; must be None when unconditional.
+            lengths: `(B,)` each sample's extent along the spec's length axis (tokens for 1-D
+                layouts, in `[1, n]`; T for "Q T", H for "H W"); positions beyond are padding.
+                None: no padding.
+
+        Returns:
+            `(B, n + 1, V + 1)`: `[:, i]` predicts token i from the prefix and tokens < i,
+            `[:, n]` the token after the last one given (or the end token); ids invalid at a
+            position (another level's, or the end token where it cannot come) are -inf.
+        """
+        ids, _ = self._check_ids(ids, lengths)
+        return self._run(ids, self._check_labels(labels, len(ids)), "plain")
+
+    def forward(
+        self, tokens: Tensor, labels: Tensor | None = None, lengths: Tensor | None = None
+    ) -> Tensor:
+        """The training loss (what DDP and `torch.compile` wrap): `loss`."""
+        return self.loss(tokens, labels, lengths)
+
+    def loss(
+        self, tokens: Tensor, labels: Tensor | None = None, lengths: Tensor | None = None
+    ) -> Tensor:
+        """Mean next-token cross-entropy over the real tokens (and end tokens) of a batch.
+
+        In training mode each label becomes the null class with probability `class_dropout`.
+
+        Args:
+            tokens: codes `(B, *token_shape)` in layout order, or combined ids `(B, n)` in read
+                order, right-padded (for 1-D layouts, as from `pad_collate`, the two coincide).
+            labels: as in `logits`.
+            lengths: as in `logits`. A 1-D sample shorter than L is followed by the end token,
+                which is a target too.
+
+        Returns:
+            A scalar (fp32).
+        """
+        if tokens.ndim == 1 + self.spec.ndim and self.spec.ndim > 1:
+            tokens = self.layout.flatten(tokens)  # (B, L)
+        ids, real = self._check_ids(tokens, lengths)
+        batch, length = ids.shape
+        labels = self._check_labels(labels, batch)
+        if self.training and labels is not None and self.config.class_dropout > 0:
+            dropped = torch.rand(batch, device=labels.device) < self.config.class_dropout
+            labels = labels.masked_fill(dropped, self.null_class)
+        logits = self._run(ids, labels, "plain")  # (B, n + 1, V + 1)
+        targets = F.pad(ids.masked_fill(~real, IGNORE), (0, 1), value=IGNORE)  # (B, n + 1)
+        if self.variable_length:  # real tokens are a prefix; the end token follows it
+            count = real.sum(dim=1, keepdim=True)  # (B, 1)
+            position = torch.arange(length + 1, device=ids.device)  # (n + 1,)
+            targets = targets.masked_fill(
+                (position == count) & (count < self.max_tokens), self.end_id
+            )
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+
+    def _run(self, ids: Tensor, labels: Tensor | None, mode: str) -> Tensor:
+        """Checked ids `(B, n)` → masked logits `(B, n + 1, V + 1)`."""
+        batch, length = ids.shape
+        x = self.token_embedding(ids)  # (B, n, D)
+        if self.level_embedding is not None:
+            x = x + self.level_embedding(self.level_ids[:length])
+        x = self.embedding_dropout(torch.cat([self._prefix(labels, batch), x], dim=1))
+        cos, sin = self.rope_cos[: length + 1], self.rope_sin[: length + 1]  # (1 + n, d/2)
+        for block in self.blocks:
+            x = block(x, cos, sin, mode)  # (B, 1 + n, D)
+        logits = self.head(self.norm(x))  # (B, 1 + n, V + 1)
+        blocked = self.blocked_ids[self.mask_rows[: length + 1]]  # (1 + n, V + 1)
+        return logits.masked_fill(blocked, float("-inf"))
+
+    def _prefix(self, labels: Tensor | None, batch: int) -> Tensor:
+        """The class (or null class) or start token: `(B, 1, D)`."""
+        if self.class_embedding is None:
+            return self.start_token.expand(batch, 1, -1)
+        if labels is None:
+            labels = torch.full((batch,), self.null_class, device=self.head.weight.device)
+        return self.class_embedding(labels)[:, None]  # (B, 1, D)
+
+    def allocate_cache(self, batch_size: int, dtype: torch.dtype | None = None) -> None:
+        """Allocate `(batch_size, heads, 1 + L, head_dim)` keys and values per layer, zero-filled
+        (masked slots must be finite); one of the same shape, dtype and device is kept, so that a
+        compiled step keeps its static addresses.
+
+        Args:
+            batch_size: rows (doubled for CFG).
+            dtype: None → the autocast dtype when autocast is on for the model's device, else
+                the parameters' dtype.
+        """
+        device = self.head.weight.device
+        if dtype is None:
+            autocast = torch.is_autocast_enabled(device.type)
+            dtype = torch.get_autocast_dtype(device.type) if autocast else self.head.weight.dtype
+        heads, head_dim = self.config.heads, self.config.dim // self.config.heads
+        shape = (batch_size, heads, 1 + self.max_tokens, head_dim)
+        for block in self.blocks:
+            attention, old = block.attention, block.attention.k_cache
+            if old is None or old.shape != shape or old.dtype != dtype or old.device != device:
+                attention.k_cache = torch.zeros(shape, dtype=dtype, device=device)
+                attention.v_cache = torch.zeros(shape, dtype=dtype, device=device)
+
+    def free_cache(self) -> None:
+        """Drop the KV cache."""
+        for block in self.blocks:
+            block.attention.k_cache = block.attention.v_cache = None
+
+    def prefill(self, ids: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Run the prefix and a prompt `ids` `(B, n)`, n >= 0, filling cache slots `[0, 1 + n)`.
+
+        B must be the cache's batch size. Returns `logits(ids, labels)`: `(B, n + 1, V + 1)`.
+        """
+        ids, _ = self._check_ids(ids, None)
+        self._check_cache(len(ids))
+        return self._run(ids, self._check_labels(labels, len(ids)), "prefill")
+
+    def decode_step(self, ids: Tensor, position: Tensor) -> Tensor:
+        """Feed token `position` of every row; cache slots before it must be filled.
+
+        Args:
+            ids: `(B, 1)` combined ids of token `position`.
+            position: 0-d int64 tensor on the model's device, in `[0, L)`.
+
+        Returns:
+            `(B, V + 1)` masked logits of token `position + 1`, as `logits(...)[:, position + 1]`.
+        """
+        position = torch.as_tensor(position, device=self.head.weight.device)
+        if position.ndim or position.is_floating_point() or not 0 <= position < self.max_tokens:
+            raise ValueError(f"expected a 0-d position in [0, {self.max_tokens}), got {position}")
+        if ids.ndim != 2 or ids.shape[1] != 1:
+            raise ValueError(f"expected ids (B, 1), got shape {tuple(ids.shape)}")
+        ids, _ = self._check_ids(ids, None, int(position))
+        self._check_cache(len(ids))
+        return self._decode(ids, position.to(torch.int64))
+
+    def _decode(self, ids: Tensor, position: Tensor) -> Tensor:
+        """Unchecked `decode_step`: no data-dependent control flow, the same shapes every step."""
+        slot = (position + 1).reshape(1)  # (1,) cache slot of this token
+        x = self.token_embedding(ids)  # (B, 1, D)
+        if self.level_embedding is not None:
+            x = x + self.level_embedding(self.level_ids.index_select(0, position.reshape(1)))
+        cos = self.rope_cos.index_select(0, slot)  # (1, d/2)
+        sin = self.rope_sin.index_select(0, slot)
+        slots = self.blocks[0].attention.k_cache.shape[2]
+        visible = (torch.arange(slots, device=ids.device) <= slot).reshape(1, 1, 1, slots)
+        for block in self.blocks:
+            x = block(x, cos, sin, "decode", slot, visible)  # (B, 1, D)
+        logits = self.head(self.norm(x))[:, 0]  # (B, V + 1)
+        blocked = self.blocked_ids.index_select(0, self.mask_rows.index_select(0, slot))
+        return logits.masked_fill(blocked, float("-inf"))  # (B, V + 1)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        num_samples: int | None = None,
+        labels: Tensor | Sequence[int] | None = None,
+        *,
+        cfg_scale: float = 1.0,
+        cfg_schedule: str = "constant",
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        max_tokens: int | None = None,
+        compile_step: bool | str = False,
+    ) -> ARSamples:
+        """Sample token sequences (in eval mode; the training flag is restored after).
+
+        Args:
+            num_samples: B samples of the null class (conditional) or unconditional; or None with
+            labels: `(B,)` classes of a conditional model.
+            cfg_scale: guidance scale s; with labels, guidance runs when s != 1 or the schedule
+                is "linear": the labels' rows and null-class rows go through the model as one
+                batch of 2B and logits = uncond + s_t · (cond − uncond).
+            cfg_schedule: "constant" (s_t = s) or "linear" (s_t = 1 + (s − 1) · t / (T − 1)).
+            temperature, top_k, top_p: see `mediatok.generation.sampling.sample`.
+            generator: random source on the model's device; the same seed gives the same samples.
+            max_tokens: tokens to sample, <= L; only 1-D layouts may ask for fewer than L.
+            compile_step: compile the decode step with `torch.compile` (True: "reduce-overhead"
+                on CUDA, "default" elsewhere; a string: that mode). Compiled once per model.
+
+        Returns:
+            `(codes, lengths)`: codes `(B, *token_shape)` in layout order (1-D: `(B, max_tokens)`,
+            code 0 after a sample's end), lengths `(B,)` int64 tokens before the end token (the
+            full extent along the length axis for fixed-length layouts).
+        """
+        device = self.head.weight.device
+        batch = num_samples if labels is None else len(labels)
+        wrong = isinstance(batch, bool) or not isinstance(batch, int) or batch < 1
+        if wrong or num_samples not in (None, batch):
+            got = f"num_samples={num_samples!r}, labels={labels!r}"
+            raise ValueError(f"expected num_samples >= 1, or labels (of that many), got {got}")
+        labels = self._check_labels(labels, batch)
+        check_choice("cfg_schedule", cfg_schedule, CFG_SCHEDULES)
+        guided = cfg_scale != 1.0 or cfg_schedule != "constant"
+        if guided and labels is None:
+            got = f"cfg_scale={cfg_scale}, cfg_schedule={cfg_schedule!r} and no labels"
+            raise ValueError(f"expected labels (of a class-conditional model) for CFG, got {got}")
+        if generator is not None and generator.device.type != device.type:
+            raise ValueError(f"expected a generator on {device.type}, got {generator.device}")
+        most = self.max_tokens
+        steps = most if max_tokens is None else max_tokens
+        if not (1 <= steps <= most if self.variable_length else steps == most):
+            valid = f"in [1, {most}]" if self.variable_length else f"{most}"
+            raise ValueError(f"expected max_tokens None or {valid} for this layout, got {steps}")
+        if guided:  # (2B,): the labels' rows, then as many null-class rows
+            labels = torch.cat([labels, torch.full_like(labels, self.null_class)])
+        rows = len(labels) if guided else batch
+
+        was_training = self.training
+        self.eval()
+        try:
+            step_function = self._step_function(compile_step, device)
+            self.allocate_cache(rows)
+            empty = torch.zeros(rows, 0, dtype=torch.int64, device=device)
+            logits = self._run(empty, labels, "prefill")[:, 0]  # (rows, V + 1)
+            ids = torch.zeros(batch, steps, dtype=torch.int64, device=device)
+            extent = steps if self.variable_length else self.extent
+            lengths = torch.full((batch,), extent, dtype=torch.int64, device=device)
+            finished = torch.zeros(batch, dtype=torch.bool, device=device)
+            position = torch.zeros((), dtype=torch.int64, device=device)  # token fed next
+            for step in range(steps):
+                if guided:
+                    cond, uncond = logits.float().chunk(2)  # (B, V + 1) each
+                    scale = cfg_scale_at(step, steps, cfg_scale, cfg_schedule)
+                    logits = cfg_logits(cond, uncond, scale)
+                token = sample(logits, temperature, top_k, top_p, generator)  # (B,)
+                if self.variable_length:
+                    ended = token == self.end_id
+                    lengths = torch.where(ended & ~finished, step, lengths)
+                    finished = finished | ended
+                    token = token.masked_fill(finished, 0)  # padding after the end
+                ids[:, step] = token
+                # A host sync only every 16 steps: stop once every row has ended.
+                done = self.variable_length and step % 16 == 15 and bool(finished.all())
+                if step + 1 == steps or done:
+                    break
+                inputs = (torch.cat([token, token]) if guided else token)[:, None]  # (rows, 1)
+                if compile_step:
+                    torch.compiler.cudagraph_mark_step_begin()
+                logits = step_function(inputs, position)  # (rows, V + 1), token step + 1
+                position += 1
+        finally:
+            self.train(was_training)
+            if not compile_step:
+                self.free_cache()
+        layout = self.layout if steps == self.max_tokens else SequenceLayout(self.spec, (steps,))
+        return ARSamples(layout.unflatten(ids), lengths)
+
+    def _step_function(self, compile_step: bool | str, device: torch.device):
+        if not compile_step:
+            return self._decode
+        mode = "reduce-overhead" if device.type == "cuda" else "default"  # CUDA graphs: CUDA
+        mode = compile_step if isinstance(compile_step, str) else mode
+        if self._compiled is None or self._compiled[0] != mode:
+            self._compiled = (mode, torch.compile(self._decode, mode=mode, fullgraph=True))
+        return self._compiled[1]
+
+    def _check_ids(
+        self, ids: Tensor, lengths: Tensor | None, start: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """Ids `(B, n)` of tokens `start..start + n` checked against their levels, with padding
+        replaced by id 0, and the mask of real positions `(B, n)`."""
+        if ids.ndim != 2 or ids.is_floating_point() or start + ids.shape[1] > self.max_tokens:
+            raise ValueError(
+                f"expected integer ids (B, n) with n <= {self.max_tokens - start}, got "
+                f"{ids.dtype} of shape {tuple(ids.shape)}"
+            )
+        (batch, length), ids = ids.shape, ids.to(torch.int64)
+        real = torch.ones_like(ids, dtype=torch.bool)  # (B, n)
+        if lengths is not None:
+            lengths = torch.as_tensor(lengths, device=ids.device)
+            if lengths.shape != (batch,) or lengths.is_floating_point():
+                got = f"{lengths.dtype} of shape {tuple(lengths.shape)}"
+                raise ValueError(f"expected {batch} integer lengths, got {got}")
+            real = self.extent_index[start:][:length] < lengths[:, None]
+            longest = length if self.variable_length else self.extent
+            bad = (lengths < min(longest, 1)) | (lengths > longest)
+            if not torch.compiler.is_compiling() and bool(bad.any()):
+                raise ValueError(f"expected lengths in [1, {longest}], got {lengths.tolist()}")
+        if torch.compiler.is_compiling():
+            return ids.masked_fill(~real, 0), real
+        lower, upper = self.id_lower[start:][:length], self.id_upper[start:][:length]  # (n,)
+        bad = ((ids < lower) | (ids >= upper)) & real  # (B, n)
+        if bool(bad.any()):
+            row, column = (int(index[0]) for index in bad.nonzero(as_tuple=True))
+            raise ValueError(
+                f"expected ids in [{int(lower[column])}, {int(upper[column])}) at position "
+                f"{start + column} (level {int(self.level_ids[start + column])}), got "
+                f"{int(ids[row, column])} in sample {row}; ids are combined ids in read order "
+                "(SequenceLayout.flatten), the end token is never an input"
+            )
+        return ids.masked_fill(~real, 0), real
+
+    def _check_labels(self, labels: Tensor | None, batch: int) -> Tensor | None:
+        if labels is None:
+            return None
+        labels, null = torch.as_tensor(labels, device=self.head.weight.device), self.null_class
+        if self.class_embedding is None:
+            raise ValueError(f"expected labels=None for an unconditional model, got {len(labels)}")
+        if labels.shape != (batch,) or labels.is_floating_point():
+            got = f"{labels.dtype} of shape {tuple(labels.shape)}"
+            raise ValueError(f"expected {batch} integer labels (one per sample), got {got}")
+        if not torch.compiler.is_compiling() and bool(((labels < 0) | (labels > null)).any()):
+            got = labels.tolist()
+            raise ValueError(f"expected labels in [0, {null}] ({null}: null class), got {got}")
+        return labels.to(torch.int64)
+
+    def _check_cache(self, batch: int) -> None:
+        cache = self.blocks[0].attention.k_cache
+        if cache is None or cache.shape[0] != batch:
+            got = "no cache" if cache is None else f"a cache for {cache.shape[0]} rows"
+            raise ValueError(f"expected allocate_cache({batch}) first, got {got}")
+
+
+def build_ar_transformer(
+    spec: TokenSpec, token_shape: Sequence[int] | None = None, size: str = "B", **overrides
+) -> ARTransformer:
+    """An `ARTransformer` of a named size.
+
+    Args:
+        spec: the codec's token contract.
+        token_shape: one sample's code shape (see `ARTransformer`).
+        size: "B" (111M parameters at 16384 codes, 256 tokens, 1000 classes), "L" or "XL".
+        **overrides: other `ARConfig` fields (num_classes, qk_norm, ...).
+
+    Returns:
+        The model, randomly initialized.
+    """
+    check_choice("size", size, SIZES)
+    config = ARConfig(**dict(zip(("dim", "depth", "heads"), SIZES[size], strict=True)), **overrides)
+    return ARTransformer(config, spec, token_shape)

@@ -1,0 +1,238 @@
+"""`AudioCodecTask`: trains any registered audio codec (WavTokenizer-style) in the one loop.
+
+The objective (Vocos §3 / WavTokenizer §3.3, HiFi-GAN §2): multi-scale log-mel L1, the
+quantizer's own losses, and after `discriminator_start` steps a hinge adversarial term and
+feature matching against multi-period and multi-resolution discriminators. Every weight is in
+`AudioLossConfig`.
+
+Layout: batches `{"audio": (B, 1, S), ...}` of fixed-length crops at the codec's sample rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from mediatok.codecs import Codec, build_codec
+from mediatok.data import (
+    AudioFolder,
+    Repeated,
+    list_audio,
+    loudness_normalize,
+    read_audio,
+    write_audio,
+)
+from mediatok.eval.audio import mel_distance, multi_resolution_stft_distance, si_sdr
+from mediatok.training.audio_discriminators import AudioDiscriminator, AudioDiscriminatorConfig
+from mediatok.training.audio_losses import (
+    MultiScaleMelLoss,
+    discriminator_hinge_loss,
+    feature_matching_loss,
+    generator_hinge_loss,
+)
+from mediatok.training.base import Task, is_main_process
+
+
+@dataclass
+class AudioDataConfig:
+    """Where training audio comes from.
+
+    Attributes:
+        train_dir: a folder of audio files (WAV, FLAC, OGG, ...), searched recursively.
+        segment_seconds: length of each training crop (shorter files are zero-padded).
+        crop: "random" crops (a new one each time a file comes up) or from the "start".
+        normalize_db: loudness-normalize each file to this RMS level (dBFS); None keeps levels.
+        repeat: each file appears this many times per epoch (tiny folders, like the demo's).
+        on_error: "skip" unreadable files (logged) or "stop" at the first.
+        val_dir: files for `evaluate` (default: train_dir).
+        val_files: how many of them (the first, sorted by path).
+        val_seconds: evaluate at most this much of each file (from its start).
+    """
+
+    train_dir: str = "assets/speech"
+    segment_seconds: float = 3.0
+    crop: Literal["random", "start"] = "random"
+    normalize_db: float | None = -20.0
+    repeat: int = 1
+    on_error: Literal["skip", "stop"] = "skip"
+    val_dir: str | None = None
+    val_files: int = 8
+    val_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.segment_seconds > 0 or not self.val_seconds > 0:
+            raise ValueError(
+                f"expected segment_seconds and val_seconds > 0, got {self.segment_seconds} "
+                f"and {self.val_seconds}"
+            )
+        if self.repeat < 1 or self.val_files < 1:
+            raise ValueError(
+                f"expected repeat and val_files >= 1, got {self.repeat} and {self.val_files}"
+            )
+
+
+@dataclass
+class AudioLossConfig:
+    """Weights of the audio codec objective (0 turns a term off).
+
+    The defaults are Vocos' and WavTokenizer's: mel 45, adversarial and feature matching 1.
+    """
+
+    mel_weight: float = 45.0
+    quantizer_weight: float = 1.0
+    adversarial_weight: float = 1.0
+    feature_matching_weight: float = 1.0
+    discriminator_start: int = 0
+    discriminator: AudioDiscriminatorConfig = field(default_factory=AudioDiscriminatorConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("mel_weight", "quantizer_weight", "adversarial_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"expected {name} >= 0, got {getattr(self, name)}")
+        if self.feature_matching_weight < 0 or self.discriminator_start < 0:
+            raise ValueError("expected feature_matching_weight and discriminator_start >= 0")
+
+
+class AudioCodecTask(Task):
+    """Trains audio codec `codec` (a registry name) with config overrides `model`."""
+
+    kind = "codec"  # `load_codec` reads checkpoints of this kind, whatever the modality
+
+    def __init__(
+        self,
+        codec: str,
+        model: dict,
+        data: AudioDataConfig,
+        loss: AudioLossConfig,
+        seed: int = 0,
+    ):
+        self.codec_name, self.model_config = codec, model
+        self.data, self.loss_config, self.seed = data, loss, seed
+        self.discriminator: AudioDiscriminator | None = None
+        self.mel_loss: MultiScaleMelLoss | None = None
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def build_model(self) -> Codec:
+        codec = build_codec(self.codec_name, self.model_config)
+        if codec.modality != "audio":
+            raise ValueError(
+                f"the audio codec task trains audio codecs; {self.codec_name!r} codes "
+                f"{codec.modality} (use task: codec for image codecs)"
+            )
+        self.sample_rate = codec.config.sample_rate
+        self.mel_loss = MultiScaleMelLoss(self.sample_rate)
+        return codec
+
+    def dataset(self) -> Dataset:
+        folder = AudioFolder(
+            self.data.train_dir,
+            self.sample_rate,
+            segment_seconds=self.data.segment_seconds,
+            crop=self.data.crop,
+            on_error=self.data.on_error,
+            normalize_db=self.data.normalize_db,
+            seed=self.seed,
+        )
+        return Repeated(folder, self.data.repeat) if self.data.repeat > 1 else folder
+
+    def build_discriminator(self) -> nn.Module | None:
+        cfg = self.loss_config
+        if not (cfg.adversarial_weight or cfg.feature_matching_weight):
+            return None
+        self.discriminator = AudioDiscriminator(cfg.discriminator)
+        return self.discriminator
+
+    def _adversarial_on(self, step: int) -> bool:
+        return self.discriminator is not None and step >= self.loss_config.discriminator_start
+
+    def losses(self, model: nn.Module, batch: dict, step: int):
+        cfg = self.loss_config
+        audio = batch["audio"]  # (B, 1, S)
+        out = model(audio)
+        reconstruction = out.reconstruction.float()
+        self.mel_loss.to(audio.device)
+        terms = {"mel": cfg.mel_weight * self.mel_loss(reconstruction, audio)}
+        for name, value in out.quantize.losses.items():
+            terms[f"quantizer_{name}"] = cfg.quantizer_weight * value
+        if self._adversarial_on(step):
+            # The loop freezes the discriminator during this pass: gradients reach the codec only.
+            fake = self.discriminator(reconstruction)
+            if cfg.adversarial_weight:
+                terms["adversarial"] = cfg.adversarial_weight * generator_hinge_loss(fake)
+            if cfg.feature_matching_weight:
+                with torch.no_grad():
+                    real = self.discriminator(audio)
+                terms["feature_matching"] = cfg.feature_matching_weight * feature_matching_loss(
+                    real, fake
+                )
+        self._last = (audio, reconstruction.detach())
+        logs = {name: value.detach() for name, value in terms.items()}
+        logs |= {
+            f"codebook_{k}": v
+            for k, v in out.quantize.metrics.items()
+            if k in ("usage", "perplexity")
+        }
+        return sum(terms.values()), logs
+
+    def discriminator_losses(
+        self, model: nn.Module, discriminator: nn.Module, batch: dict, step: int
+    ):
+        if not self._adversarial_on(step) or self._last is None:
+            return None
+        real, fake = self._last
+        loss = discriminator_hinge_loss(discriminator(real), discriminator(fake))
+        return loss, {"discriminator_hinge": loss.detach()}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, step: int, out_dir: str | Path) -> dict[str, float]:
+        """Reconstruct the validation files: mel and STFT distances, SI-SDR, codes used; the
+        first two files' reconstructions are written as WAVs beside their originals."""
+        device = next(model.parameters()).device
+        clips = validation_audio(self.data, self.sample_rate)
+        was_training = model.training
+        model.eval()
+        scores: dict[str, list[float]] = {"mel_distance": [], "stft_distance": [], "si_sdr": []}
+        used: set[int] = set()
+        for index, (key, audio) in enumerate(clips):
+            audio = audio.to(device)[None]  # (1, 1, S)
+            tokens = model.encode(audio)
+            reconstruction = model.decode(tokens).float()[..., : audio.shape[-1]]
+            used.update(tokens.codes.unique().tolist())
+            scores["mel_distance"].append(
+                float(mel_distance(reconstruction, audio, self.sample_rate))
+            )
+            scores["stft_distance"].append(
+                float(multi_resolution_stft_distance(reconstruction, audio))
+            )
+            scores["si_sdr"].append(float(si_sdr(reconstruction, audio)))
+            if index < 2 and is_main_process():
+                folder = Path(out_dir) / f"samples-{step:07d}"
+                stem = Path(key).with_suffix("").as_posix().replace("/", "_")
+                write_audio(folder / f"{stem}-original.wav", audio[0].cpu(), self.sample_rate)
+                write_audio(
+                    folder / f"{stem}-reconstruction.wav",
+                    reconstruction[0].clamp(-1, 1).cpu(),
+                    self.sample_rate,
+                )
+        model.train(was_training)
+        metrics = {name: sum(values) / len(values) for name, values in scores.items()}
+        return metrics | {"codes_used": len(used)}
+
+
+def validation_audio(data: AudioDataConfig, sample_rate: int) -> list[tuple[str, torch.Tensor]]:
+    """The first `val_files` files of `val_dir` (or `train_dir`): `(key, (1, S))` pairs, mono at
+    `sample_rate`, at most `val_seconds` long, loudness-normalized as in training."""
+    root = Path(data.val_dir or data.train_dir)
+    clips = []
+    for path in list_audio(root)[: data.val_files]:
+        audio, _ = read_audio(path, sample_rate)
+        audio = audio[:, : round(data.val_seconds * sample_rate)]
+        if data.normalize_db is not None:
+            audio = loudness_normalize(audio, data.normalize_db)
+        clips.append((path.relative_to(root).as_posix(), audio))
+    return clips

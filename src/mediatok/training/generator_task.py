@@ -1,0 +1,237 @@
+"""`GeneratorTask`: trains an autoregressive or masked generator on token shards, in the one loop.
+
+The shards are what `mediatok encode` wrote with any codec; the generator sees only their
+`TokenSpec` (DESIGN.md § Layers). Samples of one shape train as they are; variable-length
+shards (audio, 1-D variable-length codecs) are cut into windows of `data.window` tokens along the
+spec's length axis. Class labels are used when the shards have them.
+
+Layout: batches `{"codes": (B, *token_shape) int64, "lengths": (B,), "labels": (B,)?}`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from mediatok.data.folder import item_seed
+from mediatok.generation import build_generator
+from mediatok.tokens import TokenDataset, TokenSpec
+from mediatok.training.base import Task, is_main_process
+
+
+@dataclass
+class GeneratorDataConfig:
+    """Which token shards train the generator.
+
+    Attributes:
+        tokens: a directory written by `mediatok encode`.
+        window: tokens per training sequence along the length axis, for shards whose samples
+            differ in length (random windows; shorter samples are padded and their padding is
+            not trained on). None: every sample must have the same token shape.
+    """
+
+    tokens: str = "demo-output/image/tokens"
+    window: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"expected window >= 1 or None, got {self.window}")
+
+
+@dataclass
+class SampleConfig:
+    """How samples are drawn (`mediatok sample` defaults, and samples at evaluation).
+
+    Attributes:
+        cfg_scale: classifier-free guidance scale (1 = none).
+        cfg_schedule: "constant", or "linear" (the scale ramps up over the steps).
+        temperature: softmax temperature (0 = greedy, AR only).
+        top_k, top_p: truncation of the distribution (None = off).
+        steps: masked generators: decoding steps.
+        choice_temperature: masked generators: Gumbel noise on confidences (annealed to 0).
+        num_samples: how many samples each evaluation draws (and decodes when `codec` is set).
+    """
+
+    cfg_scale: float = 1.0
+    cfg_schedule: Literal["constant", "linear"] = "constant"
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    steps: int = 8
+    choice_temperature: float = 4.5
+    num_samples: int = 8
+
+    def options(self, generator: str) -> dict[str, Any]:
+        """Keyword arguments of `generate` for generator kind `generator` ("ar" or "masked")."""
+        common = {
+            "cfg_scale": self.cfg_scale,
+            "cfg_schedule": self.cfg_schedule,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+        }
+        if generator == "ar":
+            return common | {"top_p": self.top_p}
+        return common | {"steps": self.steps, "choice_temperature": self.choice_temperature}
+
+
+class TokenWindows(Dataset):
+    """Samples of a `TokenDataset` as fixed-shape training items.
+
+    Items are `{"codes": (*token_shape) int64, "length": int, "label": int?}`; `length` counts
+    the real positions along the spec's length axis (the rest is padding with code 0).
+    """
+
+    def __init__(
+        self,
+        tokens: TokenDataset,
+        token_shape: tuple[int, ...],
+        window: int | None,
+        seed: int = 0,
+    ):
+        self.tokens, self.token_shape, self.window, self.seed = tokens, token_shape, window, seed
+        self.axis = tokens.spec.length_axis
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.tokens[index]
+        codes = item["codes"]
+        if self.window is None:
+            if tuple(codes.shape) != self.token_shape:
+                raise ValueError(
+                    f"{self.tokens.directory}: sample {item['key']!r} has token shape "
+                    f"{tuple(codes.shape)}, expected {self.token_shape} like the first; set "
+                    f"data.window to train on windows of variable-length samples"
+                )
+            length = codes.shape[self.axis]
+        else:
+            length = codes.shape[self.axis]
+            if length > self.window:
+                generator = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
+                start = int(torch.randint(length - self.window + 1, (), generator=generator))
+                codes = codes.narrow(self.axis, start, self.window)
+                length = self.window
+            elif length < self.window:
+                pad = list(codes.shape)
+                pad[self.axis] = self.window - length
+                codes = torch.cat([codes, codes.new_zeros(pad)], dim=self.axis)
+        out = {"codes": codes, "length": length}
+        if "label" in item:
+            out["label"] = item["label"]
+        return out
+
+
+class GeneratorTask(Task):
+    """Trains generator `generator` ("ar" or "masked") with config overrides `model` on
+    samples of `token_shape` under `spec`."""
+
+    kind = "generator"
+
+    def __init__(
+        self,
+        generator: str,
+        model: dict[str, Any],
+        spec: TokenSpec,
+        token_shape: tuple[int, ...],
+        data: GeneratorDataConfig,
+        sample: SampleConfig,
+        codec: str | None = None,
+        seed: int = 0,
+    ):
+        self.generator_name, self.model_config = generator, model
+        self.spec, self.token_shape = spec, tuple(token_shape)
+        self.data, self.sample, self.codec_path, self.seed = data, sample, codec, seed
+        self._codec = None
+
+    def build_model(self) -> nn.Module:
+        return build_generator(self.generator_name, self.model_config, self.spec, self.token_shape)
+
+    def dataset(self) -> Dataset:
+        tokens = TokenDataset(self.data.tokens, self.spec)
+        return TokenWindows(tokens, self.token_shape, self.data.window, self.seed)
+
+    def losses(self, model: nn.Module, batch: dict, step: int):
+        loss = model(batch["codes"], labels=batch.get("label"), lengths=batch["length"])
+        return loss, {"cross_entropy": loss.detach()}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, step: int, out_dir: str | Path) -> dict[str, float]:
+        """Draw `sample.num_samples` samples (classes in turn when conditional); decode and write
+        them under `samples-<step>/` when the run names a codec."""
+        device = next(model.parameters()).device
+        count = self.sample.num_samples
+        num_classes = model.config.num_classes
+        labels = torch.arange(count, device=device) % num_classes if num_classes else None
+        generator = torch.Generator(device).manual_seed(self.seed)
+        codes = model.generate(
+            num_samples=count,
+            labels=labels,
+            generator=generator,
+            **self.sample.options(self.generator_name),
+        ).codes
+        metrics = {"distinct_codes": float(codes.unique().numel())}
+        if self.codec_path and is_main_process():
+            names = [f"sample-{i:03d}" for i in range(count)]
+            folder = Path(out_dir) / f"samples-{step:07d}"
+            write_decoded(self._load_codec(device), codes, folder, names)
+        return metrics
+
+    def _load_codec(self, device: torch.device):
+        if self._codec is None:
+            from mediatok.codecs import load_codec
+
+            self._codec = load_codec(self.codec_path).to(device)
+        return self._codec
+
+
+def write_decoded(
+    codec,
+    codes: torch.Tensor,
+    directory: str | Path,
+    names: list[str],
+    lengths: torch.Tensor | None = None,
+    audio_format: str = "wav",
+) -> list[Path]:
+    """Decode codes with `codec` and write one file per row: PNG for images, WAV/FLAC for audio.
+
+    Args:
+        codec: the codec the codes belong to (its `TokenSpec` vocabulary must match).
+        codes: `(B, *token_shape)` int64.
+        directory: created if needed.
+        names: B file names without suffix.
+        lengths: `(B,)` valid tokens per row for variable-length samples (audio is cut there).
+        audio_format: "wav" or "flac".
+
+    Returns:
+        The written paths.
+    """
+    from mediatok.data import write_audio, write_image
+
+    directory = Path(directory)
+    device = next(codec.parameters()).device
+    media = codec.decode(codes.to(device)).float().clamp(-1, 1).cpu()
+    paths = []
+    for row, name in enumerate(names):
+        if codec.modality == "image":
+            path = directory / f"{name}.png"
+            write_image(path, media[row])
+        elif codec.modality == "audio":
+            path = directory / f"{name}.{audio_format}"
+            clip = media[row]
+            if lengths is not None:
+                clip = clip[..., : int(lengths[row]) * codec.config.hop_length]
+            write_audio(path, clip, codec.config.sample_rate)
+        else:
+            raise ValueError(f"cannot write {codec.modality} samples yet")
+        paths.append(path)
+    return paths

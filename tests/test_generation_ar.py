@@ -1,0 +1,332 @@
+"""`ARTransformer`, `mediatok.nn.rope` and `mediatok.generation.sampling`.
+
+Tiny models (dim 32, depth 2, heads 4) on CPU in fp32: the KV-cached path must give the
+teacher-forced logits, sampling must be reproducible and respect each position's vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mediatok.generation.ar import ARConfig, ARTransformer, build_ar_transformer
+from mediatok.generation.sampling import cfg_logits, cfg_scale_at, filter_logits, sample
+from mediatok.nn.rope import apply_rope, rope_tables, with_prefix
+from mediatok.tokens import TokenSpec
+
+SPECS = {
+    "1d": (TokenSpec([16]), (7,)),
+    "grid": (TokenSpec([16], layout="H W"), (3, 4)),
+    "levels Q T": (TokenSpec([8, 4], layout="Q T"), (2, 4)),
+    "levels T Q": (TokenSpec([8, 4], layout="Q T", order="T Q"), (2, 4)),
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models gain nothing from intra-op threads, and on a shared two-core machine the
+    # OpenMP barriers of a second thread made these tests 50x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(spec: TokenSpec, shape, num_classes: int = 0, seed: int = 0, **overrides) -> ARTransformer:
+    torch.manual_seed(seed)
+    config = ARConfig(dim=32, depth=2, heads=4, num_classes=num_classes, **overrides)
+    return ARTransformer(config, spec, shape).eval()
+
+
+def random_ids(model: ARTransformer, batch: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    codes = [
+        torch.randint(size, (batch, model.max_tokens), generator=generator)
+        for size in model.spec.vocab_sizes
+    ]
+    codes = torch.stack(codes)  # (Q, B, L)
+    level_ids = model.level_ids
+    return codes[level_ids, :, torch.arange(model.max_tokens)].T + model.layout.offsets[level_ids]
+
+
+# --------------------------------------------------------------------------------------------
+# rope
+
+
+@pytest.mark.parametrize("axes", [1, 2, 3])
+def test_rope_scores_depend_only_on_coordinate_differences(axes):
+    generator = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 1, 1, 1, 12, generator=generator)  # (B, heads, L, d) each
+    shift = torch.arange(1, axes + 1) * 3  # a different shift on every axis
+
+    def score(a, b):
+        cos, sin = rope_tables(torch.stack([a, b]), 12)  # (2, 6)
+        rotated_q = apply_rope(q, cos[:1], sin[:1])
+        rotated_k = apply_rope(k, cos[1:], sin[1:])
+        return (rotated_q * rotated_k).sum()
+
+    a, b = torch.arange(axes) + 2, torch.arange(axes) * 5
+    torch.testing.assert_close(score(a, b), score(a + shift, b + shift))
+    assert not torch.allclose(score(a, b), score(a + shift, b))  # positions matter
+
+
+def test_rope_axial_split_and_prefix():
+    cos, _ = rope_tables(torch.tensor([[0, 5]]), 8)  # 4 pairs: 2 for H, 2 for W
+    assert cos[0, :2].tolist() == [1.0, 1.0]  # h = 0 does not rotate H's pairs
+    assert cos[0, 2:].tolist() != [1.0, 1.0]
+    assert with_prefix(torch.tensor([[0, 0], [0, 1]])).tolist() == [[-1, -1], [0, 0], [0, 1]]
+    with pytest.raises(ValueError, match="at least 3 channel pairs"):
+        rope_tables(torch.zeros(4, 3, dtype=torch.int64), 4)
+
+
+# --------------------------------------------------------------------------------------------
+# sampling helpers
+
+
+def test_filter_logits_keeps_the_hand_computed_sets():
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+
+    def kept(**kwargs):
+        return torch.isfinite(filter_logits(logits, **kwargs)).nonzero().flatten().tolist()
+
+    assert kept(top_k=2) == [0, 1]
+    assert kept(top_p=0.9) == [0, 1, 2]  # 0.5 + 0.3 < 0.9 <= 0.95
+    assert kept(top_p=0.7) == [0, 1]
+    assert kept(top_p=0.3) == [0]  # the most likely id alone already reaches 0.3
+    # top-p after top-k sees renormalized probabilities: 0.5 / 0.95 = 0.526 >= 0.52
+    assert kept(top_k=3, top_p=0.52) == [0]
+    assert kept(top_p=0.52) == [0, 1]
+    assert kept(top_k=10, top_p=1.0) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="top_p in"):
+        filter_logits(logits, top_p=0.0)
+
+
+def test_sample_greedy_and_masked():
+    logits = torch.tensor([[0.0, 2.0, float("-inf"), 1.0]]).expand(500, 4)
+    assert sample(logits, temperature=0).unique().tolist() == [1]
+    drawn = sample(logits, temperature=3.0, generator=torch.Generator().manual_seed(0))
+    assert drawn.shape == (500,) and set(drawn.tolist()) == {0, 1, 3}
+
+
+def test_cfg_helpers():
+    assert cfg_scale_at(0, 5, 3.0, "linear") == 1.0
+    assert cfg_scale_at(2, 5, 3.0, "linear") == 2.0
+    assert cfg_scale_at(4, 5, 3.0, "linear") == 3.0
+    assert cfg_scale_at(3, 5, 3.0) == 3.0
+    cond = torch.tensor([1.0, float("-inf"), 2.0])
+    uncond = torch.tensor([0.0, float("-inf"), 3.0])
+    assert cfg_logits(cond, uncond, 2.0).tolist() == [2.0, float("-inf"), 1.0]
+    assert cfg_logits(cond, uncond, 1.0) is cond
+    with pytest.raises(ValueError, match="cfg_schedule"):
+        cfg_scale_at(0, 5, 2.0, "cosine")
+
+
+# --------------------------------------------------------------------------------------------
+# KV cache
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_cached_logits_equal_teacher_forced(name, num_classes):
+    spec, shape = SPECS[name]
+    model = tiny(spec, shape, num_classes)
+    ids = random_ids(model, batch=2)
+    labels = torch.tensor([0, 2]) if num_classes else None
+    with torch.no_grad():
+        full = model.logits(ids, labels)  # (B, L + 1, V + 1)
+        assert full.shape == (2, model.max_tokens + 1, model.vocab_size + 1)
+        model.allocate_cache(2)
+        torch.testing.assert_close(
+            model.prefill(ids[:, :0], labels), full[:, :1], atol=1e-5, rtol=0
+        )
+        for position in range(model.max_tokens):
+            step = model.decode_step(ids[:, position : position + 1], torch.tensor(position))
+            torch.testing.assert_close(step, full[:, position + 1], atol=1e-5, rtol=0)
+        # a prompt prefilled at once, then one step
+        model.allocate_cache(2)
+        prompt = model.prefill(ids[:, :3], labels)
+        torch.testing.assert_close(prompt, full[:, :4], atol=1e-5, rtol=0)
+        step = model.decode_step(ids[:, 3:4], torch.tensor(3))
+        torch.testing.assert_close(step, full[:, 4], atol=1e-5, rtol=0)
+    # ids of another level are impossible at each position
+    allowed = torch.isfinite(full[0, : model.max_tokens, : model.vocab_size])  # (L, V)
+    assert torch.equal(allowed, model.layout.vocab_mask[model.level_ids])
+
+
+# --------------------------------------------------------------------------------------------
+# sampling
+
+
+def test_fixed_seed_reproduces_and_other_seed_differs():
+    spec, shape = SPECS["grid"]
+    model = tiny(spec, shape, num_classes=3)
+    labels = torch.tensor([0, 1, 2, 1])
+
+    def draw(seed, **kwargs):
+        generator = torch.Generator().manual_seed(seed)
+        return model.generate(labels=labels, generator=generator, top_k=8, **kwargs)
+
+    codes, lengths = draw(0)
+    assert codes.shape == (4, *shape) and lengths.tolist() == [3] * 4  # rows: the length axis H
+    assert torch.equal(draw(0)[0], codes)
+    assert not torch.equal(draw(1)[0], codes)
+    # guided: reproducible, scale 1 equals plain conditional sampling, a larger scale changes it
+    assert torch.equal(draw(0, cfg_scale=1.0, cfg_schedule="linear")[0], codes)
+    guided = draw(0, cfg_scale=4.0)[0]
+    assert torch.equal(draw(0, cfg_scale=4.0)[0], guided)
+    assert not torch.equal(guided, codes)
+    assert model.blocks[0].attention.k_cache is None  # freed after generate
+
+
+def test_invalid_level_ids_are_never_sampled():
+    spec, shape = SPECS["levels T Q"]
+    model = tiny(spec, shape)
+    # Without the mask, ids of the other level and the end token would be likely: every raw
+    # logit is finite and the temperature flattens them.
+    codes, lengths = model.generate(64, temperature=5.0, generator=torch.Generator().manual_seed(0))
+    assert codes.shape == (64, *shape) and lengths.tolist() == [4] * 64  # T
+    assert int(codes[:, 0].max()) < 8 and int(codes[:, 1].max()) < 4
+    assert len(codes[:, 1].unique()) == 4  # level 1 does get sampled, just within its range
+
+
+def test_end_token_gives_variable_lengths_and_padding():
+    model = tiny(TokenSpec([8]), None, max_tokens=12)
+    codes, lengths = model.generate(32, temperature=2.0, generator=torch.Generator().manual_seed(0))
+    assert codes.shape == (32, 12)
+    assert int(lengths.min()) >= 1 and int(lengths.max()) <= 12
+    assert int(lengths.min()) < 12  # some samples ended early
+    padding = torch.arange(12) >= lengths[:, None]
+    assert not bool(codes[padding].any())
+    short, short_lengths = model.generate(4, max_tokens=5, generator=torch.Generator())
+    assert short.shape == (4, 5) and int(short_lengths.max()) <= 5
+
+
+def test_training_memorizes_one_sequence_per_class():
+    model = tiny(TokenSpec([16]), (8,), num_classes=3).train()
+    ids = torch.tensor(
+        [[3, 1, 4, 1, 5, 0, 0, 0], [9, 2, 6, 5, 3, 5, 8, 9], [7, 7, 2, 0, 0, 0, 0, 0]]
+    )
+    lengths, labels = torch.tensor([5, 8, 3]), torch.tensor([0, 1, 2])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(100):
+        loss = model.loss(ids.repeat(4, 1), labels.repeat(4), lengths.repeat(4))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]
+    codes, generated_lengths = model.generate(labels=labels, temperature=0)
+    assert generated_lengths.tolist() == lengths.tolist()
+    assert torch.equal(codes, ids)  # padding is code 0 after the end, as in `ids`
+    assert model.training  # generate restored the mode
+
+
+@pytest.mark.parametrize("name", ["levels Q T", "levels T Q"])
+def test_loss_takes_codes_and_ignores_padding_along_the_length_axis(name):
+    spec, shape = SPECS[name]
+    model = tiny(spec, shape)
+    codes = torch.stack([torch.randint(8, (3, 4)), torch.randint(4, (3, 4))], dim=1)  # (B, Q, T)
+    ids = model.layout.flatten(codes)
+    assert torch.equal(model.loss(codes), model.loss(ids))
+    assert math.isfinite(model.loss(codes).item())
+    lengths = torch.tensor([2, 4, 1])  # time steps; later ones are padding
+    padded = codes.clone()
+    padded[0, :, 2:], padded[2, :, 1:] = 3, 1
+    assert torch.equal(model.loss(codes, lengths=lengths), model.loss(padded, lengths=lengths))
+    assert not torch.equal(model.loss(codes), model.loss(padded))
+
+
+# --------------------------------------------------------------------------------------------
+# errors and sizes
+
+
+def test_bad_inputs_raise_with_expected_and_got():
+    spec, shape = SPECS["levels Q T"]
+    conditional = tiny(spec, shape, num_classes=3)
+    ids = conditional.layout.flatten(torch.zeros(2, *shape, dtype=torch.int64))
+    with pytest.raises(
+        ValueError, match=r"expected ids in \[8, 12\) at position 4 \(level 1\), got 3"
+    ):
+        conditional(ids.index_put((torch.tensor([1]), torch.tensor([4])), torch.tensor(3)))
+    with pytest.raises(ValueError, match="expected ids in"):
+        conditional(ids - 1)
+    with pytest.raises(ValueError, match=r"expected 2 integer labels .* got .* shape \(3,\)"):
+        conditional(ids, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"expected labels in \[0, 3\]"):
+        conditional(ids, torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match=r"n <= 8, got torch.int64 of shape \(1, 9\)"):
+        conditional(torch.zeros(1, 9, dtype=torch.int64))
+    unconditional = tiny(spec, shape)
+    with pytest.raises(ValueError, match="expected labels=None for an unconditional model, got 2"):
+        unconditional(ids, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="expected labels=None for an unconditional model, got 2"):
+        unconditional.generate(labels=[0, 1])
+    with pytest.raises(
+        ValueError,
+        match=r"expected labels \(of a class-conditional model\) for CFG, got cfg_scale=2.0",
+    ):
+        unconditional.generate(2, cfg_scale=2.0)
+    with pytest.raises(ValueError, match=r"expected num_samples >= 1, or labels \(of that many\)"):
+        conditional.generate(3, labels=[0, 1])
+    assert conditional.generate(2, labels=[0, 1]).codes.shape == (2, *shape)
+    with pytest.raises(ValueError, match=r"expected lengths in \[1, 4\], got \[5, 1\]"):
+        conditional.loss(ids, lengths=torch.tensor([5, 1]))
+    with pytest.raises(ValueError, match="expected max_tokens None or 8"):
+        unconditional.generate(2, max_tokens=4)
+    with pytest.raises(ValueError, match=r"expected allocate_cache\(2\) first"):
+        unconditional.decode_step(ids[:, :1], torch.tensor(0))
+    with pytest.raises(ValueError, match="expected a token_shape for layout 'Q T'"):
+        ARTransformer(ARConfig(dim=32, depth=1, heads=4), spec)
+
+
+def test_sizes():
+    config = ARConfig(dim=32, heads=4)
+    assert config.hidden == 256  # 8/3 · 32 rounded up to a multiple of 256
+    assert ARConfig().hidden == 2048
+    with pytest.raises(ValueError, match="expected size to be one of"):
+        build_ar_transformer(TokenSpec([16]), (4,), size="M")
+
+
+@pytest.mark.slow
+def test_gpt_b_parameter_count():
+    model = build_ar_transformer(TokenSpec([16384]), (256,), "B", num_classes=1000)
+    assert sum(p.numel() for p in model.parameters()) == 110_889_216
+
+
+@pytest.mark.slow
+def test_compiled_decode_step_matches_eager():
+    spec, shape = SPECS["levels T Q"]
+    model = tiny(spec, shape, num_classes=3)
+    labels = torch.tensor([0, 2])
+    generator = torch.Generator()
+    eager = model.generate(labels=labels, cfg_scale=2.0, generator=generator.manual_seed(0))
+    compiled = model.generate(
+        labels=labels, cfg_scale=2.0, generator=generator.manual_seed(0), compile_step=True
+    )
+    assert torch.equal(eager[0], compiled[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_graph_step_matches_eager(dtype):
+    model = tiny(TokenSpec([16], layout="H W"), (4, 4), num_classes=3).cuda()
+    labels = torch.tensor([0, 1, 2], device="cuda")
+    ids = random_ids(model, 3).cuda()
+    step = model._step_function(True, torch.device("cuda"))  # mode "reduce-overhead"
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        model.allocate_cache(3)
+        assert model.blocks[0].attention.k_cache.dtype == dtype
+        model.prefill(ids[:, :0], labels)
+        for position in range(model.max_tokens):
+            inputs, index = ids[:, position : position + 1], torch.tensor(position, device="cuda")
+            torch.compiler.cudagraph_mark_step_begin()
+            compiled = step(inputs, index).clone()
+            eager = model._decode(inputs, index)  # rewrites the same cache slot
+            tolerance = 1e-4 if dtype == torch.float32 else 5e-2
+            torch.testing.assert_close(compiled, eager, atol=tolerance, rtol=0)
+        codes, lengths = model.generate(labels=labels, cfg_scale=2.0, compile_step=True)
+    assert codes.shape == (3, 4, 4) and lengths.tolist() == [4] * 3
