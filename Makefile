@@ -26,6 +26,8 @@ bench: venv
 	$(BIN)/python benchmarks/search.py
 	$(BIN)/python benchmarks/quantize.py
 	$(BIN)/python benchmarks/image_tokenizer.py
+	$(BIN)/python benchmarks/audio_codec.py
+	$(BIN)/python benchmarks/generation.py
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks tools

@@ -1,4 +1,4 @@
-"""`make demo`: the pipeline on the shipped photos, in two parts.
+"""`make demo`: the pipeline on the shipped photos and speech clips, in four parts.
 
 1. quantize: every quantizer kind learns to code 8×8 RGB patches (192 numbers) of the sample
    photos at about 10 bits per patch, then codes the patches of a photo it never saw; the demo
@@ -8,10 +8,17 @@
    then the same commands a user runs encode the photos to token shards, decode them and score
    the reconstructions.
    Output: `demo-output/image/{checkpoint/, tokens/, decoded/, metrics.json, reconstructions.png}`.
+3. audio: a small 75 tokens/s WavTokenizer-style codec (`configs/audio/demo-wavtokenizer.yaml`)
+   trains on the shipped speech clips; `mediatok encode|decode|eval` code the held-out clips.
+   Output: `demo-output/audio/{checkpoint/, tokens/, decoded/, metrics.json, examples/}`.
+4. generation: part 2's TiTok encodes random crops of the photos (one class per photo) into
+   token shards, a tiny class-conditional AR transformer (`configs/gen/demo-ar.yaml`) trains
+   on them, and `mediatok sample` draws two images of each class.
+   Output: `demo-output/generation/{tokens/, checkpoint/, samples/, samples.png}`.
 
-    python -m mediatok.demo [--part all|quantize|image] [--out demo-output]
+    python -m mediatok.demo [--part all|quantize|image|audio|generation] [--out demo-output]
 
-Rerunning continues a finished or interrupted image run instead of starting over.
+Rerunning continues finished or interrupted training runs instead of starting over.
 """
 
 from __future__ import annotations
@@ -115,7 +122,9 @@ def train_one(name: str, options: dict, train: torch.Tensor, steps: int, batch: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="The pipeline on the shipped photos.")
-    parser.add_argument("--part", choices=["all", "quantize", "image"], default="all")
+    parser.add_argument(
+        "--part", choices=["all", "quantize", "image", "audio", "generation"], default="all"
+    )
     parser.add_argument("--assets", type=Path, default=default_assets())
     parser.add_argument("--out", type=Path, default=Path("demo-output"))
     parser.add_argument("--steps", type=int, default=1000, help="quantize part: steps per kind")
@@ -123,6 +132,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--image-overrides", nargs="*", default=[], help="image part: key=value for its config"
+    )
+    parser.add_argument(
+        "--audio-overrides", nargs="*", default=[], help="audio part: key=value for its config"
+    )
+    parser.add_argument(
+        "--generation-overrides", nargs="*", default=[], help="generation part: key=value"
+    )
+    parser.add_argument(
+        "--crops-per-photo", type=int, default=100, help="generation part: training samples"
     )
     args = parser.parse_args()
     began = time.perf_counter()
@@ -132,6 +150,12 @@ def main() -> None:
     if args.part in ("all", "image"):
         print("\n== part 2: an image tokenizer, trained, encoding and decoding ==")
         demo_image(args)
+    if args.part in ("all", "audio"):
+        print("\n== part 3: an audio codec, trained, encoding and decoding speech ==")
+        demo_audio(args)
+    if args.part in ("all", "generation"):
+        print("\n== part 4: a generator on the image tokens, sampled back to pixels ==")
+        demo_generation(args)
     print(
         f"\ndemo finished in {time.perf_counter() - began:.0f} s; everything is under {args.out}/"
     )
@@ -161,6 +185,98 @@ def demo_image(args: argparse.Namespace) -> None:
     cli(["eval", checkpoint, str(args.assets), "-o", str(out), "--no-fid"])
     print(
         f"wrote {out / 'metrics.json'} and {out / 'reconstructions.png'} (originals | reconstructions)"
+    )
+
+
+def demo_audio(args: argparse.Namespace) -> None:
+    from mediatok.cli import main as cli
+    from mediatok.config import load_config
+    from mediatok.training.run import AudioCodecRunConfig, train_codec
+
+    root = Path(__file__).resolve().parents[2]
+    speech, held_out = root / "assets" / "speech", root / "assets" / "speech-val"
+    out = args.out / "audio"
+    overrides = [
+        f"data.train_dir={speech}",
+        f"data.val_dir={held_out}",
+        f"train.out_dir={out}",
+        *args.audio_overrides,
+    ]
+    config_path = root / "configs" / "audio" / "demo-wavtokenizer.yaml"
+    config = load_config(AudioCodecRunConfig, config_path, overrides)
+    rate = 24000 // config.model["hop_length"]
+    print(
+        f"training {config.codec} ({rate} tokens/s, one codebook of "
+        f"{config.model['quantizer']['options']['codebook_size']} codes) for "
+        f"{config.train.steps} steps on {config.data.segment_seconds:g} s crops of {speech} ..."
+    )
+    train_codec(config, resume=True)
+    checkpoint = str(out / "checkpoint")
+    print(f"checkpoint: {checkpoint}")
+    cli(["encode", checkpoint, str(held_out), "-o", str(out / "tokens")])
+    cli(["decode", checkpoint, str(out / "tokens"), "-o", str(out / "decoded")])
+    cli(["eval", checkpoint, str(held_out), "-o", str(out)])
+    print(
+        f"wrote {out / 'metrics.json'}; listen to {out / 'decoded'} (or the originals beside "
+        f"their reconstructions in {out / 'examples'})"
+    )
+
+
+def demo_generation(args: argparse.Namespace) -> None:
+    from mediatok.api import load
+    from mediatok.cli import main as cli
+    from mediatok.config import load_config
+    from mediatok.data import ImageFolder, list_images, read_image, resize_and_crop, write_image
+    from mediatok.tokens import TokenDataset, TokenWriter
+    from mediatok.training.run import GeneratorRunConfig, train_generator
+
+    root = Path(__file__).resolve().parents[2]
+    out = args.out / "generation"
+    codec_path = args.out / "image" / "checkpoint"
+    if not (codec_path / "config.json").is_file():
+        raise SystemExit(f"part 4 needs part 2's tokenizer at {codec_path}: run --part image")
+    codec = load(codec_path)
+    size = codec.config.image_size
+    tokens = out / "tokens"
+    photos = list_images(args.assets)
+    if not (tokens / "manifest.json").is_file():
+        crops = ImageFolder(args.assets, size, crop="random", seed=args.seed)
+        with TokenWriter(tokens, codec.token_spec, codec=codec.name) as writer:
+            for epoch in range(args.crops_per_photo):
+                crops.set_epoch(epoch)
+                batch = [crops[i] for i in range(len(crops))]
+                images = torch.stack([item["image"] for item in batch])
+                with torch.no_grad():
+                    codes = codec.encode(images).codes
+                keys = [f"{item['key']}#{epoch}" for item in batch]
+                writer.add_batch(codes, labels=[item["index"] for item in batch], keys=keys)
+    count = len(TokenDataset(tokens))
+    print(f"{count} random {size}x{size} crops of {len(photos)} photos coded into {tokens}")
+    overrides = [
+        f"data.tokens={tokens}",
+        f"codec={codec_path}",
+        f"train.out_dir={out}",
+        *args.generation_overrides,
+    ]
+    config = load_config(GeneratorRunConfig, root / "configs" / "gen" / "demo-ar.yaml", overrides)
+    print(
+        f"training a class-conditional {config.generator} generator for {config.train.steps} steps"
+    )
+    train_generator(config, resume=True)
+    checkpoint = str(out / "checkpoint")
+    samples = out / "samples"
+    num = 2 * len(photos)
+    cli(["sample", checkpoint, "-n", str(num), "--seed", str(args.seed), "-o", str(samples)])
+    # One row per class: the photo's center crop, then its samples (files sort by class).
+    rows = []
+    files = sorted(samples.glob("class-*.png"))
+    for label, photo in enumerate(photos):
+        drawn = [read_image(path) for path in files if path.name.startswith(f"class-{label:04d}-")]
+        reference = resize_and_crop(read_image(photo), size, "center")
+        rows.append(torch.cat([reference, *drawn], dim=2))  # (3, S, S·(1 + samples))
+    write_image(out / "samples.png", torch.cat(rows, dim=1))
+    print(
+        f"wrote {num} samples into {samples}; {out / 'samples.png'}: each photo, then its samples"
     )
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 import torchaudio
 
-MEL_LOG_FLOOR = 1e-5  # log(clamp(mel, 1e-5)): the floor of the Vocos / WavTokenizer log-mel
+MEL_LOG_FLOOR = 1e-5  # log(clamp(mel, 1e-5)): HiFi-GAN's floor (Vocos' safe_log uses 1e-7)
 STFT_MAGNITUDE_FLOOR = 1e-7  # keeps log|X| finite in silent bins
 SI_SDR_EPS = 1e-10  # caps SI-SDR at 10·log10((1 + ε) / ε) ≈ 100 dB (see `si_sdr`)
 PESQ_SAMPLE_RATE = 16000

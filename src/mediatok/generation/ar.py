@@ -7,9 +7,8 @@ order, the class as the first token, classifier-free guidance from class dropout
 How we differ: the model reads any `TokenSpec` through `SequenceLayout`, so one class serves 1-D
 tokens (TiTok, audio), grids (`"H W"`, axial 2-D RoPE from the grid coordinates) and several
 quantizer levels (`"Q T"` read as `"T Q"`: one combined vocabulary, a level embedding, and the
-logits of ids of other levels masked to -inf). Sequences of 1-D layouts (`"N"`, `"T"`) may end
-early with an end token (FlexTok-style variable length). Unconditional models read a learned
-start token instead of a class token.
+logits of ids of other levels masked to -inf). 1-D layouts (`"N"`, `"T"`) may end early with an
+end token. Unconditional models read a learned start token instead of a class token.
 
 Sequence and positions: one prefix token (class or start) at slot 0, token i at slot i + 1.
 Slot s's output predicts token s: logits[:, 0] gives token 0 from the prefix alone, logits[:, i]
@@ -17,14 +16,11 @@ gives token i from the prefix and tokens < i, logits[:, L] gives the end token (
 id there). RoPE coordinates come from `SequenceLayout.coordinates`; the prefix sits at -1 on
 every axis (`mediatok.nn.rope.with_prefix`).
 
-End token: id V (the combined vocabulary size), the last row of the head. For 1-D layouts it is
-a valid prediction at tokens 1..L (a sample has at least one token) and the training target
-right after a sample's last token when the sample is shorter than L; grids and multi-level
-layouts have a fixed length and never predict it.
+End token: id V, the head's last row; for 1-D layouts a valid prediction at tokens 1..L and the
+target right after a sample's last token when it is shorter than L; never for fixed layouts.
 
-Layout: ids `(B, n)` combined ids in read order (n <= L); lengths `(B,)` along the spec's
-`length_axis` (as token files count them); logits `(B, n + 1, V + 1)`; KV cache
-`(B, heads, 1 + L, head_dim)` per layer; samples `(B, *token_shape)` codes in layout order.
+Layout: ids `(B, n)` in read order (n <= L); lengths `(B,)` along `spec.length_axis`; logits
+`(B, n + 1, V + 1)`; KV cache `(B, heads, 1 + L, head_dim)` per layer; samples `(B, *shape)`.
 """
 
 from __future__ import annotations
@@ -289,9 +285,7 @@ class ARTransformer(nn.Module):
         ids, _ = self._check_ids(ids, lengths)
         return self._run(ids, self._check_labels(labels, len(ids)), "plain")
 
-    def forward(
-        self, tokens: Tensor, labels: Tensor | None = None, lengths: Tensor | None = None
-    ) -> Tensor:
+    def forward(self, tokens: Tensor, labels: Tensor | None = None, lengths: Tensor | None = None):
         """The training loss (what DDP and `torch.compile` wrap): `loss`."""
         return self.loss(tokens, labels, lengths)
 

@@ -68,21 +68,24 @@ class SequenceLayout:
         for size in token_shape:
             self.length *= size
 
-        sizes = torch.tensor(spec.vocab_sizes, dtype=torch.int64)
+        # Index metadata lives on the CPU, also when a model is built under `torch.device("meta")`.
+        sizes = torch.tensor(spec.vocab_sizes, dtype=torch.int64, device="cpu")
         self.vocab_size = int(sizes.sum())
         self.offsets = torch.cumsum(sizes, 0) - sizes  # (Q,)
-        ids = torch.arange(self.vocab_size)
+        ids = torch.arange(self.vocab_size, device="cpu")
         self.vocab_mask = (ids >= self.offsets[:, None]) & (
             ids < (self.offsets + sizes)[:, None]
         )  # (Q, vocab_size)
 
         # Index grids in order-axis order, flattened C-style: (L, ndim).
-        grids = torch.meshgrid(*[torch.arange(size) for size in ordered_shape], indexing="ij")
+        grids = torch.meshgrid(
+            *[torch.arange(size, device="cpu") for size in ordered_shape], indexing="ij"
+        )
         index = torch.stack([grid.reshape(-1) for grid in grids], dim=1)  # (L, ndim)
         if "Q" in order_axes:
             self.level_ids = index[:, order_axes.index("Q")].clone()
         else:
-            self.level_ids = torch.zeros(self.length, dtype=torch.int64)
+            self.level_ids = torch.zeros(self.length, dtype=torch.int64, device="cpu")
         keep = [i for i, axis in enumerate(order_axes) if axis != "Q"]
         self.coordinate_axes = tuple(order_axes[i] for i in keep)
         self.coordinates = index[:, keep].contiguous()  # (L, A)
