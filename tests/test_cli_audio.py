@@ -154,3 +154,19 @@ def test_train_two_steps_from_a_yaml(tmp_path):
     assert codec.modality == "audio" and codec.config.latent_dim == 16
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert any("eval/mel_distance" in line for line in lines)
+
+
+def test_run_configs_reject_a_wrong_task_or_modality(tmp_path):
+    from mediatok.config import ConfigError
+    from mediatok.training.audio_task import AudioCodecTask, AudioDataConfig, AudioLossConfig
+    from mediatok.training.run import run_config_class
+
+    config = tmp_path / "x.yaml"
+    config.write_text("task: audio_codek\n")
+    with pytest.raises(ConfigError, match="unknown task 'audio_codek'; known tasks: audio_codec"):
+        run_config_class(config)
+    task = AudioCodecTask("titok", {}, AudioDataConfig(), AudioLossConfig())
+    with pytest.raises(ValueError, match="'titok' codes image"):
+        task.build_model()
+    with pytest.raises(ValueError, match="expected segment_seconds and val_seconds > 0"):
+        AudioDataConfig(segment_seconds=0)

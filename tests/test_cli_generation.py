@@ -139,3 +139,12 @@ def test_eval_gfid_of_a_sample_folder(tmp_path):
     images = str(ROOT / "assets" / "images")
     assert main(["eval", images, "--reference", images, "-o", str(out), "--device", "cpu"]) == 0
     assert abs(json.loads((out / "metrics.json").read_text())["gfid"]) < 1e-3
+
+
+def test_sample_rejects_bad_requests(tmp_path):
+    codec, tokens = encoded(tmp_path, "titok", TINY_TITOK, ROOT / "assets" / "images")
+    checkpoint = train(tmp_path, "ar", tokens, codec)
+    with pytest.raises(ValueError, match="expected num_samples >= 1, got 0"):
+        sample(checkpoint, 0)
+    with pytest.raises(ValueError, match="expected a generator checkpoint"):
+        sample(codec, 2)

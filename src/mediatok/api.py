@@ -365,22 +365,14 @@ def evaluate_audio_codec(
 
     from mediatok.data import list_audio, read_audio, write_audio
     from mediatok.eval import CodebookUsage
-    from mediatok.eval.audio import mel_distance, multi_resolution_stft_distance, pesq, si_sdr, stoi
+    from mediatok.eval.audio import reconstruction_scores
 
     device = next(codec.parameters()).device
     rate = codec.config.sample_rate
     root = Path(audio_dir)
     paths = list_audio(root)[:limit]
     usage = CodebookUsage(list(codec.token_spec.vocab_sizes))
-    metrics = {
-        "mel_distance": lambda prediction, target: mel_distance(prediction, target, rate),
-        "stft_distance": multi_resolution_stft_distance,
-        "si_sdr": si_sdr,
-    }
-    if speech_metrics:
-        metrics["pesq"] = lambda prediction, target: pesq(prediction, target, rate)
-        metrics["stoi"] = lambda prediction, target: stoi(prediction, target, rate)
-    scores: dict[str, list[float]] = {name: [] for name in metrics}
+    scores: list[dict[str, float]] = []
     seconds = 0.0
     out = Path(out_dir)
     for index, path in enumerate(tqdm(paths, desc="eval", disable=None)):
@@ -390,14 +382,12 @@ def evaluate_audio_codec(
         reconstruction = reconstruction.clamp(-1, 1)
         usage.update(tokens.codes.reshape(1, -1, 1))
         seconds += audio.shape[-1] / rate
-        for name, metric in metrics.items():
-            scores[name].append(float(metric(reconstruction.cpu(), audio.cpu())))
+        reconstruction, audio = reconstruction.cpu(), audio.cpu()
+        scores.append(reconstruction_scores(reconstruction, audio, rate, speech=speech_metrics))
         if index < examples:
             stem = path.relative_to(root).with_suffix("").as_posix().replace("/", "_")
-            write_audio(out / "examples" / f"{stem}.wav", audio[0].cpu(), rate)
-            write_audio(
-                out / "examples" / f"{stem}-reconstruction.wav", reconstruction[0].cpu(), rate
-            )
+            write_audio(out / "examples" / f"{stem}.wav", audio[0], rate)
+            write_audio(out / "examples" / f"{stem}-reconstruction.wav", reconstruction[0], rate)
     codebook = usage.compute()
     report = {
         "checkpoint": None if checkpoint is None else str(checkpoint),
@@ -406,7 +396,7 @@ def evaluate_audio_codec(
         "seconds": round(seconds, 3),
         "sample_rate": rate,
         "tokens_per_second": rate / codec.config.hop_length,
-        **{name: sum(values) / len(values) for name, values in scores.items()},
+        **{name: sum(clip[name] for clip in scores) / len(scores) for name in scores[0]},
         "codebook_usage": codebook["usage"],
         "codebook_perplexity": codebook["perplexity"],
     }

@@ -18,6 +18,8 @@ is scored as it is (SI-SDR alone forgives a gain).
 - `stoi`: short-time objective intelligibility (Taal et al. 2011) through `pystoi`; 0 to 1,
   higher is better.
 
+`reconstruction_scores` gives the per-clip means a codec evaluation reports, by name.
+
 PESQ and STOI run the reference C / NumPy code item by item on the CPU; install their packages
 with `pip install pesq pystoi` (`pesq` compiles a C extension). They are imported only when
 called.
@@ -330,3 +332,28 @@ def stoi(
         for reference, degraded in zip(_to_numpy_items(target), _to_numpy_items(prediction))
     ]
     return torch.tensor(scores, dtype=prediction.dtype, device=prediction.device)
+
+
+def reconstruction_scores(
+    prediction: torch.Tensor, target: torch.Tensor, sample_rate: int, *, speech: bool = False
+) -> dict[str, float]:
+    """The scores of a codec's reconstruction, means over the items of the batch.
+
+    Args:
+        prediction: `(B, T)` or `(B, 1, T)` reconstruction.
+        target: the original, same shape.
+        sample_rate: of both, in Hz.
+        speech: also wide-band PESQ and STOI (CPU, through their packages).
+
+    Returns:
+        `mel_distance`, `stft_distance`, `si_sdr` (and `pesq`, `stoi`) -> float.
+    """
+    scores = {
+        "mel_distance": mel_distance(prediction, target, sample_rate),
+        "stft_distance": multi_resolution_stft_distance(prediction, target),
+        "si_sdr": si_sdr(prediction, target),
+    }
+    if speech:
+        scores["pesq"] = pesq(prediction, target, sample_rate)
+        scores["stoi"] = stoi(prediction, target, sample_rate)
+    return {name: float(values.mean()) for name, values in scores.items()}

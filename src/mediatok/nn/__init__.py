@@ -3,7 +3,7 @@ rotary positions."""
 
 from mediatok.nn.conv import AttentionBlock2d, Downsample2d, ResBlock2d, Upsample2d
 from mediatok.nn.rope import apply_rope, rope_tables, with_prefix
-from mediatok.nn.transformer import MLP, Attention, Block, Transformer
+from mediatok.nn.transformer import MLP, Attention, Block, Transformer, init_weights
 
 __all__ = [
     "MLP",
@@ -15,6 +15,7 @@ __all__ = [
     "Transformer",
     "Upsample2d",
     "apply_rope",
+    "init_weights",
     "rope_tables",
     "with_prefix",
 ]

@@ -80,3 +80,15 @@ class Transformer(nn.Module):
         for block in self.blocks:
             x = block(x, causal=causal)
         return self.norm(x)
+
+
+def init_weights(module: nn.Module) -> None:
+    """The ViT / BERT initialization, for `model.apply(init_weights)`: linear weights from a
+    truncated normal (std 0.02), zero biases, unit LayerNorm scales and zero shifts."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

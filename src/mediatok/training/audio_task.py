@@ -27,7 +27,7 @@ from mediatok.data import (
     read_audio,
     write_audio,
 )
-from mediatok.eval.audio import mel_distance, multi_resolution_stft_distance, si_sdr
+from mediatok.eval.audio import reconstruction_scores
 from mediatok.training.audio_discriminators import AudioDiscriminator, AudioDiscriminatorConfig
 from mediatok.training.audio_losses import (
     MultiScaleMelLoss,
@@ -36,6 +36,7 @@ from mediatok.training.audio_losses import (
     generator_hinge_loss,
 )
 from mediatok.training.base import Task, is_main_process
+from mediatok.training.losses import codec_logs, quantizer_terms
 
 
 @dataclass
@@ -157,8 +158,7 @@ class AudioCodecTask(Task):
         reconstruction = out.reconstruction.float()
         self.mel_loss.to(audio.device)
         terms = {"mel": cfg.mel_weight * self.mel_loss(reconstruction, audio)}
-        for name, value in out.quantize.losses.items():
-            terms[f"quantizer_{name}"] = cfg.quantizer_weight * value
+        terms |= quantizer_terms(out.quantize, cfg.quantizer_weight)
         if self._adversarial_on(step):
             # The loop freezes the discriminator during this pass: gradients reach the codec only.
             fake = self.discriminator(reconstruction)
@@ -171,13 +171,7 @@ class AudioCodecTask(Task):
                     real, fake
                 )
         self._last = (audio, reconstruction.detach())
-        logs = {name: value.detach() for name, value in terms.items()}
-        logs |= {
-            f"codebook_{k}": v
-            for k, v in out.quantize.metrics.items()
-            if k in ("usage", "perplexity")
-        }
-        return sum(terms.values()), logs
+        return sum(terms.values()), codec_logs(terms, out.quantize)
 
     def discriminator_losses(
         self, model: nn.Module, discriminator: nn.Module, batch: dict, step: int
@@ -196,20 +190,14 @@ class AudioCodecTask(Task):
         clips = validation_audio(self.data, self.sample_rate)
         was_training = model.training
         model.eval()
-        scores: dict[str, list[float]] = {"mel_distance": [], "stft_distance": [], "si_sdr": []}
+        scores: list[dict[str, float]] = []
         used: set[int] = set()
         for index, (key, audio) in enumerate(clips):
             audio = audio.to(device)[None]  # (1, 1, S)
             tokens = model.encode(audio)
             reconstruction = model.decode(tokens).float()[..., : audio.shape[-1]]
             used.update(tokens.codes.unique().tolist())
-            scores["mel_distance"].append(
-                float(mel_distance(reconstruction, audio, self.sample_rate))
-            )
-            scores["stft_distance"].append(
-                float(multi_resolution_stft_distance(reconstruction, audio))
-            )
-            scores["si_sdr"].append(float(si_sdr(reconstruction, audio)))
+            scores.append(reconstruction_scores(reconstruction, audio, self.sample_rate))
             if index < 2 and is_main_process():
                 folder = Path(out_dir) / f"samples-{step:07d}"
                 stem = Path(key).with_suffix("").as_posix().replace("/", "_")
@@ -220,7 +208,7 @@ class AudioCodecTask(Task):
                     self.sample_rate,
                 )
         model.train(was_training)
-        metrics = {name: sum(values) / len(values) for name, values in scores.items()}
+        metrics = {name: sum(clip[name] for clip in scores) / len(scores) for name in scores[0]}
         return metrics | {"codes_used": len(used)}
 
 

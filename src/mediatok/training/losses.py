@@ -16,10 +16,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mediatok.quantize import QuantizeOutput
+
 # Where each VGG16 stage ends in torchvision's `features` (after relu1_2, 2_2, 3_3, 4_3, 5_3).
 _STAGE_ENDS = (4, 9, 16, 23, 30)
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
+
+
+def quantizer_terms(quantize: QuantizeOutput, weight: float) -> dict[str, torch.Tensor]:
+    """The quantizer's own losses as codec loss terms: `quantizer_<name>`, times `weight`."""
+    return {f"quantizer_{name}": weight * value for name, value in quantize.losses.items()}
+
+
+def codec_logs(terms: dict[str, torch.Tensor], quantize: QuantizeOutput) -> dict[str, torch.Tensor]:
+    """What a codec task logs per step: every loss term, detached, and codebook usage and
+    perplexity (tensors: read only at log steps, so no host sync)."""
+    logs = {name: value.detach() for name, value in terms.items()}
+    return logs | {
+        f"codebook_{name}": value
+        for name, value in quantize.metrics.items()
+        if name in ("usage", "perplexity")
+    }
 
 
 def reconstruction_loss(

@@ -36,7 +36,12 @@ from mediatok.training.discriminators import (
     hinge_generator_loss,
 )
 from mediatok.training.loop import Task, is_main_process
-from mediatok.training.losses import PerceptualLoss, reconstruction_loss
+from mediatok.training.losses import (
+    PerceptualLoss,
+    codec_logs,
+    quantizer_terms,
+    reconstruction_loss,
+)
 
 
 @dataclass
@@ -141,8 +146,7 @@ class CodecTask(Task):
         if self.perceptual is not None:
             self.perceptual.to(images.device)
             terms["perceptual"] = cfg.perceptual_weight * self.perceptual(reconstruction, images)
-        for name, value in out.quantize.losses.items():
-            terms[f"quantizer_{name}"] = cfg.quantizer_weight * value
+        terms |= quantizer_terms(out.quantize, cfg.quantizer_weight)
         if self._adversarial_on(step):
             # The loop freezes the discriminator during this pass: the gradient reaches the
             # generator only.
@@ -150,13 +154,7 @@ class CodecTask(Task):
                 self.discriminator(reconstruction)
             )
         self._last = (images, reconstruction.detach())
-        logs = {name: value.detach() for name, value in terms.items()}
-        logs |= {
-            f"codebook_{k}": v
-            for k, v in out.quantize.metrics.items()
-            if k in ("usage", "perplexity")
-        }
-        return sum(terms.values()), logs
+        return sum(terms.values()), codec_logs(terms, out.quantize)
 
     def discriminator_losses(
         self, model: nn.Module, discriminator: nn.Module, batch: dict, step: int

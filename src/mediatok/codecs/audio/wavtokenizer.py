@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from mediatok.codecs.audio.layers import (
     Decoder,
@@ -54,6 +53,7 @@ from mediatok.codecs.audio.layers import (
     mask_time,
 )
 from mediatok.codecs.base import Codec, CodecOutput, Tokens, register_codec
+from mediatok.nn import init_weights
 from mediatok.quantize import QuantizerConfig
 from mediatok.tokens import TokenSpec
 
@@ -213,7 +213,7 @@ class WavTokenizer(Codec):
         for name, module in self.named_modules():
             if isinstance(module, Streaming):
                 module.stream_key = name
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     @property
     def token_spec(self) -> TokenSpec:
@@ -494,13 +494,3 @@ class WavTokenizer(Codec):
                 f"got {batch}"
             )
         return dataclasses.replace(state, tails=dict(state.tails))
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)

@@ -25,7 +25,7 @@ from torch import nn
 
 from mediatok.codecs.base import Codec, CodecOutput, Tokens, register_codec
 from mediatok.codecs.image.common import check_images
-from mediatok.nn import Transformer
+from mediatok.nn import Transformer, init_weights
 from mediatok.quantize import QuantizerConfig
 from mediatok.tokens import TokenSpec
 
@@ -106,7 +106,7 @@ class TiTok(Codec):
         self.decoder_positions = nn.Parameter(scale * torch.randn(num_patches, width))
         self.decoder = Transformer(width, config.depth, config.heads)
         self.to_pixels = nn.Linear(width, patch * patch * 3)
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     @property
     def token_spec(self) -> TokenSpec:
@@ -165,13 +165,3 @@ class TiTok(Codec):
                 f"titok expected codes (B, {self.config.num_tokens}), got shape {tuple(codes.shape)}"
             )
         return self._decode_quantized(self.quantizer.decode(codes))
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
