@@ -140,7 +140,7 @@ def sample(
         checkpoint: a generator checkpoint directory.
         num_samples: N.
         label: class of every sample for a class-conditional generator; None cycles through
-            the classes (0, 1, 2, ...). Ignored by unconditional generators.
+            the classes (0, 1, 2, ...). An unconditional generator refuses one.
         codec: codec checkpoint to decode with; None: the one the run recorded, if any.
         seed: seeds the sampling.
         batch_size: samples per `generate` call.
@@ -157,7 +157,9 @@ def sample(
     model = load_generator(checkpoint, device=device)
     settings = from_dict(SampleConfig, {**run.get("sample", {}), **options}, where="sampling")
     num_classes = model.config.num_classes
-    if label is not None and num_classes and not 0 <= label < num_classes:
+    if label is not None and not num_classes:
+        raise ValueError(f"{checkpoint}: an unconditional generator takes no class, got {label}")
+    if label is not None and not 0 <= label < num_classes:
         raise ValueError(f"expected a class in [0, {num_classes}), got {label}")
     codes, lengths, labels = [], [], []
     for batch, start in enumerate(range(0, num_samples, batch_size)):
