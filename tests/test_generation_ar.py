@@ -11,8 +11,15 @@ import math
 import pytest
 import torch
 
-from mediatok.generation.ar import ARConfig, ARTransformer, build_ar_transformer
-from mediatok.generation.sampling import cfg_logits, cfg_scale_at, filter_logits, sample
+from mediatok.generation.ar import ARConfig, ARTransformer, _Draw, build_ar_transformer
+from mediatok.generation.sampling import (
+    cfg_logits,
+    cfg_scale_at,
+    draw_noise,
+    filter_logits,
+    pick,
+    sample,
+)
 from mediatok.nn.rope import apply_rope, rope_tables, with_prefix
 from mediatok.tokens import TokenSpec
 
@@ -108,6 +115,29 @@ def test_sample_greedy_and_masked():
     assert sample(logits, temperature=0).unique().tolist() == [1]
     drawn = sample(logits, temperature=3.0, generator=torch.Generator().manual_seed(0))
     assert drawn.shape == (500,) and set(drawn.tolist()) == {0, 1, 3}
+
+
+def test_sample_frequencies_follow_the_softmax():
+    logits = torch.tensor([1.0, 0.0, -1.0, float("-inf"), 2.0])
+    for temperature, top_k in [(1.0, None), (2.0, None), (1.0, 3)]:
+        drawn = sample(
+            logits.expand(40_000, 5), temperature, top_k, generator=torch.Generator().manual_seed(1)
+        )
+        expected = filter_logits(logits / temperature, top_k).softmax(dim=0)
+        frequencies = torch.bincount(drawn, minlength=5) / len(drawn)
+        # Binomial standard error at 40,000 draws is at most 0.0025: 0.01 is four of them.
+        torch.testing.assert_close(frequencies, expected, atol=0.01, rtol=0)
+
+
+def test_pick_with_the_noise_of_sample_draws_the_same_ids():
+    logits = torch.randn(6, 7, generator=torch.Generator().manual_seed(0))
+    drawn = sample(logits, 0.7, top_p=0.9, generator=torch.Generator().manual_seed(3))
+    noise = draw_noise((6, 7), "cpu", torch.Generator().manual_seed(3))
+    assert torch.equal(pick(logits, noise, 0.7, top_p=0.9), drawn)
+    with pytest.raises(ValueError, match="expected noise of shape"):
+        pick(logits, None, 0.7)
+    with pytest.raises(ValueError, match="temperature >= 0"):
+        pick(logits, noise, -1.0)
 
 
 def test_cfg_helpers():
@@ -309,24 +339,52 @@ def test_compiled_decode_step_matches_eager():
     assert torch.equal(eager[0], compiled[0])
 
 
+@pytest.mark.slow
+def test_compiled_step_matches_eager_with_end_token_top_p_and_linear_schedule():
+    model = tiny(TokenSpec([16]), (6,), num_classes=3)
+    labels, options = torch.tensor([0, 1, 2, 1]), {"cfg_scale": 3.0, "cfg_schedule": "linear"}
+    options |= {"top_p": 0.9, "top_k": 8, "temperature": 1.3}
+    eager = model.generate(labels=labels, generator=torch.Generator().manual_seed(5), **options)
+    compiled = model.generate(
+        labels=labels, generator=torch.Generator().manual_seed(5), compile_step=True, **options
+    )
+    assert torch.equal(eager.codes, compiled.codes) and torch.equal(eager.lengths, compiled.lengths)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_graph_step_matches_eager(dtype):
     model = tiny(TokenSpec([16], layout="H W"), (4, 4), num_classes=3).cuda()
     labels = torch.tensor([0, 1, 2], device="cuda")
-    ids = random_ids(model, 3).cuda()
+    null = torch.full_like(labels, model.null_class)
     step = model._step_function(True, torch.device("cuda"))  # mode "reduce-overhead"
+    draw = _Draw(guided=True, temperature=1.0, top_k=None, top_p=None)
+    generator = torch.Generator("cuda").manual_seed(0)
+    scales = torch.full((model.max_tokens,), 2.0, device="cuda")
+    finished = torch.zeros(3, dtype=torch.bool, device="cuda")
+    lengths = torch.full((3,), 4, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-        model.allocate_cache(3)
+        model.allocate_cache(6)
         assert model.blocks[0].attention.k_cache.dtype == dtype
-        model.prefill(ids[:, :0], labels)
-        for position in range(model.max_tokens):
-            inputs, index = ids[:, position : position + 1], torch.tensor(position, device="cuda")
+        empty = torch.zeros(6, 0, dtype=torch.int64, device="cuda")
+        logits = model.prefill(empty, torch.cat([labels, null]))[:, 0]  # (6, V + 1)
+        for position in range(model.max_tokens - 1):
+            noise = draw_noise((3, model.vocab_size + 1), "cuda", generator)
+            state = (
+                logits,
+                noise,
+                scales,
+                torch.tensor(position, device="cuda"),
+                finished,
+                lengths,
+            )
             torch.compiler.cudagraph_mark_step_begin()
-            compiled = step(inputs, index).clone()
-            eager = model._decode(inputs, index)  # rewrites the same cache slot
+            token, _, _, compiled = (out.clone() for out in step(*state, draw))
+            # Eager from the same state: the same token, so it rewrites the same cache slot.
+            eager_token, _, _, logits = model._advance(*state, draw)
+            assert torch.equal(token, eager_token)
             tolerance = 1e-4 if dtype == torch.float32 else 5e-2
-            torch.testing.assert_close(compiled, eager, atol=tolerance, rtol=0)
+            torch.testing.assert_close(compiled, logits, atol=tolerance, rtol=0)
         codes, lengths = model.generate(labels=labels, cfg_scale=2.0, compile_step=True)
     assert codes.shape == (3, 4, 4) and lengths.tolist() == [4] * 3

@@ -32,13 +32,20 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from mediatok.config import check_choice
-from mediatok.generation.sampling import CFG_SCHEDULES, cfg_logits, cfg_scale_at, sample
+from mediatok.generation.llama import Block, RMSNorm
+from mediatok.generation.sampling import (
+    CFG_SCHEDULES,
+    cfg_logits,
+    cfg_scale_at,
+    check_sampling,
+    draw_noise,
+    pick,
+)
 from mediatok.generation.sequence import SequenceLayout
-from mediatok.nn.rope import apply_rope, rope_tables, with_prefix
+from mediatok.nn.rope import rope_tables, with_prefix
 from mediatok.tokens import TokenSpec
 
 __all__ = ["SIZES", "ARConfig", "ARSamples", "ARTransformer", "build_ar_transformer"]
@@ -94,94 +101,20 @@ class ARConfig:
         return self.mlp_hidden or 256 * math.ceil(8 * self.dim / 3 / 256)
 
 
+class _Draw(NamedTuple):
+    """How `generate` draws tokens (constants of a compiled step)."""
+
+    guided: bool
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+
+
 class ARSamples(NamedTuple):
     """What `generate` returns: `codes, lengths = model.generate(...)`, or `.codes`."""
 
     codes: Tensor  # (B, *token_shape) int64, layout order
     lengths: Tensor  # (B,) int64
-
-
-class RMSNorm(nn.Module):
-    """RMSNorm with fp32 statistics (a bf16 mean of squares drops small channels): `(…, D)`."""
-
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps).to(x.dtype)
-
-
-class Attention(nn.Module):
-    """Causal self-attention with RoPE and an optional static KV cache.
-
-    Modes: `"plain"` (causal over the n inputs), `"prefill"` (the same, and the keys and values
-    are written to cache slots `[0, n)`), `"decode"` (one input at cache slot `slot`, attending
-    over the whole cache through the `visible` mask: static shapes for `torch.compile`).
-    """
-
-    def __init__(self, config: ARConfig):
-        super().__init__()
-        self.heads, self.head_dim = config.heads, config.dim // config.heads
-        self.qkv = nn.Linear(config.dim, 3 * config.dim, bias=False)
-        self.proj = nn.Linear(config.dim, config.dim, bias=False)
-        norm = (lambda: RMSNorm(self.head_dim, config.norm_eps)) if config.qk_norm else nn.Identity
-        self.q_norm, self.k_norm = norm(), norm()
-        self.dropout = config.dropout
-        # (B, heads, 1 + L, head_dim), set by ARTransformer.allocate_cache. Buffers, so that
-        # CUDA graphs treat them as static inputs that the captured step may write in place.
-        self.register_buffer("k_cache", None, persistent=False)
-        self.register_buffer("v_cache", None, persistent=False)
-
-    def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, mode: str = "plain", slot=None, visible=None
-    ) -> Tensor:
-        """`(B, n, D)` → `(B, n, D)`; cos/sin `(n, head_dim/2)`; slot `(1,)`; visible `(1, 1, 1, S)`."""
-        qkv = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
-        q, k, v = qkv.unbind(0)  # (B, heads, n, head_dim) each
-        q, k = apply_rope(self.q_norm(q), cos, sin), apply_rope(self.k_norm(k), cos, sin)
-        if mode == "decode":
-            k_cache, v_cache, q = self.k_cache, self.v_cache, q.to(self.k_cache.dtype)
-            k_cache.index_copy_(2, slot, k.to(k_cache.dtype))
-            v_cache.index_copy_(2, slot, v.to(v_cache.dtype))
-            out = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=visible)
-        else:
-            if mode == "prefill":
-                self.k_cache[:, :, : k.shape[2]] = k.to(self.k_cache.dtype)
-                self.v_cache[:, :, : v.shape[2]] = v.to(self.v_cache.dtype)
-            dropout = self.dropout if self.training else 0.0
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        return self.proj(rearrange(out, "b h n d -> b n (h d)"))  # (B, n, D)
-
-
-class SwiGLU(nn.Module):
-    """`down(silu(gate(x)) · up(x))` (Shazeer 2020): `(…, D)` → `(…, D)`."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)
-        self.down = nn.Linear(hidden, dim, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)  # (…, hidden) each
-        return self.down(F.silu(gate) * up)
-
-
-class Block(nn.Module):
-    """Pre-norm Llama block: x + attention(norm(x)), then x + swiglu(norm(x))."""
-
-    def __init__(self, config: ARConfig):
-        super().__init__()
-        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
-        self.attention = Attention(config)
-        self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
-        self.mlp = SwiGLU(config.dim, config.hidden)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: Tensor, *args) -> Tensor:
-        x = x + self.dropout(self.attention(self.attention_norm(x), *args))
-        return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
 class ARTransformer(nn.Module):
@@ -223,7 +156,10 @@ class ARTransformer(nn.Module):
             self.class_embedding = None
             self.start_token = nn.Parameter(torch.zeros(config.dim))
         self.embedding_dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.blocks = nn.ModuleList(
+            Block(c.dim, c.heads, c.hidden, c.norm_eps, c.qk_norm, c.dropout)
+            for c in [config] * config.depth
+        )
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.head = nn.Linear(config.dim, vocab + 1, bias=False)  # + end token
 
@@ -474,11 +410,13 @@ class ARTransformer(nn.Module):
         if guided:  # (2B,): the labels' rows, then as many null-class rows
             labels = torch.cat([labels, torch.full_like(labels, self.null_class)])
         rows = len(labels) if guided else batch
+        check_sampling(temperature, top_k, top_p)
+        draw = _Draw(guided, float(temperature), top_k, top_p)
 
         was_training = self.training
         self.eval()
         try:
-            step_function = self._step_function(compile_step, device)
+            advance = self._step_function(compile_step, device)
             self.allocate_cache(rows)
             empty = torch.zeros(rows, 0, dtype=torch.int64, device=device)
             logits = self._run(empty, labels, "prefill")[:, 0]  # (rows, V + 1)
@@ -486,42 +424,91 @@ class ARTransformer(nn.Module):
             extent = steps if self.variable_length else self.extent
             lengths = torch.full((batch,), extent, dtype=torch.int64, device=device)
             finished = torch.zeros(batch, dtype=torch.bool, device=device)
-            position = torch.zeros((), dtype=torch.int64, device=device)  # token fed next
+            scales = [cfg_scale_at(step, steps, cfg_scale, cfg_schedule) for step in range(steps)]
+            scales = torch.tensor(scales, device=device)  # (steps,) guidance scale per step
+            position = torch.zeros((), dtype=torch.int64, device=device)  # the token drawn
+            width = (batch, self.vocab_size + 1)
             for step in range(steps):
-                if guided:
-                    cond, uncond = logits.float().chunk(2)  # (B, V + 1) each
-                    scale = cfg_scale_at(step, steps, cfg_scale, cfg_schedule)
-                    logits = cfg_logits(cond, uncond, scale)
-                token = sample(logits, temperature, top_k, top_p, generator)  # (B,)
-                if self.variable_length:
-                    ended = token == self.end_id
-                    lengths = torch.where(ended & ~finished, step, lengths)
-                    finished = finished | ended
-                    token = token.masked_fill(finished, 0)  # padding after the end
+                noise = None if temperature == 0 else draw_noise(width, device, generator)
+                state = (logits, noise, scales, position, finished, lengths)
+                if step + 1 == steps:  # the last token: nothing to feed
+                    token, finished, lengths = self._choose(*state, draw)
+                else:
+                    if compile_step:
+                        torch.compiler.cudagraph_mark_step_begin()
+                    token, finished, lengths, logits = advance(*state, draw)
                 ids[:, step] = token
                 # A host sync only every 16 steps: stop once every row has ended.
-                done = self.variable_length and step % 16 == 15 and bool(finished.all())
-                if step + 1 == steps or done:
+                if self.variable_length and step % 16 == 15 and bool(finished.all()):
                     break
-                inputs = (torch.cat([token, token]) if guided else token)[:, None]  # (rows, 1)
-                if compile_step:
-                    torch.compiler.cudagraph_mark_step_begin()
-                logits = step_function(inputs, position)  # (rows, V + 1), token step + 1
                 position += 1
         finally:
             self.train(was_training)
             if not compile_step:
                 self.free_cache()
         layout = self.layout if steps == self.max_tokens else SequenceLayout(self.spec, (steps,))
-        return ARSamples(layout.unflatten(ids), lengths)
+        # A clone: a compiled step's outputs are overwritten by the next call's replay.
+        return ARSamples(layout.unflatten(ids), lengths.clone())
+
+    def _choose(
+        self,
+        logits: Tensor,
+        noise: Tensor | None,
+        scales: Tensor,
+        position: Tensor,
+        finished: Tensor,
+        lengths: Tensor,
+        draw: _Draw,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Draw token `position` of every sample, with no host sync.
+
+        Args:
+            logits: `(rows, V + 1)` of token `position` (rows = 2B under guidance: the labels'
+                rows, then the null class's).
+            noise: `(B, V + 1)` from `draw_noise`, None when greedy.
+            scales: `(steps,)` guidance scale of each step.
+            position: 0-d int64, the token drawn.
+            finished, lengths: `(B,)` whether each sample has ended, and its length.
+
+        Returns:
+            `(token, finished, lengths)`: `(B,)` each; a finished sample's token is 0.
+        """
+        if draw.guided:
+            cond, uncond = logits.float().chunk(2)  # (B, V + 1) each
+            logits = cfg_logits(cond, uncond, scales.index_select(0, position.reshape(1)))
+        token = pick(logits, noise, draw.temperature, draw.top_k, draw.top_p)  # (B,)
+        if self.variable_length:
+            ended = token == self.end_id
+            lengths = torch.where(ended & ~finished, position, lengths)
+            finished = finished | ended
+            token = token.masked_fill(finished, 0)  # padding after the end
+        return token, finished, lengths
+
+    def _advance(
+        self,
+        logits: Tensor,
+        noise: Tensor | None,
+        scales: Tensor,
+        position: Tensor,
+        finished: Tensor,
+        lengths: Tensor,
+        draw: _Draw,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """`_choose`, then feed the token: `(token, finished, lengths, logits)`, the logits
+        `(rows, V + 1)` of token `position + 1`. One step of `generate`, compiled whole."""
+        token, finished, lengths = self._choose(
+            logits, noise, scales, position, finished, lengths, draw
+        )
+        inputs = torch.cat([token, token]) if draw.guided else token  # (rows,)
+        return token, finished, lengths, self._decode(inputs[:, None], position)
 
     def _step_function(self, compile_step: bool | str, device: torch.device):
         if not compile_step:
-            return self._decode
+            return self._advance
         mode = "reduce-overhead" if device.type == "cuda" else "default"  # CUDA graphs: CUDA
         mode = compile_step if isinstance(compile_step, str) else mode
         if self._compiled is None or self._compiled[0] != mode:
-            self._compiled = (mode, torch.compile(self._decode, mode=mode, fullgraph=True))
+            self._compiled = (mode, torch.compile(self._advance, mode=mode, fullgraph=True))
         return self._compiled[1]
 
     def _check_ids(

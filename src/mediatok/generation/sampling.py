@@ -4,6 +4,11 @@ Order of operations in `sample`: divide by the temperature, keep the top-k logit
 nucleus (top-p) of what is left, renormalize, draw. Logits already set to -inf (ids that are
 invalid at a position) stay impossible through every step.
 
+The draw is the exponential race (the Gumbel-max trick in another form): with E_i ~ Exp(1) drawn
+independently, `argmax_i(logit_i − log E_i)` is id i with probability softmax(logits)_i. It needs
+no softmax, no cumulative sum and no host sync, so a compiled decode step can take the noise as an
+input (`pick`) and `sample` (eager) draws the same ids from the same noise.
+
 Classifier-free guidance (Ho & Salimans 2022): `cfg_logits` returns
 `uncond + scale · (cond − uncond)`; scale 1 is plain conditional sampling. `cfg_scale_at` gives
 the scale at one step of a schedule: `"constant"` uses `scale` at every step, `"linear"` ramps
@@ -19,9 +24,28 @@ import torch
 
 from mediatok.config import check_choice
 
-__all__ = ["CFG_SCHEDULES", "cfg_logits", "cfg_scale_at", "filter_logits", "sample"]
+__all__ = [
+    "CFG_SCHEDULES",
+    "cfg_logits",
+    "cfg_scale_at",
+    "check_sampling",
+    "draw_noise",
+    "filter_logits",
+    "pick",
+    "sample",
+]
 
 CFG_SCHEDULES = ("constant", "linear")
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Raise `ValueError` unless temperature >= 0, top_k >= 1 or None, top_p in (0, 1] or None."""
+    if not temperature >= 0:
+        raise ValueError(f"expected temperature >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"expected top_k >= 1 or None, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"expected top_p in (0, 1] or None, got {top_p}")
 
 
 def filter_logits(
@@ -43,10 +67,7 @@ def filter_logits(
     Raises:
         ValueError: top_k < 1 or top_p outside (0, 1].
     """
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"expected top_k >= 1 or None, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"expected top_p in (0, 1] or None, got {top_p}")
+    check_sampling(0.0, top_k, top_p)
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]  # (..., 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -59,6 +80,53 @@ def filter_logits(
         remove = (before >= top_p).scatter(-1, order, before >= top_p)  # back to id order
         logits = logits.masked_fill(remove, float("-inf"))
     return logits
+
+
+def draw_noise(
+    shape: tuple[int, ...], device: torch.device | str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Exp(1) noise for `pick`: `shape` fp32, every value > 0.
+
+    Args:
+        shape: the logits' shape `(..., V)`.
+        device: where (the generator's device).
+        generator: the random source; None uses the global one.
+    """
+    noise = torch.empty(shape, dtype=torch.float32, device=device).exponential_(generator=generator)
+    # exponential_ may round to 0, whose log would turn a -inf logit into NaN.
+    return noise.clamp_min_(torch.finfo(torch.float32).tiny)
+
+
+def pick(
+    logits: torch.Tensor,
+    noise: torch.Tensor | None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> torch.Tensor:
+    """Draw one id per row given the noise: what `sample` does after drawing the noise.
+
+    Pure tensor code with no host sync (`torch.compile` captures it whole).
+
+    Args:
+        logits: `(..., V)`; at least one finite logit per row.
+        noise: `(..., V)` from `draw_noise`; None only with temperature 0.
+        temperature: > 0 divides the logits; 0 takes the argmax (greedy, ignores top-k/top-p
+            and the noise).
+        top_k, top_p: see `filter_logits`.
+
+    Returns:
+        `(...)` int64 ids.
+    """
+    check_sampling(temperature, top_k, top_p)
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    if noise is None or noise.shape != logits.shape:
+        got = None if noise is None else tuple(noise.shape)
+        raise ValueError(f"expected noise of shape {tuple(logits.shape)}, got {got}")
+    logits = filter_logits(logits.float() / temperature, top_k, top_p)
+    # argmax(logit − log E): -inf logits stay -inf, so masked ids are never drawn.
+    return noise.log().neg_().add_(logits).argmax(dim=-1)
 
 
 def sample(
@@ -84,15 +152,9 @@ def sample(
     Raises:
         ValueError: a negative temperature, or a bad top_k / top_p.
     """
-    if temperature < 0:
-        raise ValueError(f"expected temperature >= 0, got {temperature}")
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = filter_logits(logits.float() / temperature, top_k, top_p)
-    probabilities = logits.softmax(dim=-1).reshape(-1, logits.shape[-1])  # (rows, V)
-    # multinomial never draws a zero-probability id, so -inf logits stay impossible.
-    ids = torch.multinomial(probabilities, 1, generator=generator)  # (rows, 1)
-    return ids.reshape(logits.shape[:-1])
+    check_sampling(temperature, top_k, top_p)
+    noise = None if temperature == 0 else draw_noise(logits.shape, logits.device, generator)
+    return pick(logits, noise, temperature, top_k, top_p)
 
 
 def cfg_scale_at(step: int, total: int, scale: float, schedule: str = "constant") -> float:
@@ -119,13 +181,17 @@ def cfg_scale_at(step: int, total: int, scale: float, schedule: str = "constant"
     return 1.0 + (scale - 1.0) * step / (total - 1)
 
 
-def cfg_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+def cfg_logits(
+    cond: torch.Tensor, uncond: torch.Tensor, scale: float | torch.Tensor
+) -> torch.Tensor:
     """Classifier-free guidance: `uncond + scale · (cond − uncond)`.
 
     Args:
         cond: `(..., V)` logits given the condition.
         uncond: `(..., V)` logits given the null condition.
-        scale: guidance scale; exactly 1 returns `cond` unchanged.
+        scale: guidance scale, a float or a tensor that broadcasts against the rows (a
+            compiled step takes it as a tensor so that a schedule does not recompile); a float
+            of exactly 1 returns `cond` unchanged.
 
     Returns:
         `(..., V)`; -inf wherever either input is -inf (an id masked out in either stays out,
@@ -136,7 +202,7 @@ def cfg_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.
             f"expected cond and uncond of the same shape, got {tuple(cond.shape)} and "
             f"{tuple(uncond.shape)}"
         )
-    if scale == 1.0:
+    if isinstance(scale, float | int) and scale == 1.0:
         return cond
     guided = uncond + scale * (cond - uncond)
     return guided.masked_fill(torch.isneginf(cond) | torch.isneginf(uncond), float("-inf"))
