@@ -161,7 +161,9 @@ class ARTransformer(nn.Module):
             for c in [config] * config.depth
         )
         self.norm = RMSNorm(config.dim, config.norm_eps)
-        self.head = nn.Linear(config.dim, vocab + 1, bias=False)  # + end token
+        # V + 1 outputs (+ the end token), rounded up to a multiple of 64 so that the matmul's
+        # rows stay aligned for tensor cores (16,385 is not); the extra rows are sliced off.
+        self.head = nn.Linear(config.dim, 64 * math.ceil((vocab + 1) / 64), bias=False)
 
         coordinates = with_prefix(self.layout.coordinates)  # (1 + L, A)
         cos, sin = rope_tables(coordinates, config.dim // config.heads, config.rope_base)
@@ -270,7 +272,7 @@ class ARTransformer(nn.Module):
         cos, sin = self.rope_cos[: length + 1], self.rope_sin[: length + 1]  # (1 + n, d/2)
         for block in self.blocks:
             x = block(x, cos, sin, mode)  # (B, 1 + n, D)
-        logits = self.head(self.norm(x))  # (B, 1 + n, V + 1)
+        logits = self.head(self.norm(x))[..., : self.vocab_size + 1]  # (B, 1 + n, V + 1)
         blocked = self.blocked_ids[self.mask_rows[: length + 1]]  # (1 + n, V + 1)
         return logits.masked_fill(blocked, float("-inf"))
 
@@ -349,7 +351,7 @@ class ARTransformer(nn.Module):
         visible = (torch.arange(slots, device=ids.device) <= slot).reshape(1, 1, 1, slots)
         for block in self.blocks:
             x = block(x, cos, sin, "decode", slot, visible)  # (B, 1, D)
-        logits = self.head(self.norm(x))[:, 0]  # (B, V + 1)
+        logits = self.head(self.norm(x))[:, 0, : self.vocab_size + 1]  # (B, V + 1)
         blocked = self.blocked_ids.index_select(0, self.mask_rows.index_select(0, slot))
         return logits.masked_fill(blocked, float("-inf"))  # (B, V + 1)
 
