@@ -102,6 +102,9 @@ def test_image_tokens_train_and_sample_reproducibly(generator, tmp_path):
     assert len(first) == 3 and first == digests(tmp_path / "b", "*.png")
     assert first != digests(tmp_path / "c", "*.png")
     assert (tmp_path / "a" / "tokens" / "manifest.json").is_file()
+    if generator == "masked":
+        with pytest.raises(ValueError, match="compile: false for a masked generator"):
+            sample(checkpoint, 2, compile=True)
 
 
 def test_audio_tokens_train_on_windows_and_sample_wavs(tmp_path):
@@ -150,3 +153,6 @@ def test_sample_rejects_bad_requests(tmp_path):
         sample(checkpoint, 2, label=1)
     with pytest.raises(ValueError, match="expected a generator checkpoint"):
         sample(codec, 2)
+    with pytest.raises(ValueError, match="precision"):
+        sample(checkpoint, 2, precision="fp16")
+    assert sample(checkpoint, 2, precision="bf16", seed=1).codes.shape == (2, 8)

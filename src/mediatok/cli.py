@@ -296,6 +296,7 @@ def command_eval(args: argparse.Namespace) -> int:
         limit=args.limit,
         fid=not args.no_fid,
         speech_metrics=not args.no_speech_metrics,
+        dnsmos=args.dnsmos,
     )
     print(json.dumps(report, indent=1))
     return 0
@@ -314,6 +315,8 @@ def command_sample(args: argparse.Namespace) -> int:
             ("top_k", args.top_k),
             ("top_p", args.top_p),
             ("steps", args.steps),
+            ("precision", args.precision),
+            ("compile", args.compile or None),
         )
         if value is not None
     }
@@ -427,6 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--no-speech-metrics", action="store_true", help="audio: skip PESQ and STOI"
     )
+    evaluate.add_argument(
+        "--dnsmos",
+        action="store_true",
+        help="audio: also DNSMOS of reconstructions and originals (pip install 'mediatok[dnsmos]')",
+    )
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(run=command_eval)
 
@@ -440,6 +448,17 @@ def build_parser() -> argparse.ArgumentParser:
     sampler.add_argument("--top-k", type=int, default=None)
     sampler.add_argument("--top-p", type=float, default=None)
     sampler.add_argument("--steps", type=int, default=None, help="masked generators")
+    sampler.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default=None,
+        help="default: the run's (auto: bf16 on CUDA, fp32 elsewhere)",
+    )
+    sampler.add_argument(
+        "--compile",
+        action="store_true",
+        help="AR: compile the decode step (CUDA graphs on CUDA; pays a compile first)",
+    )
     sampler.add_argument("--codec", default=None, help="codec checkpoint (default: the run's)")
     sampler.add_argument("--seed", type=int, default=0)
     sampler.add_argument("--batch-size", type=int, default=64)

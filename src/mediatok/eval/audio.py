@@ -1,10 +1,12 @@
-"""Full-reference audio metrics: mel and multi-resolution STFT distances, SI-SDR, PESQ, STOI.
+"""Audio metrics: mel and multi-resolution STFT distances, SI-SDR, PESQ, STOI (full-reference),
+DNSMOS (no reference).
 
 Layout: waveforms are float `(B, T)` or `(B, 1, T)` (mono, the layout of the audio codecs), in
 [-1, 1], with `prediction` and `target` at one sample rate and of one length. Every metric
 returns one value per item, `(B,)`, float32 (float64 when an input is float64); none clamps,
 normalizes loudness or aligns the signals in time: a codec that shifts or rescales its output
-is scored as it is (SI-SDR alone forgives a gain).
+is scored as it is (SI-SDR alone forgives a gain). DNSMOS, the one exception, clamps to [-1, 1]
+(see `dnsmos_scores`).
 
 - `mel_distance`: L1 between log-mel spectrograms, 100 mels, 1024-point FFT, hop 256, the
   setting Vocos and WavTokenizer report at 24 kHz. Lower is better, 0 for identical signals.
@@ -17,12 +19,16 @@ is scored as it is (SI-SDR alone forgives a gain).
   4.64, higher is better.
 - `stoi`: short-time objective intelligibility (Taal et al. 2011) through `pystoi`; 0 to 1,
   higher is better.
+- `dnsmos_scores`: DNSMOS P.835 (Reddy et al. 2022, "DNSMOS P.835: a non-intrusive perceptual
+  objective speech quality metric to evaluate noise suppressors") and P.808 MOS of one signal,
+  no reference, at 16 kHz, through `speechmos`; about 1 to 5, higher is better.
 
 `reconstruction_scores` gives the per-clip means a codec evaluation reports, by name.
 
 PESQ and STOI run the reference C / NumPy code item by item on the CPU; install their packages
-with `pip install pesq pystoi` (`pesq` compiles a C extension). They are imported only when
-called.
+with `pip install pesq pystoi` (`pesq` compiles a C extension). DNSMOS runs ONNX models that
+ship inside the `speechmos` wheel (nothing is downloaded), item by item on the CPU; install it
+with `pip install 'mediatok[dnsmos]'`. Each is imported only when called.
 """
 
 from __future__ import annotations
@@ -34,7 +40,26 @@ MEL_LOG_FLOOR = 1e-5  # log(clamp(mel, 1e-5)): HiFi-GAN's floor (Vocos' safe_log
 STFT_MAGNITUDE_FLOOR = 1e-7  # keeps log|X| finite in silent bins
 SI_SDR_EPS = 1e-10  # caps SI-SDR at 10·log10((1 + ε) / ε) ≈ 100 dB (see `si_sdr`)
 PESQ_SAMPLE_RATE = 16000
+DNSMOS_SAMPLE_RATE = 16000  # the only rate the DNSMOS models take
+DNSMOS_EXTRA = "pip install 'mediatok[dnsmos]'"
 DEFAULT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
+
+
+def _check_waveform(name: str, waveform: torch.Tensor) -> torch.Tensor:
+    """Raise unless `waveform` is a real float `(B, T)` or `(B, 1, T)` with T >= 1; give `(B, T)`."""
+    if not isinstance(waveform, torch.Tensor):
+        raise TypeError(f"expected {name} to be a torch.Tensor, got {type(waveform).__name__}")
+    if not waveform.is_floating_point():
+        raise TypeError(f"expected {name} to be a real float tensor, got {waveform.dtype}")
+    if waveform.ndim == 3 and waveform.shape[1] == 1:
+        waveform = waveform[:, 0]  # (B, T)
+    elif waveform.ndim != 2:
+        raise ValueError(
+            f"expected {name} of shape (B, T) or (B, 1, T), got {tuple(waveform.shape)}"
+        )
+    if waveform.shape[1] == 0:
+        raise ValueError(f"expected {name} with at least one sample, got length 0")
+    return waveform
 
 
 def _check_pair(prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -44,22 +69,8 @@ def _check_pair(prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.T
         `prediction`, `target` as `(B, T)` in the working dtype: float64 if either is
         float64, else float32 (half precision would wreck the spectra's dynamic range).
     """
-    waveforms = []
-    for name, waveform in (("prediction", prediction), ("target", target)):
-        if not isinstance(waveform, torch.Tensor):
-            raise TypeError(f"expected {name} to be a torch.Tensor, got {type(waveform).__name__}")
-        if not waveform.is_floating_point():
-            raise TypeError(f"expected {name} to be a real float tensor, got {waveform.dtype}")
-        if waveform.ndim == 3 and waveform.shape[1] == 1:
-            waveform = waveform[:, 0]  # (B, T)
-        elif waveform.ndim != 2:
-            raise ValueError(
-                f"expected {name} of shape (B, T) or (B, 1, T), got {tuple(waveform.shape)}"
-            )
-        if waveform.shape[1] == 0:
-            raise ValueError(f"expected {name} with at least one sample, got length 0")
-        waveforms.append(waveform)
-    prediction, target = waveforms
+    prediction = _check_waveform("prediction", prediction)
+    target = _check_waveform("target", target)
     if prediction.shape[0] != target.shape[0]:
         raise ValueError(
             f"expected prediction and target of one batch size, got {prediction.shape[0]} and "
@@ -334,8 +345,74 @@ def stoi(
     return torch.tensor(scores, dtype=prediction.dtype, device=prediction.device)
 
 
+def dnsmos_scores(audio: torch.Tensor, sample_rate: int) -> dict[str, torch.Tensor]:
+    """DNSMOS P.835 and P.808 MOS of each item, no reference, through the `speechmos` package.
+
+    Non-intrusive: the score is of the signal alone, so it rates a reconstruction without its
+    original, and its absolute value depends on the corpus (report the originals' scores
+    beside the reconstructions', as `reconstruction_scores` does). Signals not at 16 kHz are
+    resampled to 16 kHz (`torchaudio.functional.resample`, as `pesq` does); the models take
+    no other rate. Then, unlike the other metrics here, samples are clamped to [-1, 1]: the
+    package rejects anything outside, resampling a full-scale signal overshoots a little, and a
+    codec's output can too; a 16-bit writer (`mediatok.data.write_audio`) or a player clips
+    them the same way, so the clamped signal is the one a listener hears. Non-finite samples
+    raise. The package scores 9.01 s windows at 1 s hops and averages them; a shorter clip is
+    repeated (doubled until it is long enough), as in Microsoft's reference script. Each
+    window costs about 0.5 s on two CPU cores, and the first call loads the models and librosa
+    (a few seconds, once per process).
+
+    Args:
+        audio: `(B, T)` or `(B, 1, T)` float speech waveform, nominally in [-1, 1].
+        sample_rate: of `audio`, in Hz.
+
+    Returns:
+        `ovrl` (overall quality), `sig` (speech signal), `bak` (background noise; higher is
+        quieter), `p808` (P.808 overall MOS) -> `(B,)` float32 (float64 if the input is
+        float64) per item, about 1 to 5, higher is better, on the input's device.
+
+    Raises:
+        ImportError: when the `dnsmos` extra (`speechmos` and the packages it imports) is not
+            installed.
+    """
+    audio = _check_waveform("audio", audio)
+    _check_positive_int("sample_rate", sample_rate)
+    dtype = torch.float64 if audio.dtype == torch.float64 else torch.float32
+    finite = torch.isfinite(audio).all(dim=1)  # (B,)
+    if not finite.all():
+        items = torch.nonzero(~finite).flatten().tolist()
+        raise ValueError(f"expected finite audio, got NaN or inf in items {items}")
+    try:
+        from speechmos import dnsmos as speechmos_dnsmos
+    except ImportError as error:
+        missing = f" ({error.name} is missing)" if error.name else ""
+        raise ImportError(
+            f"mediatok.eval.audio.dnsmos_scores needs the `speechmos` package and the packages "
+            f"it imports{missing}: {DNSMOS_EXTRA}"
+        ) from error
+    audio = audio.to(dtype)
+    if sample_rate != DNSMOS_SAMPLE_RATE:
+        audio = torchaudio.functional.resample(audio, sample_rate, DNSMOS_SAMPLE_RATE)
+    # float32, what the reference script's librosa.load gives and the models take.
+    items = audio.clamp(-1.0, 1.0).detach().to("cpu", torch.float32).contiguous()  # (B, T')
+    names = {"ovrl": "ovrl_mos", "sig": "sig_mos", "bak": "bak_mos", "p808": "p808_mos"}
+    scores: dict[str, list[float]] = {name: [] for name in names}
+    for item in items:
+        clip = speechmos_dnsmos.run(item.numpy(), sr=DNSMOS_SAMPLE_RATE)
+        for name, key in names.items():
+            scores[name].append(float(clip[key]))
+    return {
+        name: torch.tensor(values, dtype=dtype, device=audio.device)
+        for name, values in scores.items()
+    }
+
+
 def reconstruction_scores(
-    prediction: torch.Tensor, target: torch.Tensor, sample_rate: int, *, speech: bool = False
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    sample_rate: int,
+    *,
+    speech: bool = False,
+    dnsmos: bool = False,
 ) -> dict[str, float]:
     """The scores of a codec's reconstruction, means over the items of the batch.
 
@@ -344,9 +421,13 @@ def reconstruction_scores(
         target: the original, same shape.
         sample_rate: of both, in Hz.
         speech: also wide-band PESQ and STOI (CPU, through their packages).
+        dnsmos: also DNSMOS (`dnsmos_scores`; CPU, the `dnsmos` extra) of the reconstruction
+            and, since the number depends on the corpus, of the original beside it.
 
     Returns:
-        `mel_distance`, `stft_distance`, `si_sdr` (and `pesq`, `stoi`) -> float.
+        `mel_distance`, `stft_distance`, `si_sdr` (and `pesq`, `stoi`; and `dnsmos_ovrl`,
+        `dnsmos_sig`, `dnsmos_bak`, `dnsmos_p808` of the reconstruction with
+        `dnsmos_ovrl_reference` ... `dnsmos_p808_reference` of the original) -> float.
     """
     scores = {
         "mel_distance": mel_distance(prediction, target, sample_rate),
@@ -356,4 +437,8 @@ def reconstruction_scores(
     if speech:
         scores["pesq"] = pesq(prediction, target, sample_rate)
         scores["stoi"] = stoi(prediction, target, sample_rate)
+    if dnsmos:
+        for suffix, waveform in (("", prediction), ("_reference", target)):
+            for name, values in dnsmos_scores(waveform, sample_rate).items():
+                scores[f"dnsmos_{name}{suffix}"] = values
     return {name: float(values.mean()) for name, values in scores.items()}

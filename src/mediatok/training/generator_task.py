@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from mediatok.config import check_choice
 from mediatok.data.folder import item_seed
 from mediatok.generation import build_generator
 from mediatok.tokens import TokenDataset, TokenSpec
@@ -55,6 +56,10 @@ class SampleConfig:
         steps: masked generators: decoding steps.
         choice_temperature: masked generators: Gumbel noise on confidences (annealed to 0).
         num_samples: how many samples each evaluation draws (and decodes when `codec` is set).
+        precision: of `mediatok sample`: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16"
+            or "fp32". Evaluations during training run under the loop's precision.
+        compile: AR generators: compile the decode step (CUDA graphs on CUDA). Pays a compile
+            (a minute or so) on the first batch, then each step is one graph launch.
     """
 
     cfg_scale: float = 1.0
@@ -65,6 +70,11 @@ class SampleConfig:
     steps: int = 8
     choice_temperature: float = 4.5
     num_samples: int = 8
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
 
     def options(self, generator: str) -> dict[str, Any]:
         """Keyword arguments of `generate` for generator kind `generator` ("ar" or "masked")."""
@@ -75,7 +85,9 @@ class SampleConfig:
             "top_k": self.top_k,
         }
         if generator == "ar":
-            return common | {"top_p": self.top_p}
+            return common | {"top_p": self.top_p, "compile_step": self.compile}
+        if self.compile:
+            raise ValueError("expected compile: false for a masked generator (AR only), got true")
         return common | {"steps": self.steps, "choice_temperature": self.choice_temperature}
 
 
