@@ -12,8 +12,14 @@ per second of wall time.
     python benchmarks/audio_codec.py                        # GPU: 75 and 40 tokens/s configs
     python benchmarks/audio_codec.py --compile
     python benchmarks/audio_codec.py --device cpu --small   # a quick look on a CPU
+    python benchmarks/audio_codec.py --band-discriminator   # plus DAC's multi-band discriminator
 
-Writes `bench-output/audio_codec.json` (or `--out`) and prints a table.
+`--band-discriminator` adds the third discriminator family, DAC's multi-band complex STFT one, at
+DAC's settings (windows 2048, 1024, 512, five bands, width 32; width 8 under `--small`, which
+shrinks the other families too), to measure what it costs per training step.
+
+Writes `bench-output/audio_codec.json` (`audio_codec-mbd.json` with `--band-discriminator`, or
+`--out`) and prints a table.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 
 from common import device_name, timed, write_report
 from mediatok.config import from_dict
+from mediatok.training.audio_discriminators import DAC_BAND_WINDOWS, KINDS
 from mediatok.training.audio_task import AudioCodecTask, AudioDataConfig, AudioLossConfig
 
 MODELS = {
@@ -40,15 +47,25 @@ SMALL = {
     "decoder_layers": 2,
     "quantizer": {"kind": "vq", "options": {"codebook_size": 256, "kmeans_init": True}},
 }
-SMALL_DISCRIMINATOR = {"period_channels": [8, 16, 32, 64, 64], "resolution_channels": 16}
+SMALL_DISCRIMINATOR = {
+    "period_channels": [8, 16, 32, 64, 64],
+    "resolution_channels": 16,
+    "band_channels": 8,  # used with --band-discriminator
+}
+
+
+def count_parameters(module: torch.nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
 def bench_model(name: str, args: argparse.Namespace) -> dict:
     options = dict(MODELS[name])
-    loss = AudioLossConfig()
+    discriminator_options = dict(SMALL_DISCRIMINATOR) if args.small else {}
     if args.small:
         options |= SMALL
-        loss = from_dict(AudioLossConfig, {"discriminator": SMALL_DISCRIMINATOR})
+    if args.band_discriminator:
+        discriminator_options["band_windows"] = list(DAC_BAND_WINDOWS)
+    loss = from_dict(AudioLossConfig, {"discriminator": discriminator_options})
     torch.manual_seed(0)
     device = args.device
     task = AudioCodecTask("wavtokenizer", options, AudioDataConfig(), loss)
@@ -102,9 +119,12 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
         "model": name,
         "tokens_per_second": rate / codec.config.hop_length,
         "params_m": round(sum(p.numel() for p in codec.parameters()) / 1e6, 2),
-        "discriminator_params_m": round(
-            sum(p.numel() for p in discriminator.parameters()) / 1e6, 2
-        ),
+        "discriminator_params_m": round(count_parameters(discriminator) / 1e6, 2),
+        "discriminator_params_m_by_family": {
+            kind: round(count_parameters(family) / 1e6, 2)
+            for kind, family in zip(KINDS, discriminator.families(), strict=True)
+        },
+        "band_discriminator": args.band_discriminator,
         "precision": args.precision,
         "compile": args.compile,
         "train_batch": args.train_batch,
@@ -135,8 +155,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--small", action="store_true", help="tiny models, short clips, for a CPU")
-    parser.add_argument("--out", default="bench-output/audio_codec.json")
+    parser.add_argument(
+        "--band-discriminator",
+        action="store_true",
+        help="add DAC's multi-band STFT discriminator family (off in the default configs)",
+    )
+    parser.add_argument("--out", default=None, help="default bench-output/audio_codec[-mbd].json")
     args = parser.parse_args()
+    if args.out is None:
+        suffix = "-mbd" if args.band_discriminator else ""
+        args.out = f"bench-output/audio_codec{suffix}.json"
     if args.device == "cpu" and not args.small:
         print("no GPU: measuring the small sizes (--small); the GPU sizes need a CUDA device")
         args.small = True
@@ -146,12 +174,18 @@ def main() -> None:
         args.warmup, args.repeats = 1, min(args.repeats, 3)
     rows = [bench_model(name, args) for name in args.models.split(",")]
     out = write_report(args.out, "audio_codec", args.device, small=args.small, rows=rows)
-    print(f"\n{device_name(args.device)}, {args.precision}{', compiled' if args.compile else ''}")
-    print(f"{'model':>16} {'train audio s/s':>16} {'encode RTF':>11} {'decode RTF':>11} {'GiB':>6}")
+    extras = [args.precision] + ["compiled"] * args.compile
+    extras += ["band discriminator"] * args.band_discriminator
+    print(f"\n{device_name(args.device)}, {', '.join(extras)}")
+    print(
+        f"{'model':>16} {'train audio s/s':>16} {'encode RTF':>11} {'decode RTF':>11} {'GiB':>6} "
+        f"{'D params M':>11}"
+    )
     for r in rows:
         print(
             f"{r['model']:>16} {r['train_audio_s_per_s']:>16.1f} {r['encode_rtf']:>11.1f} "
-            f"{r['decode_rtf']:>11.1f} {r['train_peak_gib']:>6.2f}"
+            f"{r['decode_rtf']:>11.1f} {r['train_peak_gib']:>6.2f} "
+            f"{r['discriminator_params_m']:>11.2f}"
         )
     print(f"wrote {out}")
 

@@ -1,8 +1,9 @@
-"""The audio codec objective's parts: period and resolution discriminators, hinge and feature
-matching over their outputs, and the multi-scale log-mel loss."""
+"""The audio codec objective's parts: period, resolution and band discriminators, hinge and
+feature matching over their outputs, the multi-scale log-mel loss, and one step of the task."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -10,11 +11,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mediatok.training.audio_discriminators import (
+    DAC_BAND_WINDOWS,
+    DEFAULT_BAND_EDGES,
     AudioDiscriminator,
     AudioDiscriminatorConfig,
     DiscriminatorOutput,
+    MultiBandDiscriminator,
     MultiPeriodDiscriminator,
     MultiResolutionDiscriminator,
+    band_bins,
 )
 from mediatok.training.audio_losses import (
     DEFAULT_MEL_SCALES,
@@ -94,6 +99,7 @@ def test_default_discriminator():
     assert discriminator.min_length == 1025  # the 2048-point STFT
     assert len(discriminator.period.discriminators) == 5
     assert len(discriminator.resolution.discriminators) == 3
+    assert discriminator.band is None  # off until a quality run shows it earns its cost
     outputs = discriminator(torch.zeros(1, 1, 1025))  # silence: finite too
     assert len(outputs) == 8 and all(torch.isfinite(o.logits).all() for o in outputs)
 
@@ -106,8 +112,9 @@ def test_single_family_and_window():
     assert hann.period is None and len(hann(tone(1, 300))) == 2
 
 
-def test_gradients_reach_the_input_and_every_parameter():
-    discriminator = tiny_discriminator()
+@pytest.mark.parametrize("overrides", [{}, {"band_windows": (128, 256), "band_channels": 4}])
+def test_gradients_reach_the_input_and_every_parameter(overrides):
+    discriminator = tiny_discriminator(**overrides)  # two families, or all three
     real = tone(2, 1500, seed=1)
     fake = tone(2, 1500, seed=2).requires_grad_(True)
     with torch.no_grad():
@@ -131,7 +138,7 @@ def test_gradients_reach_the_input_and_every_parameter():
 
 
 def test_silent_audio_has_finite_gradients():
-    discriminator = tiny_discriminator()
+    discriminator = tiny_discriminator(band_windows=(128,), band_channels=4)
     silence = torch.zeros(1, 1, 600, requires_grad=True)
     generator_hinge_loss(discriminator(silence)).backward()
     assert torch.isfinite(silence.grad).all()
@@ -182,7 +189,7 @@ def test_losses_average_within_a_family_and_sum_families():
     # Feature matching, one layer each: periods mean(1, 3) = 2, resolution 2.
     assert feature_matching_loss(real, fake).item() == pytest.approx(4.0)
     assert feature_matching_loss(real, fake, {"period": 0.0}).item() == pytest.approx(2.0)
-    with pytest.raises(ValueError, match="'period', 'resolution', got 'mrd'"):
+    with pytest.raises(ValueError, match="'period', 'resolution', 'band', got 'mrd'"):
         generator_hinge_loss(fake, {"mrd": 0.1})
 
 
@@ -237,7 +244,7 @@ def test_default_mel_scales_build_without_empty_filters():
 
 
 def test_bf16_autocast_gives_finite_fp32_losses():
-    discriminator = tiny_discriminator()
+    discriminator = tiny_discriminator(band_windows=(128,), band_channels=4)
     mel = MultiScaleMelLoss(SAMPLE_RATE, MEL_SCALES)
     real = tone(2, 2000, seed=1)
     fake = tone(2, 2000, seed=2).requires_grad_(True)
@@ -250,10 +257,12 @@ def test_bf16_autocast_gives_finite_fp32_losses():
             feature_matching_loss(real_outputs, fake_outputs),
             mel(fake, real),
         ]
-        # The spectrogram the resolution discriminator sees is fp32 under autocast.
+        # The spectrograms the resolution and band discriminators see are fp32 under autocast.
         magnitude = discriminator.resolution.discriminators[0].magnitude(fake)
+        spectrum = discriminator.band.discriminators[0].spectrum(fake)
     assert fake_outputs[0].logits.dtype == torch.bfloat16  # convolutions follow autocast
-    assert magnitude.dtype == torch.float32
+    assert fake_outputs[-1].logits.dtype == torch.bfloat16
+    assert magnitude.dtype == spectrum.dtype == torch.float32
     for loss in losses:
         assert loss.dtype == torch.float32 and torch.isfinite(loss)
     assert losses[-1].item() == pytest.approx(reference.item(), rel=1e-6)  # mel ran in fp32
@@ -288,7 +297,7 @@ def test_bad_input_shapes_raise():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"periods": (), "resolutions": ()}, "at least one period or one resolution"),
+        ({"periods": (), "resolutions": ()}, "at least one period, resolution or band"),
         ({"periods": (2, 0)}, r"periods\[1\] to be a positive int, got 0"),
         ({"periods": (2, 3, 2)}, "distinct periods"),
         ({"period_channels": ()}, "period_channels to hold at least one"),
@@ -298,6 +307,16 @@ def test_bad_input_shapes_raise():
         ({"resolutions": ((128, 32, 256),)}, "win_length <= n_fft, got 256 > 128"),
         ({"resolution_channels": 0}, "resolution_channels to be a positive int"),
         ({"resolution_window": "hamming"}, "'rectangular', 'hann', got 'hamming'"),
+        ({"band_windows": (128, 0)}, r"band_windows\[1\] to be a positive int, got 0"),
+        ({"band_windows": (2,)}, r"band_windows\[0\] >= 4 \(hop = window // 4\), got 2"),
+        ({"band_windows": (128, 256, 128)}, "distinct band_windows"),
+        ({"band_windows": (8,)}, r"none in band \(0.0, 0.1\) of the 8-point STFT \(5 bins\)"),
+        ({"band_edges": (0.0,)}, "band_edges to hold at least two fractions"),
+        ({"band_edges": (0.0, 0.5)}, r"band_edges from 0 to 1 .*got \(0.0, 0.5\)"),
+        ({"band_edges": (0.1, 1.0)}, "band_edges from 0 to 1"),
+        ({"band_edges": (0.0, 0.5, 0.4, 1.0)}, "strictly increasing band_edges"),
+        ({"band_edges": (0.0, "half", 1.0)}, r"band_edges\[1\] to be a number, got 'half'"),
+        ({"band_channels": 0}, "band_channels to be a positive int"),
     ],
 )
 def test_config_validation(overrides, message):
@@ -324,3 +343,118 @@ def test_state_dict_round_trip_through_safetensors(tmp_path):
     audio = tone(1, 700)
     for a, b in zip(discriminator(audio), fresh(audio), strict=True):
         torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=0)
+
+
+# The band family (DAC's multi-band complex STFT discriminator), small: two windows, 4 wide.
+BAND_WINDOWS = (128, 256)
+BANDS_ONLY = {"periods": (), "resolutions": (), "band_windows": BAND_WINDOWS, "band_channels": 4}
+
+
+@pytest.mark.parametrize(("batch", "length"), [(1, 129), (3, 1001), (2, 2311)])
+def test_band_outputs_shapes_and_features(batch, length):
+    discriminator = tiny_discriminator(**BANDS_ONLY)
+    assert discriminator.min_length == 129  # a centred 256-point STFT
+    outputs = discriminator(tone(batch, length))
+    assert [(o.kind, o.name) for o in outputs] == [("band", "band_128"), ("band", "band_256")]
+    for window, output in zip(BAND_WINDOWS, outputs, strict=True):
+        frames = length // (window // 4) + 1  # time is never strided
+        bands = band_bins(window, DEFAULT_BAND_EDGES)
+        assert len(output.features) == 5 * len(bands)  # five layers per band, band by band
+        features = iter(output.features)
+        logit_bins = 0
+        for start, stop in bands:
+            bins = stop - start
+            for stride in (1, 2, 2, 2, 1):
+                bins = ceil_div(bins, stride)
+                assert next(features).shape == (batch, 4, bins, frames)
+            logit_bins += bins
+        assert output.logits.shape == (batch, 1, logit_bins, frames)
+        assert torch.isfinite(output.logits).all()
+
+
+def test_bands_cover_the_frequency_axis_without_gap_or_overlap():
+    for edges in (DEFAULT_BAND_EDGES, (0.0, 0.5, 1.0), (0, 0.3, 0.31, 0.9, 1)):
+        for window in (64, 128, 1000, *DAC_BAND_WINDOWS):
+            bands = band_bins(window, edges)
+            assert len(bands) == len(edges) - 1
+            assert bands[0][0] == 0 and bands[-1][1] == window // 2 + 1
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(bands))
+            assert all(stop > start for start, stop in bands)
+    # DAC's bins at 2048 points: the edges times 1025 bins, rounded down.
+    assert band_bins(2048, DEFAULT_BAND_EDGES) == [
+        (0, 102),
+        (102, 256),
+        (256, 512),
+        (512, 768),
+        (768, 1025),
+    ]
+
+
+def test_every_bin_reaches_exactly_its_own_band(monkeypatch):
+    sub = MultiBandDiscriminator((128,), DEFAULT_BAND_EDGES, 4).discriminators[0]
+    audio = tone(1, 700)
+    spectrum = sub.spectrum(audio)  # (1, 2, 65, 23)
+    reference = sub(audio).features[::5]  # the first layer of every band
+    for index in range(spectrum.shape[2]):
+        changed = spectrum.clone()
+        changed[:, :, index] += 1.0
+        monkeypatch.setattr(sub, "spectrum", lambda _audio, changed=changed: changed)
+        features = sub(audio).features[::5]
+        hit = [b for b, (x, y) in enumerate(zip(features, reference, strict=True)) if x.ne(y).any()]
+        owner = [b for b, (start, stop) in enumerate(sub.bands) if start <= index < stop]
+        assert hit == owner and len(owner) == 1, index
+
+
+def test_band_discriminator_needs_long_enough_audio():
+    with pytest.raises(ValueError, match=r"at least 129 samples.*256-point STFT.*got 128"):
+        tiny_discriminator(**BANDS_ONLY)(tone(1, 128))
+    with pytest.raises(ValueError, match="at least one band window"):
+        MultiBandDiscriminator(())
+
+
+TINY_CODEC = {
+    "hop_length": 320,
+    "channels": 4,
+    "latent_dim": 16,
+    "encoder_attention_layers": 1,
+    "decoder_dim": 16,
+    "decoder_intermediate": 32,
+    "decoder_layers": 1,
+    "attention_heads": 2,
+    "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
+}
+
+
+def test_codec_task_step_with_all_three_families():
+    from mediatok.training.audio_task import AudioCodecTask, AudioDataConfig, AudioLossConfig
+
+    bands = {"band_windows": BAND_WINDOWS, "band_channels": 4}
+    loss = AudioLossConfig(discriminator=AudioDiscriminatorConfig(**{**TINY.__dict__, **bands}))
+    task = AudioCodecTask("wavtokenizer", TINY_CODEC, AudioDataConfig(), loss)
+    torch.manual_seed(0)
+    codec = task.build_model()
+    discriminator = task.build_discriminator()
+    assert discriminator.band is not None
+    batch = {"audio": tone(2, 4800).clamp(-1, 1)}  # 0.2 s at 24 kHz
+
+    # The codec's pass, the discriminator frozen as the loop does.
+    discriminator.requires_grad_(False)
+    loss, logs = task.losses(codec, batch, step=0)
+    loss.backward()
+    for name in ("adversarial", "feature_matching"):
+        families = [logs[f"{name}_{kind}"] for kind in ("period", "resolution", "band")]
+        assert torch.isfinite(torch.stack(families)).all()
+        torch.testing.assert_close(sum(families), logs[name])
+    assert all(p.grad is None for p in discriminator.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in codec.parameters())
+
+    # The discriminator's pass: every band stack learns.
+    discriminator.requires_grad_(True)
+    loss, logs = task.discriminator_losses(codec, discriminator, batch, step=0)
+    loss.backward()
+    families = [logs[f"discriminator_hinge_{kind}"] for kind in ("period", "resolution", "band")]
+    torch.testing.assert_close(sum(families), logs["discriminator_hinge"])
+    for name, parameter in discriminator.band.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+        if not name.endswith("bias"):  # see test_gradients_reach_the_input_and_every_parameter
+            assert parameter.grad.abs().sum() > 0, name

@@ -3,8 +3,8 @@
 The adversarial terms take the `DiscriminatorOutput` lists of `AudioDiscriminator` (one entry per
 sub-discriminator, real and fake in the same order). Reduction follows Vocos' training code,
 which WavTokenizer keeps: each sub-discriminator's loss is averaged over its patches, the losses
-are averaged over the sub-discriminators of one family ("period", "resolution"), and the family
-means are summed, each times a weight (1 by default: WavTokenizer's `mrd_loss_coeff`; the
+are averaged over the sub-discriminators of one family ("period", "resolution", "band"), and the
+family means are summed, each times a weight (1 by default: WavTokenizer's `mrd_loss_coeff`; the
 published Vocos config weights the resolution family 0.1). HiFi-GAN (§2.4) sums over
 sub-discriminators instead, which with the default five periods and three resolutions equals
 weights of 5 for the period family and 3 for the resolution family here.
@@ -37,10 +37,9 @@ import torchaudio
 from torch import nn
 
 from mediatok.eval.audio import MEL_LOG_FLOOR
-from mediatok.training.audio_discriminators import DiscriminatorOutput
+from mediatok.training.audio_discriminators import KINDS, DiscriminatorOutput
 from mediatok.training.discriminators import hinge_discriminator_loss, hinge_generator_loss
 
-KINDS = ("period", "resolution")
 # (n_fft, hop_length, n_mels) at 24 kHz: hop n_fft / 4, window n_fft, and mel bands in
 # proportion to the FFT size, 100 at 1024 (Vocos' and WavTokenizer's mel loss and our
 # `mel_distance`). At 24 kHz the first empty mel filter appears at 89, 176 and 349 bands for
@@ -123,7 +122,8 @@ def discriminator_hinge_loss(
     Args:
         real: outputs on real audio, one per sub-discriminator.
         fake: outputs on (detached) reconstructions, same sub-discriminators and order.
-        weights: per family ("period", "resolution"); families left out weigh 1.
+        weights: per family (`KINDS`: "period", "resolution", "band"); families left
+            out weigh 1.
 
     Returns:
         fp32 scalar: family means of the per-sub-discriminator losses, weighted and summed.
@@ -143,7 +143,8 @@ def generator_hinge_loss(
 
     Args:
         fake: outputs on reconstructions, one per sub-discriminator.
-        weights: per family ("period", "resolution"); families left out weigh 1.
+        weights: per family (`KINDS`: "period", "resolution", "band"); families left
+            out weigh 1.
 
     Returns:
         fp32 scalar: family means of the per-sub-discriminator losses, weighted and summed.
@@ -167,7 +168,8 @@ def feature_matching_loss(
     Args:
         real: outputs on real audio, one per sub-discriminator.
         fake: outputs on reconstructions, same sub-discriminators and order.
-        weights: per family ("period", "resolution"); families left out weigh 1.
+        weights: per family (`KINDS`: "period", "resolution", "band"); families left
+            out weigh 1.
 
     Returns:
         fp32 scalar.

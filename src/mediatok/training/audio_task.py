@@ -2,14 +2,17 @@
 
 The objective (Vocos §3 / WavTokenizer §3.3, HiFi-GAN §2): multi-scale log-mel L1, the
 quantizer's own losses, and after `discriminator_start` steps a hinge adversarial term and
-feature matching against multi-period and multi-resolution discriminators. Every weight is in
-`AudioLossConfig`.
+feature matching against multi-period and multi-resolution discriminators (and DAC's multi-band
+one where `loss.discriminator.band_windows` turns it on). Every weight is in `AudioLossConfig`.
+The adversarial, feature-matching and discriminator terms are also logged per family
+(`adversarial_period`, `feature_matching_band`, `discriminator_hinge_resolution`, ...).
 
 Layout: batches `{"audio": (B, 1, S), ...}` of fixed-length crops at the codec's sample rate.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,7 +31,11 @@ from mediatok.data import (
     write_audio,
 )
 from mediatok.eval.audio import reconstruction_scores
-from mediatok.training.audio_discriminators import AudioDiscriminator, AudioDiscriminatorConfig
+from mediatok.training.audio_discriminators import (
+    AudioDiscriminator,
+    AudioDiscriminatorConfig,
+    DiscriminatorOutput,
+)
 from mediatok.training.audio_losses import (
     MultiScaleMelLoss,
     discriminator_hinge_loss,
@@ -159,19 +166,28 @@ class AudioCodecTask(Task):
         self.mel_loss.to(audio.device)
         terms = {"mel": cfg.mel_weight * self.mel_loss(reconstruction, audio)}
         terms |= quantizer_terms(out.quantize, cfg.quantizer_weight)
+        family_logs: dict[str, torch.Tensor] = {}
         if self._adversarial_on(step):
             # The loop freezes the discriminator during this pass: gradients reach the codec only.
             fake = self.discriminator(reconstruction)
             if cfg.adversarial_weight:
-                terms["adversarial"] = cfg.adversarial_weight * generator_hinge_loss(fake)
+                families = _per_family(generator_hinge_loss, fake)
+                terms["adversarial"] = cfg.adversarial_weight * sum(families.values())
+                family_logs |= {
+                    f"adversarial_{kind}": cfg.adversarial_weight * loss.detach()
+                    for kind, loss in families.items()
+                }
             if cfg.feature_matching_weight:
                 with torch.no_grad():
                     real = self.discriminator(audio)
-                terms["feature_matching"] = cfg.feature_matching_weight * feature_matching_loss(
-                    real, fake
-                )
+                families = _per_family(feature_matching_loss, real, fake)
+                terms["feature_matching"] = cfg.feature_matching_weight * sum(families.values())
+                family_logs |= {
+                    f"feature_matching_{kind}": cfg.feature_matching_weight * loss.detach()
+                    for kind, loss in families.items()
+                }
         self._last = (audio, reconstruction.detach())
-        return sum(terms.values()), codec_logs(terms, out.quantize)
+        return sum(terms.values()), codec_logs(terms, out.quantize) | family_logs
 
     def discriminator_losses(
         self, model: nn.Module, discriminator: nn.Module, batch: dict, step: int
@@ -179,8 +195,10 @@ class AudioCodecTask(Task):
         if not self._adversarial_on(step) or self._last is None:
             return None
         real, fake = self._last
-        loss = discriminator_hinge_loss(discriminator(real), discriminator(fake))
-        return loss, {"discriminator_hinge": loss.detach()}
+        families = _per_family(discriminator_hinge_loss, discriminator(real), discriminator(fake))
+        loss = sum(families.values())
+        logs = {f"discriminator_hinge_{kind}": value.detach() for kind, value in families.items()}
+        return loss, {"discriminator_hinge": loss.detach()} | logs
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, step: int, out_dir: str | Path) -> dict[str, float]:
@@ -210,6 +228,18 @@ class AudioCodecTask(Task):
         model.train(was_training)
         metrics = {name: sum(clip[name] for clip in scores) / len(scores) for name in scores[0]}
         return metrics | {"codes_used": len(used)}
+
+
+def _per_family(
+    loss: Callable[..., torch.Tensor], *outputs: list[DiscriminatorOutput]
+) -> dict[str, torch.Tensor]:
+    """`loss` over the outputs of each discriminator family alone, by kind. The `audio_losses`
+    losses sum their family means, so these add up to `loss(*outputs)`, and can be logged."""
+    kinds = dict.fromkeys(output.kind for output in outputs[0])  # in the order they came
+    return {
+        kind: loss(*([output for output in group if output.kind == kind] for group in outputs))
+        for kind in kinds
+    }
 
 
 def validation_audio(data: AudioDataConfig, sample_rate: int) -> list[tuple[str, torch.Tensor]]:
