@@ -203,23 +203,19 @@ def test_receptive_field_is_exact(codec):
 
 
 def test_decoder_receptive_field_is_exact(codec):
-    """Changing a code just outside `decoder.reach()` leaves an output hop alone; one at its
-    edge changes it, on both sides. `decode_long`'s default overlap rests on this."""
+    """An output hop depends on exactly the frames in `decoder.reach()`: the gradient of the hop
+    is nonzero at both edges and exactly zero just outside. `decode_long`'s default overlap rests
+    on this. (A gradient, not a changed code: at the edge the effect on the audio is ~1e-9, which
+    fp32 rounding may or may not keep, depending on the thread count.)"""
     reach, frame = codec.decoder.reach(), 25
     assert codec.decoder_receptive_field == max(reach.left, reach.right)
     codes = codec.encode(audio(1, 50 * HOP, seed=8)).codes
-    reference = codec.decode(codes)[..., frame * HOP : (frame + 1) * HOP]
-
-    def hop_moves(position: int) -> bool:
-        changed = codes.clone()
-        changed[:, position] = (changed[:, position] + 1) % 64
-        return not torch.equal(
-            codec.decode(changed)[..., frame * HOP : (frame + 1) * HOP], reference
-        )
-
-    first, last = frame - reach.left, frame + reach.right
-    assert not hop_moves(first - 1) and not hop_moves(last + 1)
-    assert hop_moves(first) and hop_moves(last)
+    quantized = codec.quantizer.decode(codes).detach().requires_grad_()  # (1, T, D)
+    hop = codec.decoder(quantized)[..., frame * HOP : (frame + 1) * HOP]  # (1, HOP)
+    weights = torch.randn(hop.shape, generator=torch.Generator().manual_seed(0))
+    (hop * weights).sum().backward()
+    seen = (quantized.grad[0].abs().sum(dim=-1) > 0).nonzero()[:, 0]  # frames with a gradient
+    assert seen.min() == frame - reach.left and seen.max() == frame + reach.right
 
 
 @pytest.mark.parametrize(
