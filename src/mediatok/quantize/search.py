@@ -113,6 +113,10 @@ def _triton_available() -> bool:
     return True
 
 
+# Our launcher (`_launch.CachedLauncher`) bypasses Triton's traceable `kernel[grid](...)`, so
+# dynamo could only break the graph somewhere inside it: inside a compiled model the search runs
+# eagerly, as one clean graph break.
+@torch.compiler.disable
 def _nearest_triton(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     from mediatok.quantize._triton_search import nearest_code_triton
 

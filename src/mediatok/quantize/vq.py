@@ -239,6 +239,8 @@ class Codebook(nn.Module):
             quantized = gradient_path(x, quantized, gradient)
         return Lookup(codes, quantized, losses, counts, dead)
 
+    # Eager inside a compiled model, as `search._nearest_triton` (our launcher is not traceable).
+    @torch.compiler.disable
     def _ema_step_fused(self, x, codes, clock, dead_after, gradient) -> Lookup:
         from mediatok.quantize import _triton_vq
 
