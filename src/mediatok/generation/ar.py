@@ -382,8 +382,11 @@ class ARTransformer(nn.Module):
             temperature, top_k, top_p: see `mediatok.generation.sampling.sample`.
             generator: random source on the model's device; the same seed gives the same samples.
             max_tokens: tokens to sample, <= L; only 1-D layouts may ask for fewer than L.
-            compile_step: compile the decode step with `torch.compile` (True: "reduce-overhead"
-                on CUDA, "default" elsewhere; a string: that mode). Compiled once per model.
+            compile_step: compile each sampling step — guidance, the draw, the end-token
+                bookkeeping and the decode of the drawn token — with `torch.compile` (True:
+                "reduce-overhead", i.e. one CUDA graph per step, on CUDA; "default" elsewhere; a
+                string: that mode). Compiled once per model and sampling settings; the same seed
+                draws the same tokens as eager, up to the rounding of the fused kernels.
 
         Returns:
             `(codes, lengths)`: codes `(B, *token_shape)` in layout order (1-D: `(B, max_tokens)`,
