@@ -140,6 +140,15 @@ def test_pick_with_the_noise_of_sample_draws_the_same_ids():
         pick(logits, noise, -1.0)
 
 
+def test_generate_reads_the_cache_in_four_spans_at_most():
+    for length in (1, 4, 31, 256, 1024):
+        model = tiny(TokenSpec([16]), (length,))
+        spans = model._spans(length)
+        assert all(step + 2 <= span <= length + 1 for step, span in enumerate(spans))
+        assert len(set(spans)) <= 4 and spans == sorted(spans)
+    assert sum(spans) < 0.66 * len(spans) * (length + 1)  # 1024 tokens: ~5/8 of the cache
+
+
 def test_cfg_helpers():
     assert cfg_scale_at(0, 5, 3.0, "linear") == 1.0
     assert cfg_scale_at(2, 5, 3.0, "linear") == 2.0
@@ -171,9 +180,16 @@ def test_cached_logits_equal_teacher_forced(name, num_classes):
         torch.testing.assert_close(
             model.prefill(ids[:, :0], labels), full[:, :1], atol=1e-5, rtol=0
         )
+        spans = model._spans(model.max_tokens)
         for position in range(model.max_tokens):
             step = model.decode_step(ids[:, position : position + 1], torch.tensor(position))
             torch.testing.assert_close(step, full[:, position + 1], atol=1e-5, rtol=0)
+            # generate's steps read only the cache slots that can be visible
+            short = model._decode(
+                ids[:, position : position + 1], torch.tensor(position), 2 + position
+            )
+            torch.testing.assert_close(short, full[:, position + 1], atol=1e-5, rtol=0)
+            assert position + 2 <= spans[position] <= 1 + model.max_tokens
         # a prompt prefilled at once, then one step
         model.allocate_cache(2)
         prompt = model.prefill(ids[:, :3], labels)
@@ -342,7 +358,8 @@ def test_compiled_decode_step_matches_eager():
 
 @pytest.mark.slow
 def test_compiled_step_matches_eager_with_end_token_top_p_and_linear_schedule():
-    model = tiny(TokenSpec([16]), (6,), num_classes=3)
+    model = tiny(TokenSpec([16]), (40,), num_classes=3)  # 3 cache spans: 3 compiled graphs
+    assert len(set(model._spans(40))) == 3
     labels, options = torch.tensor([0, 1, 2, 1]), {"cfg_scale": 3.0, "cfg_schedule": "linear"}
     options |= {"top_p": 0.9, "top_k": 8, "temperature": 1.3}
     eager = model.generate(labels=labels, generator=torch.Generator().manual_seed(5), **options)
@@ -381,9 +398,10 @@ def test_cuda_graph_step_matches_eager(dtype):
                 lengths,
             )
             torch.compiler.cudagraph_mark_step_begin()
-            token, _, _, compiled = (out.clone() for out in step(*state, draw))
+            span = model._spans(model.max_tokens)[position]
+            token, _, _, compiled = (out.clone() for out in step(*state, draw, span))
             # Eager from the same state: the same token, so it rewrites the same cache slot.
-            eager_token, _, _, logits = model._advance(*state, draw)
+            eager_token, _, _, logits = model._advance(*state, draw, span)
             assert torch.equal(token, eager_token)
             tolerance = 1e-4 if dtype == torch.float32 else 5e-2
             torch.testing.assert_close(compiled, logits, atol=tolerance, rtol=0)

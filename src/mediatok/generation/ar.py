@@ -339,16 +339,19 @@ class ARTransformer(nn.Module):
         self._check_cache(len(ids))
         return self._decode(ids, position.to(torch.int64))
 
-    def _decode(self, ids: Tensor, position: Tensor) -> Tensor:
-        """Unchecked `decode_step`: no data-dependent control flow, the same shapes every step."""
+    def _decode(self, ids: Tensor, position: Tensor, span: int | None = None) -> Tensor:
+        """Unchecked `decode_step`: no data-dependent control flow, the same shapes every step.
+
+        `span`: attend over cache slots `[0, span)` only (> position + 1; None: all). A static
+        int, so that each span compiles to its own graph (see `_spans`)."""
         slot = (position + 1).reshape(1)  # (1,) cache slot of this token
         x = self.token_embedding(ids)  # (B, 1, D)
         if self.level_embedding is not None:
             x = x + self.level_embedding(self.level_ids.index_select(0, position.reshape(1)))
         cos = self.rope_cos.index_select(0, slot)  # (1, d/2)
         sin = self.rope_sin.index_select(0, slot)
-        slots = self.blocks[0].attention.k_cache.shape[2]
-        visible = (torch.arange(slots, device=ids.device) <= slot).reshape(1, 1, 1, slots)
+        span = span or self.blocks[0].attention.k_cache.shape[2]
+        visible = (torch.arange(span, device=ids.device) <= slot).reshape(1, 1, 1, span)
         for block in self.blocks:
             x = block(x, cos, sin, "decode", slot, visible)  # (B, 1, D)
         logits = self.head(self.norm(x))[:, 0, : self.vocab_size + 1]  # (B, V + 1)
@@ -432,7 +435,7 @@ class ARTransformer(nn.Module):
             scales = [cfg_scale_at(step, steps, cfg_scale, cfg_schedule) for step in range(steps)]
             scales = torch.tensor(scales, device=device)  # (steps,) guidance scale per step
             position = torch.zeros((), dtype=torch.int64, device=device)  # the token drawn
-            width = (batch, self.vocab_size + 1)
+            width, spans = (batch, self.vocab_size + 1), self._spans(steps)
             for step in range(steps):
                 noise = None if temperature == 0 else draw_noise(width, device, generator)
                 state = (logits, noise, scales, position, finished, lengths)
@@ -441,7 +444,7 @@ class ARTransformer(nn.Module):
                 else:
                     if compile_step:
                         torch.compiler.cudagraph_mark_step_begin()
-                    token, finished, lengths, logits = advance(*state, draw)
+                    token, finished, lengths, logits = advance(*state, draw, spans[step])
                 ids[:, step] = token
                 # A host sync only every 16 steps: stop once every row has ended.
                 if self.variable_length and step % 16 == 15 and bool(finished.all()):
@@ -498,14 +501,25 @@ class ARTransformer(nn.Module):
         finished: Tensor,
         lengths: Tensor,
         draw: _Draw,
+        span: int,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """`_choose`, then feed the token: `(token, finished, lengths, logits)`, the logits
-        `(rows, V + 1)` of token `position + 1`. One step of `generate`, compiled whole."""
+        `(rows, V + 1)` of token `position + 1`, attending over cache slots `[0, span)`. One
+        step of `generate`, compiled whole (one graph per span)."""
         token, finished, lengths = self._choose(
             logits, noise, scales, position, finished, lengths, draw
         )
         inputs = torch.cat([token, token]) if draw.guided else token  # (rows,)
-        return token, finished, lengths, self._decode(inputs[:, None], position)
+        return token, finished, lengths, self._decode(inputs[:, None], position, span)
+
+    def _spans(self, steps: int) -> list[int]:
+        """The cache slots each step of `generate` attends over: the drawn token at step t is fed
+        at slot t + 1, so step t needs slots `[0, t + 2)`; rounded up to a quarter of the cache
+        (in multiples of 8), so that the steps read 5/8 of the cache on average, not all of it,
+        with 4 compiled graphs (below the recompile limit) rather than one per step."""
+        slots = 1 + self.max_tokens
+        quarter = 8 * math.ceil(slots / 32)
+        return [min(slots, quarter * math.ceil((step + 2) / quarter)) for step in range(steps)]
 
     def _step_function(self, compile_step: bool | str, device: torch.device):
         if not compile_step:
@@ -513,7 +527,12 @@ class ARTransformer(nn.Module):
         mode = "reduce-overhead" if device.type == "cuda" else "default"  # CUDA graphs: CUDA
         mode = compile_step if isinstance(compile_step, str) else mode
         if self._compiled is None or self._compiled[0] != mode:
-            self._compiled = (mode, torch.compile(self._advance, mode=mode, fullgraph=True))
+            # dynamic=False: each span gets its own static graph, not one with a symbolic size.
+            compiled = torch.compile(self._advance, mode=mode, fullgraph=True, dynamic=False)
+            # Each (span, sampling settings) is one graph: a few settings in one process would
+            # pass dynamo's default limit of 8 graphs and fall back to eager without a word.
+            compiled = torch._dynamo.config.patch(recompile_limit=64)(compiled)
+            self._compiled = (mode, compiled)
         return self._compiled[1]
 
     def _check_ids(

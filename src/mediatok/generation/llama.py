@@ -40,7 +40,8 @@ class Attention(nn.Module):
 
     Modes: `"plain"` (causal over the n inputs), `"prefill"` (the same, and the keys and values
     are written to cache slots `[0, n)`), `"decode"` (one input at cache slot `slot`, attending
-    over the whole cache through the `visible` mask: static shapes for `torch.compile`).
+    over the first S' slots of the cache, S' = `visible`'s last size, through the `visible`
+    mask: static shapes for `torch.compile`).
 
     Args:
         dim, heads: width and heads (dim / heads even, for RoPE).
@@ -65,7 +66,7 @@ class Attention(nn.Module):
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, mode: str = "plain", slot=None, visible=None
     ) -> Tensor:
-        """`(B, n, D)` → `(B, n, D)`; cos/sin `(n, head_dim/2)`; slot `(1,)`; visible `(1, 1, 1, S)`."""
+        """`(B, n, D)` → `(B, n, D)`; cos/sin `(n, head_dim/2)`; slot `(1,)`; visible `(1, 1, 1, S')`."""
         qkv = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         q, k, v = qkv.unbind(0)  # (B, heads, n, head_dim) each
         q, k = apply_rope(self.q_norm(q), cos, sin), apply_rope(self.k_norm(k), cos, sin)
@@ -73,7 +74,9 @@ class Attention(nn.Module):
             k_cache, v_cache, q = self.k_cache, self.v_cache, q.to(self.k_cache.dtype)
             k_cache.index_copy_(2, slot, k.to(k_cache.dtype))
             v_cache.index_copy_(2, slot, v.to(v_cache.dtype))
-            out = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=visible)
+            span = visible.shape[-1]  # read only the slots that may be visible
+            keys, values = k_cache[:, :, :span], v_cache[:, :, :span]  # (B, heads, S', head_dim)
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
         else:
             if mode == "prefill":
                 self.k_cache[:, :, : k.shape[2]] = k.to(self.k_cache.dtype)
