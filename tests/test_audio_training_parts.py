@@ -28,6 +28,7 @@ from mediatok.training.audio_losses import (
     feature_matching_loss,
     generator_hinge_loss,
 )
+from test_cli_audio import TINY_WAVTOKENIZER
 
 PERIODS = (2, 3, 5)
 PERIOD_CHANNELS = (4, 8, 8)
@@ -412,25 +413,12 @@ def test_band_discriminator_needs_long_enough_audio():
         MultiBandDiscriminator(())
 
 
-TINY_CODEC = {
-    "hop_length": 320,
-    "channels": 4,
-    "latent_dim": 16,
-    "encoder_attention_layers": 1,
-    "decoder_dim": 16,
-    "decoder_intermediate": 32,
-    "decoder_layers": 1,
-    "attention_heads": 2,
-    "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
-}
-
-
 def test_codec_task_step_with_all_three_families():
     from mediatok.training.audio_task import AudioCodecTask, AudioDataConfig, AudioLossConfig
 
     bands = {"band_windows": BAND_WINDOWS, "band_channels": 4}
     loss = AudioLossConfig(discriminator=AudioDiscriminatorConfig(**{**TINY.__dict__, **bands}))
-    task = AudioCodecTask("wavtokenizer", TINY_CODEC, AudioDataConfig(), loss)
+    task = AudioCodecTask("wavtokenizer", TINY_WAVTOKENIZER, AudioDataConfig(), loss)
     torch.manual_seed(0)
     codec = task.build_model()
     discriminator = task.build_discriminator()
