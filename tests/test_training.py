@@ -279,6 +279,20 @@ def test_resume_gives_exactly_the_same_losses(tmp_path: Path, task_class: type[T
             assert all(torch.equal(x, y) for x, y in zip(weights(a).values(), weights(b).values()))
 
 
+def test_time_limit_stops_at_a_log_step_and_resume_continues(tmp_path: Path) -> None:
+    straight = Trainer(ToyTask(), config(tmp_path, "a"))
+    straight.fit()
+    limited = config(tmp_path, "b", log_every=2, time_limit_minutes=1e-9)
+    Trainer(ToyTask(), limited).fit()  # past the limit at once: stops at the first log step
+    assert json.loads((limited.out_dir / "checkpoint/config.json").read_text())["step"] == 2
+    resumed = Trainer(ToyTask(), dataclasses.replace(limited, time_limit_minutes=0.0), resume=True)
+    assert resumed.step == 2
+    resumed.fit()
+    assert resumed.step == 6
+    expected, got = records(straight.config.out_dir), records(limited.out_dir)
+    assert sorted(got) == [2, 4, 6] and all(got[s] == expected[s] for s in (2, 4, 6))
+
+
 def test_epoch_batches_resume_mid_epoch() -> None:
     data = TensorDataset(torch.arange(22))
     batches = EpochBatches(data, 4, seed=7)
@@ -402,6 +416,7 @@ def test_interrupted_save_leaves_the_previous_checkpoint(
         ({"schedule": "linear"}, "schedule"),
         ({"precision": "fp16"}, "precision"),
         ({"grad_clip": -1.0}, "grad_clip"),
+        ({"time_limit_minutes": -1.0}, "time_limit_minutes >= 0"),
     ],
 )
 def test_bad_config_values_raise(changes: dict[str, Any], message: str) -> None:

@@ -8,7 +8,9 @@ import contextlib
 import json
 import os
 import socket
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -16,6 +18,7 @@ import torch.multiprocessing as mp
 
 from mediatok.training import Trainer
 from mediatok.training import checkpoint as checkpoint_module
+from mediatok.training import loop as loop_module
 from test_training import ToyGANTask, config
 
 WORLD = 2
@@ -80,11 +83,23 @@ def worker(rank: int, ports: list[int], root: str) -> None:
     resumed.fit()
     results["resumed"] = resumed.model.state_dict()
     results["resumed_discriminator"] = resumed.discriminator.state_dict()
+
+    # A time limit: rank 0's clock is past it at once, rank 1's never is; rank 0 decides, so
+    # both stop after step 1 (rank 1 going on alone would hang in the next all-reduce).
+    if rank == 1:
+        loop_module.time = SimpleNamespace(monotonic=lambda: 0.0, perf_counter=time.perf_counter)
+    launch(rank, ports[3])
+    limited = Trainer(
+        ToyGANTask(num_samples=32),
+        config(Path(root), "c", **base, log_every=1, time_limit_minutes=1e-9),
+    )
+    limited.fit()
+    results["limited_step"] = limited.step
     torch.save(results, Path(root) / f"rank{rank}.pt")
 
 
 def test_two_ranks_train_one_model(tmp_path: Path) -> None:
-    mp.spawn(worker, args=(free_ports(3), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(worker, args=(free_ports(4), str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
     for part in ("straight", "discriminator"):
@@ -112,3 +127,5 @@ def test_two_ranks_train_one_model(tmp_path: Path) -> None:
         return {r["step"]: r["train/loss"] for r in map(json.loads, lines)}
 
     assert losses("a") == losses("b")
+    assert [rank["limited_step"] for rank in ranks] == [1, 1]
+    assert json.loads((tmp_path / "c" / "checkpoint" / "config.json").read_text())["step"] == 1

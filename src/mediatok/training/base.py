@@ -52,6 +52,10 @@ class TrainConfig:
         device: "auto" (CUDA when available), "cpu" or "cuda".
         tensorboard: write TensorBoard scalars (needs the ``tensorboard`` package).
         resume: continue from ``out_dir/checkpoint`` when it exists (else start fresh).
+        time_limit_minutes: wall-clock limit of this session of the run (0: none). The run
+            stops at the first log step past it, on every rank, and saves a checkpoint as at
+            its last step; ``resume`` continues it (the schedule still spans ``steps``). For
+            jobs under a scheduler's time limit.
     """
 
     steps: int = 1000
@@ -78,6 +82,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     tensorboard: bool = True
     resume: bool = False
+    time_limit_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accumulation", "log_every"):
@@ -96,6 +101,10 @@ class TrainConfig:
             raise ValueError(f"expected min_lr_ratio in [0, 1], got {self.min_lr_ratio}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"expected ema_decay in [0, 1) (0 is off), got {self.ema_decay}")
+        if not self.time_limit_minutes >= 0:
+            raise ValueError(
+                f"expected time_limit_minutes >= 0 (0 is none), got {self.time_limit_minutes}"
+            )
         if not self.weight_decay >= 0 or not self.grad_clip >= 0:
             raise ValueError("expected weight_decay and grad_clip >= 0 (grad_clip 0 is off)")
         for name in ("betas", "discriminator_betas"):

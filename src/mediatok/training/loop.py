@@ -211,7 +211,8 @@ class Trainer:
     # the loop
 
     def fit(self) -> dict[str, float]:
-        """Train until ``config.steps``, logging, evaluating and saving on the way.
+        """Train until ``config.steps`` (or ``config.time_limit_minutes``), logging, evaluating
+        and saving on the way.
 
         Every rank calls it. The last step always writes a checkpoint. Logged ``train/*``
         scalars are rank 0's, averaged over the step's micro-batches.
@@ -231,6 +232,8 @@ class Trainer:
             dynamic_ncols=True,
         )
         last: dict[str, float] = {}
+        limit = 60 * cfg.time_limit_minutes
+        deadline = time.monotonic() + limit if limit else None
         self.model.train()
         try:
             started = time.perf_counter()
@@ -241,6 +244,16 @@ class Trainer:
                 done_since_log += 1
                 bar.update(1)
                 final = self.step == cfg.steps
+                if deadline is not None and not final and self.step % cfg.log_every == 0:
+                    final = self._past(deadline)
+                    if final and self.is_main:
+                        logger.warning(
+                            "time limit of %g minutes reached at step %d of %d: saving; "
+                            "resume to continue",
+                            cfg.time_limit_minutes,
+                            self.step,
+                            cfg.steps,
+                        )
                 if self.step % cfg.log_every == 0 or final:
                     record = _read_scalars(logs, self.step, prefix="train/")
                     elapsed = time.perf_counter() - started
@@ -256,6 +269,8 @@ class Trainer:
                 if final or (cfg.save_every and self.step % cfg.save_every == 0):
                     self.save()
                     started = time.perf_counter()
+                if final:
+                    break
         finally:
             bar.close()
             if writer is not None:
@@ -265,6 +280,14 @@ class Trainer:
             if self._owns_group and dist.is_initialized():
                 dist.destroy_process_group()
         return last if self.is_main else {}
+
+    def _past(self, deadline: float) -> bool:
+        """Whether rank 0's clock is past `deadline` (a `time.monotonic()` value): every rank
+        gets rank 0's answer, so all stop at the same step."""
+        past = torch.tensor(float(time.monotonic() > deadline), device=self.device)
+        if self.world_size > 1:
+            dist.broadcast(past, src=0)
+        return bool(past)
 
     def _train_step(self, step: int) -> dict[str, float | Tensor]:
         cfg, task = self.config, self.task
