@@ -136,6 +136,9 @@ def test_pick_with_the_noise_of_sample_draws_the_same_ids():
     assert torch.equal(pick(logits, noise, 0.7, top_p=0.9), drawn)
     with pytest.raises(ValueError, match="expected noise of shape"):
         pick(logits, None, 0.7)
+    # noise of exactly 0 (exponential_ can round to it) never draws a masked id
+    masked = torch.tensor([[float("-inf"), 0.0, 1.0]])
+    assert pick(masked, torch.tensor([[0.0, 1.0, 1.0]])).item() == 2
     with pytest.raises(ValueError, match="temperature >= 0"):
         pick(logits, noise, -1.0)
 
@@ -367,6 +370,25 @@ def test_compiled_step_matches_eager_with_end_token_top_p_and_linear_schedule():
         labels=labels, generator=torch.Generator().manual_seed(5), compile_step=True, **options
     )
     assert torch.equal(eager.codes, compiled.codes) and torch.equal(eager.lengths, compiled.lengths)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_generate_on_a_fresh_model_matches_eager():
+    """Warm-up, recording and replays of every span, each step's outputs fed to the next."""
+    model = tiny(TokenSpec([16]), (40,), num_classes=3).cuda()
+    labels = torch.tensor([0, 1, 2], device="cuda")
+    runs = [
+        model.generate(
+            labels=labels,
+            cfg_scale=2.0,
+            generator=torch.Generator("cuda").manual_seed(0),
+            compile_step=compiled,
+        )
+        for compiled in (True, True, False)  # the second compiled run replays recorded graphs
+    ]
+    for run in runs[:2]:
+        assert torch.equal(run.codes, runs[2].codes) and torch.equal(run.lengths, runs[2].lengths)
 
 
 @pytest.mark.gpu

@@ -282,13 +282,16 @@ def test_resume_gives_exactly_the_same_losses(tmp_path: Path, task_class: type[T
 def test_time_limit_stops_at_a_log_step_and_resume_continues(tmp_path: Path) -> None:
     straight = Trainer(ToyTask(), config(tmp_path, "a"))
     straight.fit()
-    limited = config(tmp_path, "b", log_every=2, time_limit_minutes=1e-9)
-    Trainer(ToyTask(), limited).fit()  # past the limit at once: stops at the first log step
+    limited = config(tmp_path, "b", log_every=2, eval_every=2, time_limit_minutes=1e-9)
+    stopped = Trainer(ToyTask(), limited)
+    stopped.fit()  # past the limit at once: stops at the first log step
+    assert stopped.stopped_early and not straight.stopped_early
+    assert not records(limited.out_dir, "eval/mse")  # saved and stopped before evaluating
     assert json.loads((limited.out_dir / "checkpoint/config.json").read_text())["step"] == 2
     resumed = Trainer(ToyTask(), dataclasses.replace(limited, time_limit_minutes=0.0), resume=True)
     assert resumed.step == 2
     resumed.fit()
-    assert resumed.step == 6
+    assert resumed.step == 6 and not resumed.stopped_early
     expected, got = records(straight.config.out_dir), records(limited.out_dir)
     assert sorted(got) == [2, 4, 6] and all(got[s] == expected[s] for s in (2, 4, 6))
 

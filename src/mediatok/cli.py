@@ -316,7 +316,7 @@ def command_sample(args: argparse.Namespace) -> int:
             ("top_p", args.top_p),
             ("steps", args.steps),
             ("precision", args.precision),
-            ("compile", args.compile or None),
+            ("compile", args.compile),
         )
         if value is not None
     }
@@ -368,7 +368,13 @@ def command_sample(args: argparse.Namespace) -> int:
 def command_train(args: argparse.Namespace) -> int:
     from mediatok.training.run import train_from_config
 
-    train_from_config(args.config, args.overrides, resume=args.resume)
+    trainer = train_from_config(args.config, args.overrides, resume=args.resume)
+    if trainer.stopped_early and trainer.is_main:
+        print(
+            f"{PROGRAM} train: stopped by train.time_limit_minutes at step {trainer.step} of "
+            f"{trainer.config.steps}; run the same command with --resume to continue",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -456,8 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sampler.add_argument(
         "--compile",
-        action="store_true",
-        help="AR: compile the decode step (CUDA graphs on CUDA; pays a compile first)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="AR: compile each sampling step (CUDA graphs on CUDA; pays a compile first); "
+        "default: the run's",
     )
     sampler.add_argument("--codec", default=None, help="codec checkpoint (default: the run's)")
     sampler.add_argument("--seed", type=int, default=0)

@@ -16,7 +16,8 @@ gives token i from the prefix and tokens < i, logits[:, L] gives the end token (
 id there). RoPE coordinates come from `SequenceLayout.coordinates`; the prefix sits at -1 on
 every axis (`mediatok.nn.rope.with_prefix`).
 
-End token: id V, the head's last row; for 1-D layouts a valid prediction at tokens 1..L and the
+End token: id V, the head's row V (the head has V + 1 rows rounded up to a multiple of 64;
+the logits of the rows past V are sliced off); for 1-D layouts a valid prediction at tokens 1..L and the
 target right after a sample's last token when it is shorter than L; never for fixed layouts.
 
 Layout: ids `(B, n)` in read order (n <= L); lengths `(B,)` along `spec.length_axis`; logits
@@ -388,8 +389,9 @@ class ARTransformer(nn.Module):
             compile_step: compile each sampling step — guidance, the draw, the end-token
                 bookkeeping and the decode of the drawn token — with `torch.compile` (True:
                 "reduce-overhead", i.e. one CUDA graph per step, on CUDA; "default" elsewhere; a
-                string: that mode). Compiled once per model and sampling settings; the same seed
-                draws the same tokens as eager, up to the rounding of the fused kernels.
+                string: that mode). Compiled once per model, batch size and sampling settings
+                (4 graphs each, at most 16 such per model); the same seed draws the same tokens
+                as eager, up to the rounding of the fused kernels.
 
         Returns:
             `(codes, lengths)`: codes `(B, *token_shape)` in layout order (1-D: `(B, max_tokens)`,
@@ -445,6 +447,12 @@ class ARTransformer(nn.Module):
                     if compile_step:
                         torch.compiler.cudagraph_mark_step_begin()
                     token, finished, lengths, logits = advance(*state, draw, spans[step])
+                    if compile_step:  # CUDA graphs free a step's outputs at the next step
+                        finished, lengths, logits = (
+                            finished.clone(),
+                            lengths.clone(),
+                            logits.clone(),
+                        )
                 ids[:, step] = token
                 # A host sync only every 16 steps: stop once every row has ended.
                 if self.variable_length and step % 16 == 15 and bool(finished.all()):
@@ -529,8 +537,9 @@ class ARTransformer(nn.Module):
         if self._compiled is None or self._compiled[0] != mode:
             # dynamic=False: each span gets its own static graph, not one with a symbolic size.
             compiled = torch.compile(self._advance, mode=mode, fullgraph=True, dynamic=False)
-            # Each (span, sampling settings) is one graph: a few settings in one process would
-            # pass dynamo's default limit of 8 graphs and fall back to eager without a word.
+            # Each (span, batch, sampling settings) is one graph: a second batch size or setting
+            # in one process would pass dynamo's default limit of 8 graphs, which raises under
+            # fullgraph=True; 64 allows 16 of them.
             compiled = torch._dynamo.config.patch(recompile_limit=64)(compiled)
             self._compiled = (mode, compiled)
         return self._compiled[1]

@@ -85,16 +85,14 @@ def filter_logits(
 def draw_noise(
     shape: tuple[int, ...], device: torch.device | str, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Exp(1) noise for `pick`: `shape` fp32, every value > 0.
+    """Exp(1) noise for `pick`: `shape` fp32.
 
     Args:
         shape: the logits' shape `(..., V)`.
         device: where (the generator's device).
         generator: the random source; None uses the global one.
     """
-    noise = torch.empty(shape, dtype=torch.float32, device=device).exponential_(generator=generator)
-    # exponential_ may round to 0, whose log would turn a -inf logit into NaN.
-    return noise.clamp_min_(torch.finfo(torch.float32).tiny)
+    return torch.empty(shape, dtype=torch.float32, device=device).exponential_(generator=generator)
 
 
 def pick(
@@ -125,8 +123,10 @@ def pick(
         got = None if noise is None else tuple(noise.shape)
         raise ValueError(f"expected noise of shape {tuple(logits.shape)}, got {got}")
     logits = filter_logits(logits.float() / temperature, top_k, top_p)
-    # argmax(logit − log E): -inf logits stay -inf, so masked ids are never drawn.
-    return noise.log().neg_().add_(logits).argmax(dim=-1)
+    # argmax(logit − log E): -inf logits stay -inf, so masked ids are never drawn. E is kept
+    # above 0 (exponential_ may round to 0), whose log would turn a -inf logit into NaN.
+    tiny = torch.finfo(torch.float32).tiny
+    return noise.clamp_min(tiny).log_().neg_().add_(logits).argmax(dim=-1)
 
 
 def sample(

@@ -103,6 +103,7 @@ class Trainer:
         self.device, self._owns_group = _setup_device_and_group(config.device)
         self.rank, self.world_size = _rank_and_world()
         self.is_main = self.rank == 0
+        self.stopped_early = False  # set by fit when the time limit stops the run
         self.out_dir = config.out_dir
         self.checkpoint_dir = self.out_dir / "checkpoint"
         found = ckpt.resolve_checkpoint(self.checkpoint_dir)
@@ -215,7 +216,9 @@ class Trainer:
         and saving on the way.
 
         Every rank calls it. The last step always writes a checkpoint. Logged ``train/*``
-        scalars are rank 0's, averaged over the step's micro-batches.
+        scalars are rank 0's, averaged over the step's micro-batches. A run stopped by the time
+        limit saves (before any evaluation due at that step) and sets ``stopped_early``; the
+        limit counts from the call, after the model is built and the checkpoint loaded.
 
         Returns:
             The last logged scalars (on rank 0; an empty dict on other ranks).
@@ -232,6 +235,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         last: dict[str, float] = {}
+        self.stopped_early = False
         limit = 60 * cfg.time_limit_minutes
         deadline = time.monotonic() + limit if limit else None
         self.model.train()
@@ -245,15 +249,7 @@ class Trainer:
                 bar.update(1)
                 final = self.step == cfg.steps
                 if deadline is not None and not final and self.step % cfg.log_every == 0:
-                    final = self._past(deadline)
-                    if final and self.is_main:
-                        logger.warning(
-                            "time limit of %g minutes reached at step %d of %d: saving; "
-                            "resume to continue",
-                            cfg.time_limit_minutes,
-                            self.step,
-                            cfg.steps,
-                        )
+                    self.stopped_early = self._past(deadline)
                 if self.step % cfg.log_every == 0 or final:
                     record = _read_scalars(logs, self.step, prefix="train/")
                     elapsed = time.perf_counter() - started
@@ -263,14 +259,23 @@ class Trainer:
                         loss=f"{record['train/loss']:.4g}", lr=f"{record['train/lr']:.3g}"
                     )
                     last = self._write(record, writer, metrics)
+                if self.stopped_early:  # save before anything slow: the job may be killed soon
+                    self.save()
+                    if self.is_main:
+                        logger.warning(
+                            "time limit of %g minutes reached: saved at step %d of %d; resume "
+                            "to continue",
+                            cfg.time_limit_minutes,
+                            self.step,
+                            cfg.steps,
+                        )
+                    break
                 if cfg.eval_every and (self.step % cfg.eval_every == 0 or final):
                     last = {**last, **self._write(self._evaluate(), writer, metrics)}
                     started = time.perf_counter()  # step_time measures training only
                 if final or (cfg.save_every and self.step % cfg.save_every == 0):
                     self.save()
                     started = time.perf_counter()
-                if final:
-                    break
         finally:
             bar.close()
             if writer is not None:
