@@ -156,8 +156,9 @@ PROFILES = {
 class WallClockBudget(Task):
     """Runs `task` so that training ends by `deadline` (a `time.monotonic()` value).
 
-    The loop has no time limit of its own; the only loop setting read after every step is
-    `train.steps`, so this lowers it on the loop's own `TrainConfig`: once, at step
+    The loop's own `train.time_limit_minutes` counts from `fit()` and never shortens the
+    schedule; this budget counts from the script's start and fits the run to it. The loop reads
+    `train.steps` after every step, so this lowers it on the loop's own `TrainConfig`: once, at step
     `calibrate[1]`, to the steps that fit at the rate measured over `calibrate` (only while in
     warmup, whose learning rates do not depend on `steps`, so the cosine then spans the shorter
     run exactly); and at the first step that starts past the deadline, to end the run there.
