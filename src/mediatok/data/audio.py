@@ -34,8 +34,7 @@ import soundfile
 import torch
 import torch.nn.functional as F
 
-from mediatok.data.folder import MediaFolder, MediaReadError
-from mediatok.data.image_io import list_images, normalize_extensions
+from mediatok.data.folder import MediaFolder, MediaReadError, list_files
 
 __all__ = [
     "AUDIO_CROPS",
@@ -80,36 +79,8 @@ class AudioReadError(MediaReadError):
 def list_audio(
     root: str | os.PathLike[str], extensions: Iterable[str] = AUDIO_EXTENSIONS
 ) -> list[Path]:
-    """Every audio file under `root`, recursively, in a deterministic order.
-
-    The same walk as `list_images`: dot files and dot directories skipped, links to directories
-    not followed, sorted by relative path components.
-
-    Args:
-        root: the directory to search.
-        extensions: file suffixes to keep, matched case-insensitively (`"wav"` or `".wav"`).
-
-    Returns:
-        Paths `root / relative`, sorted.
-
-    Raises:
-        ValueError: `root` is missing or not a directory, or holds no matching file; the message
-            names the directory and the extensions looked for.
-    """
-    root = Path(root)
-    wanted = normalize_extensions(extensions)
-    looked_for = ", ".join(sorted(wanted))
-    if not root.is_dir():
-        problem = "is not a directory" if root.exists() else "does not exist"
-        raise ValueError(
-            f"expected a directory of audio files ({looked_for}), got {root}, which {problem}"
-        )
-    try:
-        return list_images(root, wanted)
-    except ValueError:
-        raise ValueError(
-            f"no audio files ({looked_for}) under {root}, searched recursively"
-        ) from None
+    """Every audio file under `root`, recursively, in a deterministic order: `list_files`."""
+    return list_files(root, extensions, "audio files")
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import operator
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,6 +39,62 @@ class MediaReadError(ValueError):
         # The default pickling replays `cls(message)`, which this signature rejects; multiprocess
         # pipelines pickle exceptions.
         return type(self), (self.path, self.problem)
+
+
+def list_files(root: str | os.PathLike[str], extensions: Iterable[str], noun: str) -> list[Path]:
+    """Every file under `root` with one of `extensions`, recursively, in a deterministic order
+    (`list_images` and `list_audio`).
+
+    Files and directories whose names start with a dot are skipped (`.git`, `.ipynb_checkpoints`,
+    macOS `._photo.jpg` resource forks, which carry a media suffix but are not media).
+    Symbolic links to files are listed; links to directories are not followed (no cycles).
+
+    Args:
+        root: the directory to search.
+        extensions: file suffixes to keep, matched case-insensitively; `"jpg"` and `".jpg"` both
+            work.
+        noun: what the files are, for the errors ("images", "audio files").
+
+    Returns:
+        Paths `root / relative`, sorted by their relative path's components, so the order does
+        not depend on the file system.
+
+    Raises:
+        ValueError: `root` is missing or not a directory, or holds no matching file; the message
+            names the directory and the extensions looked for.
+    """
+    root = Path(root)
+    wanted = normalize_extensions(extensions)
+    looked_for = ", ".join(sorted(wanted))
+    if not root.is_dir():
+        problem = "is not a directory" if root.exists() else "does not exist"
+        raise ValueError(
+            f"expected a directory of {noun} ({looked_for}), got {root}, which {problem}"
+        )
+    found = []
+    for directory, subdirectories, names in os.walk(root):
+        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
+        found += [
+            Path(directory, name)
+            for name in names
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in wanted
+        ]
+    if not found:
+        raise ValueError(f"no {noun} ({looked_for}) under {root}, searched recursively")
+    return sorted(found, key=lambda path: path.relative_to(root).parts)
+
+
+def normalize_extensions(extensions: Iterable[str]) -> frozenset[str]:
+    """Lower-case suffixes with a leading dot; a single string is one extension."""
+    if isinstance(extensions, str):
+        extensions = (extensions,)
+    normalized = frozenset(
+        (extension if extension.startswith(".") else f".{extension}").lower()
+        for extension in extensions
+    )
+    if not normalized or "." in normalized:
+        raise ValueError(f"expected file extensions such as '.png', got {extensions!r}")
+    return normalized
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from mediatok.data.folder import MediaReadError
+from mediatok.data.folder import MediaReadError, list_files
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -76,57 +76,8 @@ class ImageReadError(MediaReadError):
 def list_images(
     root: str | os.PathLike[str], extensions: Iterable[str] = IMAGE_EXTENSIONS
 ) -> list[Path]:
-    """Every image file under `root`, recursively, in a deterministic order.
-
-    Files and directories whose names start with a dot are skipped (`.git`, `.ipynb_checkpoints`,
-    macOS `._photo.jpg` resource forks, which carry an image suffix but are not images).
-    Symbolic links to files are listed; links to directories are not followed (no cycles).
-
-    Args:
-        root: the directory to search.
-        extensions: file suffixes to keep, matched case-insensitively; `"jpg"` and `".jpg"` both
-            work.
-
-    Returns:
-        Paths `root / relative`, sorted by their relative path's components, so the order does
-        not depend on the file system.
-
-    Raises:
-        ValueError: `root` is missing or not a directory, or holds no matching file; the message
-            names the directory and the extensions looked for.
-    """
-    root = Path(root)
-    wanted = normalize_extensions(extensions)
-    looked_for = ", ".join(sorted(wanted))
-    if not root.is_dir():
-        problem = "is not a directory" if root.exists() else "does not exist"
-        raise ValueError(
-            f"expected a directory of images ({looked_for}), got {root}, which {problem}"
-        )
-    found = []
-    for directory, subdirectories, names in os.walk(root):
-        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
-        found += [
-            Path(directory, name)
-            for name in names
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in wanted
-        ]
-    if not found:
-        raise ValueError(f"no images ({looked_for}) under {root}, searched recursively")
-    return sorted(found, key=lambda path: path.relative_to(root).parts)
-
-
-def normalize_extensions(extensions: Iterable[str]) -> frozenset[str]:
-    """Lower-case suffixes with a leading dot; a single string is one extension."""
-    if isinstance(extensions, str):
-        extensions = (extensions,)
-    normalized = frozenset(
-        (extension if extension.startswith(".") else f".{extension}").lower()
-        for extension in extensions
-    )
-    if not normalized or "." in normalized:
-        raise ValueError(f"expected file extensions such as '.png', got {extensions!r}")
-    return normalized
+    """Every image file under `root`, recursively, in a deterministic order: `list_files`."""
+    return list_files(root, extensions, "images")
 
 
 # --------------------------------------------------------------------------------------------
