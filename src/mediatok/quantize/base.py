@@ -13,13 +13,13 @@ A subclass implements two methods on flattened rows:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from mediatok.nn import autocast_off
 from mediatok.quantize.distributed import all_reduce_sum_
 
 
@@ -167,13 +167,6 @@ def projections(dim: int, search_dim: int) -> tuple[nn.Module, nn.Module]:
     return nn.Linear(dim, search_dim), nn.Linear(search_dim, dim)
 
 
-def _fp32(device_type: str) -> contextlib.AbstractContextManager:
-    """Autocast off, entering the (costly) autocast context only when autocast is on."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
-
-
 class Quantizer(nn.Module):
     """Base class: checks input, runs the subclass in fp32, reshapes, reports usage.
 
@@ -201,7 +194,7 @@ class Quantizer(nn.Module):
         """
         self._check_latents(latents)
         leading = latents.shape[:-1]
-        with _fp32(latents.device.type):
+        with autocast_off(latents.device.type):
             flat = latents.reshape(-1, self.dim).float()  # (N, D)
             step = self._quantize(flat)
             metrics: Mapping[str, torch.Tensor] = {}
@@ -228,7 +221,7 @@ class Quantizer(nn.Module):
         if self.num_levels == 1:
             codes = codes.unsqueeze(-1)
         leading = codes.shape[:-1]
-        with _fp32(codes.device.type):
+        with autocast_off(codes.device.type):
             quantized = self._decode(codes.reshape(-1, self.num_levels))
         return quantized.reshape(*leading, self.dim)
 

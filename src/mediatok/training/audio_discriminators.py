@@ -49,7 +49,6 @@ LeakyReLU with slope 0.1, as in all three papers.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from mediatok.config import check_choice
+from mediatok.nn import autocast_off
 
 LEAKY_SLOPE = 0.1  # HiFi-GAN §2.3 and Vocos both use LeakyReLU(0.1)
 PERIOD_KERNEL = 5  # (5, 1) kernels along the folded time axis (HiFi-GAN §2.3)
@@ -229,13 +229,6 @@ def _check_band_windows(windows: tuple[int, ...], edges: tuple[float, ...]) -> N
         raise ValueError(f"expected distinct band_windows, got {tuple(windows)}")
 
 
-def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
-    """Autocast disabled; a no-op context when autocast is not on anyway."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
-
-
 def check_audio(audio: torch.Tensor, min_length: int, who: str, why: str = "") -> None:
     """Raise unless `audio` is a real float `(B, 1, S)` tensor with `S >= min_length`.
 
@@ -348,7 +341,7 @@ class ResolutionDiscriminator(nn.Module):
 
     def magnitude(self, audio: torch.Tensor) -> torch.Tensor:
         """`(B, 1, S)` → fp32 magnitude spectrogram `(B, 1, F, T)`, with autocast off."""
-        with _autocast_off(audio.device.type):
+        with autocast_off(audio.device.type):
             spectrum = torch.stft(
                 audio[:, 0].float(),  # (B, S)
                 n_fft=self.n_fft,
@@ -404,7 +397,7 @@ class BandDiscriminator(nn.Module):
 
     def spectrum(self, audio: torch.Tensor) -> torch.Tensor:
         """`(B, 1, S)` → fp32 complex spectrogram as `(B, 2, F, T)` (real, imag), autocast off."""
-        with _autocast_off(audio.device.type):
+        with autocast_off(audio.device.type):
             spectrum = torch.stft(
                 audio[:, 0].float(),  # (B, S)
                 n_fft=self.n_fft,

@@ -27,7 +27,6 @@ All results are fp32 scalars, also under bf16 autocast.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -37,6 +36,7 @@ import torchaudio
 from torch import nn
 
 from mediatok.eval.audio import MEL_LOG_FLOOR
+from mediatok.nn import autocast_off
 from mediatok.training.audio_discriminators import KINDS, DiscriminatorOutput
 from mediatok.training.discriminators import hinge_discriminator_loss, hinge_generator_loss
 
@@ -45,13 +45,6 @@ from mediatok.training.discriminators import hinge_discriminator_loss, hinge_gen
 # `mel_distance`). At 24 kHz the first empty mel filter appears at 89, 176 and 349 bands for
 # n_fft 512, 1024 and 2048, so these leave none, from 16 kHz up to 48 kHz as well.
 DEFAULT_MEL_SCALES = ((512, 128, 50), (1024, 256, 100), (2048, 512, 200))
-
-
-def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
-    """Autocast disabled; a no-op context when autocast is not on anyway."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def _weigh_families(
@@ -269,7 +262,7 @@ class MultiScaleMelLoss(nn.Module):
                 f"expected audio of at least {self.min_length} samples (a centred {n_fft}-point "
                 f"STFT needs more than n_fft // 2), got {prediction.shape[-1]}"
             )
-        with _autocast_off(prediction.device.type):
+        with autocast_off(prediction.device.type):
             both = torch.cat([prediction, target]).reshape(-1, prediction.shape[-1]).float()
             total = torch.zeros((), device=both.device)
             for spectrogram in self.spectrograms:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from mediatok.nn import MLP
+from mediatok.nn import MLP, autocast_off
 
 
 class Reach(NamedTuple):
@@ -369,7 +369,7 @@ class ISTFTHead(Streaming):
         """`(B, T, D)` → audio `(B, T·hop)` float32."""
         batch, length, _ = x.shape
         hop, n_fft = self.hop, self.n_fft
-        with torch.autocast(x.device.type, enabled=False):
+        with autocast_off(x.device.type):
             x = self.proj(x.to(self.proj.weight.dtype)).float()  # (B, T, n_fft + 2)
             magnitude, phase = x.chunk(2, dim=-1)  # (B, T, n_fft / 2 + 1) each
             spectrum = torch.polar(magnitude.exp().clamp(max=1e2), phase)
