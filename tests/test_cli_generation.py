@@ -49,7 +49,7 @@ def encoded(tmp: Path, codec_name: str, options: dict, media: Path) -> tuple[Pat
     return checkpoint, tokens
 
 
-def train(tmp: Path, generator: str, tokens: Path, codec: Path, **data) -> Path:
+def train(tmp: Path, generator: str, tokens: Path, codec: Path, sample=None, **data) -> Path:
     config = tmp / f"{generator}.yaml"
     config.write_text(
         json.dumps(
@@ -58,7 +58,7 @@ def train(tmp: Path, generator: str, tokens: Path, codec: Path, **data) -> Path:
                 "generator": generator,
                 "model": TINY_MODEL,
                 "data": {"tokens": str(tokens), **data},
-                "sample": {"num_samples": 2, "steps": 4},
+                "sample": {"num_samples": 2, "steps": 4, **(sample or {})},
                 "codec": str(codec),
                 "train": {
                     "steps": 3,
@@ -156,3 +156,18 @@ def test_sample_rejects_bad_requests(tmp_path):
     with pytest.raises(ValueError, match="precision"):
         sample(checkpoint, 2, precision="fp16")
     assert sample(checkpoint, 2, precision="bf16", seed=1).codes.shape == (2, 8)
+
+
+@pytest.mark.parametrize(
+    ("generator", "sample", "message"),
+    [
+        ("ar", {"cfg_scale": 2.0}, "needs a class-conditional generator"),
+        ("masked", {"cfg_scale": 2.0}, "needs a class-conditional generator"),
+        ("masked", {"compile": True}, "compile: false for a masked generator"),
+    ],
+)
+def test_bad_sampling_settings_fail_before_training(generator, sample, message, tmp_path):
+    codec, tokens = encoded(tmp_path, "titok", TINY_TITOK, ROOT / "assets" / "images")
+    with pytest.raises(ValueError, match=message):
+        train(tmp_path, generator, tokens, codec, sample=sample)  # unlabelled shards
+    assert not (tmp_path / f"run-{generator}").exists()  # nothing trained

@@ -171,6 +171,17 @@ def train_generator(config: GeneratorRunConfig, resume: bool = False) -> Trainer
     if tokens.labels is not None and "num_classes" not in model:
         model["num_classes"] = int(tokens.labels.max()) + 1
     model_config = from_dict(GENERATORS[config.generator][0], model, where="model")
+    # Sampling settings are used first at the first evaluation: check them now, not after
+    # eval_every steps of training.
+    config.sample.options(config.generator)
+    guided = config.sample.cfg_scale != 1.0 or config.sample.cfg_schedule != "constant"
+    if guided and not model_config.num_classes:
+        raise ValueError(
+            f"{config.data.tokens}: sample.cfg_scale={config.sample.cfg_scale} "
+            f"(schedule {config.sample.cfg_schedule!r}) needs a class-conditional generator, got "
+            "shards without labels and model.num_classes 0; set sample.cfg_scale: 1.0 and "
+            "sample.cfg_schedule: constant, or write shards with labels"
+        )
     config = dataclasses.replace(
         config, model=to_dict(model_config), spec=spec.to_dict(), token_shape=shape
     )
