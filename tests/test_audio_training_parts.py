@@ -192,6 +192,17 @@ def test_losses_average_within_a_family_and_sum_families():
     assert feature_matching_loss(real, fake, {"period": 0.0}).item() == pytest.approx(2.0)
     with pytest.raises(ValueError, match="'period', 'resolution', 'band', got 'mrd'"):
         generator_hinge_loss(fake, {"mrd": 0.1})
+    # The task logs each family's share (`_per_family`): the shares add up to the whole.
+    from mediatok.training.audio_task import _per_family
+
+    for loss, outputs in [
+        (generator_hinge_loss, (fake,)),
+        (discriminator_hinge_loss, (real, fake)),
+        (feature_matching_loss, (real, fake)),
+    ]:
+        shares = _per_family(loss, *outputs)
+        assert list(shares) == ["period", "resolution"]
+        assert sum(shares.values()).item() == pytest.approx(loss(*outputs).item())
 
 
 def test_losses_reject_mismatched_outputs():

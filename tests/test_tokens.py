@@ -176,6 +176,8 @@ def test_media_lengths_round_trip_and_resume(tmp_path: Path) -> None:
     assert "media_length" not in TokenDataset(tmp_path / "none")[0]
     with pytest.raises(ValueError, match="media length >= 0"):
         TokenWriter(tmp_path / "bad", spec).add(codes[0], media_length=-1)
+    with pytest.raises(ValueError, match=r"expected an integer media length, got 3\.5"):
+        TokenWriter(tmp_path / "bad", spec).add(codes[0], media_length=3.5)
 
 
 def test_add_rejects_bad_codes(tmp_path: Path) -> None:

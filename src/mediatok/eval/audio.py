@@ -179,7 +179,9 @@ def multi_resolution_stft_distance(
     magnitudes `|S|` of the target and `|Ŝ|` of the prediction floored at 1e-7:
     spectral convergence `‖ |S| − |Ŝ| ‖_F / ‖ |S| ‖_F` (eq. 2) plus log-magnitude distance
     `mean |log|S| − log|Ŝ||` (eq. 3); the result is their sum averaged over the resolutions
-    (eq. 4). The defaults are the paper's three resolutions. Unlike the training loss, which
+    (eq. 4). The defaults are FFT sizes 512, 1024 and 2048 with window = FFT size and hop a
+    quarter of it, not the paper's (windows 240, 600, 1200; hops 50, 120, 240, at FFT sizes 512,
+    1024, 2048). Unlike the training loss, which
     averages over the batch, every term here is per item.
 
     Args:

@@ -72,23 +72,24 @@ def check_codes(codes: Any, spec: TokenSpec) -> tuple[np.ndarray, tuple[int, ...
     return codes.astype(spec.code_dtype, order="C").reshape(-1), tuple(codes.shape)
 
 
-def check_label(label: Any) -> int | None:
-    """A label as a Python int (numpy and 0-d tensor integers too), or None; floats refused."""
+def check_label(label: Any, what: str = "label") -> int | None:
+    """A label (or another integer field, named by `what` in the error) as a Python int (numpy
+    and 0-d tensor integers too), or None; floats refused."""
     if label is None:
         return None
     if isinstance(label, bool | float | np.floating | np.bool_):
-        raise ValueError(f"expected an integer label, got {label!r}")
+        raise ValueError(f"expected an integer {what}, got {label!r}")
     try:
         return operator.index(label)
     except TypeError:
-        raise ValueError(f"expected an integer label, got {label!r}") from None
+        raise ValueError(f"expected an integer {what}, got {label!r}") from None
 
 
 def check_media_length(length: Any) -> int | None:
     """A source length as a Python int >= 0, or None."""
     if length is None:
         return None
-    value = check_label(length)
+    value = check_label(length, "media length")
     if value < 0:
         raise ValueError(f"expected a media length >= 0, got {length!r}")
     return value
