@@ -156,6 +156,12 @@ def test_sample_rejects_bad_requests(tmp_path):
     with pytest.raises(ValueError, match="precision"):
         sample(checkpoint, 2, precision="fp16")
     assert sample(checkpoint, 2, precision="bf16", seed=1).codes.shape == (2, 8)
+    other = {**TINY_TITOK, "quantizer": {"kind": "vq", "options": {"codebook_size": 128}}}
+    other = build_codec("titok", other).save_pretrained(tmp_path / "other-codec")
+    with pytest.raises(ValueError, match=r"expected a codec of the generator's tokens"):
+        sample(checkpoint, 2, codec=other)  # would decode into plausible garbage
+    with pytest.raises(ValueError, match="expected a codec checkpoint to decode with"):
+        sample(checkpoint, 2, codec=checkpoint)
 
 
 @pytest.mark.parametrize(
@@ -164,6 +170,7 @@ def test_sample_rejects_bad_requests(tmp_path):
         ("ar", {"cfg_scale": 2.0}, "needs a class-conditional generator"),
         ("masked", {"cfg_scale": 2.0}, "needs a class-conditional generator"),
         ("masked", {"compile": True}, "compile: false for a masked generator"),
+        ("masked", {"top_p": 0.9}, "top_p: null for a masked generator"),
     ],
 )
 def test_bad_sampling_settings_fail_before_training(generator, sample, message, tmp_path):

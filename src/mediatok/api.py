@@ -149,7 +149,8 @@ def sample(
             `top_k`, `top_p`, `steps`, `precision`, `compile`, ...; see `SampleConfig`).
     """
     from mediatok.config import from_dict
-    from mediatok.training.generator_task import SampleConfig
+    from mediatok.tokens import TokenSpec
+    from mediatok.training.generator_task import SampleConfig, check_decodes
 
     if num_samples < 1:
         raise ValueError(f"expected num_samples >= 1, got {num_samples}")
@@ -162,6 +163,11 @@ def sample(
     if label is not None and not 0 <= label < num_classes:
         raise ValueError(f"expected a class in [0, {num_classes}), got {label}")
     device = torch.device(device)
+    codec_path = codec if codec is not None else run.get("codec")
+    decoder = None  # loaded (and checked against the generator's tokens) before sampling
+    if codec_path:
+        spec = TokenSpec.from_dict(run["spec"])
+        decoder = check_decodes(load(codec_path, device=device), spec, codec_path)
     precision = settings.precision
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
@@ -187,12 +193,11 @@ def sample(
         codes.append(out.codes.cpu())
         if out.lengths is not None:
             lengths.append(out.lengths.cpu())
-    codec_path = codec if codec is not None else run.get("codec")
     return Samples(
         codes=torch.cat(codes),
         lengths=torch.cat(lengths) if lengths else None,
         labels=torch.cat(labels) if labels else None,
-        codec=load(codec_path, device=device) if codec_path else None,
+        codec=decoder,
     )
 
 

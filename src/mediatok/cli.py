@@ -303,7 +303,7 @@ def command_eval(args: argparse.Namespace) -> int:
 
 
 def command_sample(args: argparse.Namespace) -> int:
-    from mediatok.api import sample
+    from mediatok.api import generator_run, sample
     from mediatok.tokens import TokenWriter
     from mediatok.training.generator_task import write_decoded
 
@@ -320,6 +320,10 @@ def command_sample(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
+    if args.codec is None and generator_run(args.checkpoint).get("codec") is None:
+        raise SystemExit(
+            f"{PROGRAM} sample: {args.checkpoint} records no codec to decode with; pass --codec CKPT"
+        )
     device = _device(args.device)
     samples = sample(
         args.checkpoint,
@@ -331,10 +335,6 @@ def command_sample(args: argparse.Namespace) -> int:
         device=device,
         **options,
     )
-    if samples.codec is None:
-        raise SystemExit(
-            f"{PROGRAM} sample: {args.checkpoint} records no codec to decode with; pass --codec CKPT"
-        )
     out = Path(args.output)
     names = [f"sample-{i:05d}" for i in range(args.num_samples)]
     if samples.labels is not None:

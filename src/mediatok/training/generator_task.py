@@ -88,6 +88,10 @@ class SampleConfig:
             return common | {"top_p": self.top_p, "compile_step": self.compile}
         if self.compile:
             raise ValueError("expected compile: false for a masked generator (AR only), got true")
+        if self.top_p is not None:
+            raise ValueError(
+                f"expected top_p: null for a masked generator (AR only), got {self.top_p}"
+            )
         return common | {"steps": self.steps, "choice_temperature": self.choice_temperature}
 
 
@@ -185,25 +189,42 @@ class GeneratorTask(Task):
         num_classes = model.config.num_classes
         labels = torch.arange(count, device=device) % num_classes if num_classes else None
         generator = torch.Generator(device).manual_seed(self.seed)
-        codes = model.generate(
+        out = model.generate(
             num_samples=count,
             labels=labels,
             generator=generator,
             **self.sample.options(self.generator_name),
-        ).codes
-        metrics = {"distinct_codes": float(codes.unique().numel())}
+        )
+        metrics = {"distinct_codes": float(out.codes.unique().numel())}
         if self.codec_path and is_main_process():
             names = [f"sample-{i:03d}" for i in range(count)]
             folder = Path(out_dir) / f"samples-{step:07d}"
-            write_decoded(self._load_codec(device), codes, folder, names)
+            lengths = getattr(out, "lengths", None)  # AR samples end at their end token
+            write_decoded(self._load_codec(device), out.codes, folder, names, lengths)
         return metrics
 
     def _load_codec(self, device: torch.device):
         if self._codec is None:
             from mediatok.codecs import load_codec
 
-            self._codec = load_codec(self.codec_path).to(device)
+            codec = load_codec(self.codec_path).to(device)
+            self._codec = check_decodes(codec, self.spec, self.codec_path)
         return self._codec
+
+
+def check_decodes(codec: Any, spec: TokenSpec, where: str | Path) -> Any:
+    """`codec` if it is a codec whose tokens are `spec`'s; else a `ValueError` naming `where`
+    (a codec of another vocabulary would decode the samples into plausible-looking garbage)."""
+    from mediatok.codecs import Codec
+
+    if not isinstance(codec, Codec):
+        raise ValueError(f"{where}: expected a codec checkpoint to decode with, got a generator")
+    if not codec.token_spec.same_vocabulary(spec):
+        raise ValueError(
+            f"{where}: expected a codec of the generator's tokens, {spec.describe()}; this "
+            f"codec's are {codec.token_spec.describe()}"
+        )
+    return codec
 
 
 def write_decoded(
