@@ -29,7 +29,7 @@ import json
 
 import torch
 
-from common import device_name, timed, write_report
+from common import device_argument, device_name, timed, write_report
 from mediatok.config import from_dict
 from mediatok.training.audio_discriminators import DAC_BAND_WINDOWS, KINDS
 from mediatok.training.audio_task import AudioCodecTask, AudioDataConfig, AudioLossConfig
@@ -144,7 +144,11 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device",
+        type=device_argument,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+    )
     parser.add_argument("--models", default="wavtokenizer-75,wavtokenizer-40")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--compile", action="store_true")

@@ -4,6 +4,7 @@ the JSON report. Benchmarks run as scripts (`python benchmarks/x.py`), so this i
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -36,6 +37,20 @@ def timed(fn: Callable[[], object], device: str, warmup: int, repeats: int) -> t
     if device == "cuda":
         peak = (torch.cuda.max_memory_allocated() - before) / 2**30
     return statistics.median(times), peak
+
+
+def device_argument(text: str) -> str:
+    """`--device` of every benchmark: "cpu" or "cuda"; "cuda:N" makes GPU N the current one and
+    reads as "cuda", so that the benchmarks' `device == "cuda"` tests hold for any GPU."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device.index)
+    return device.type
 
 
 def git_commit() -> str | None:

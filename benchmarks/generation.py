@@ -51,7 +51,7 @@ import torch
 from torch import nn
 from torch._dynamo.utils import counters
 
-from common import device_name, timed, write_report
+from common import device_argument, device_name, timed, write_report
 from mediatok.generation import ARConfig, ARTransformer, MaskedConfig, MaskedTransformer
 from mediatok.tokens import TokenSpec
 
@@ -227,7 +227,11 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device",
+        type=device_argument,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+    )
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="training")
     parser.add_argument("--sample-precision", choices=["bf16", "autocast", "fp32"], default="bf16")
     parser.add_argument("--compile", action="store_true", help="compiled training (and sampling)")

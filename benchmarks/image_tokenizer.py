@@ -19,7 +19,7 @@ import json
 
 import torch
 
-from common import device_name, timed, write_report
+from common import device_argument, device_name, timed, write_report
 from mediatok.codecs import build_codec
 
 MODELS = {
@@ -95,7 +95,11 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device",
+        type=device_argument,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+    )
     parser.add_argument("--models", default="titok-s-128,titok-b-64")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--compile", action="store_true")

@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from common import git_commit, write_report
+from common import device_argument, git_commit, write_report
 from mediatok.api import evaluate_codec, load
 from mediatok.codecs import CODECS
 from mediatok.config import from_dict, load_config, to_dict
@@ -599,7 +599,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("report", help="the report folder (report.json, reconstructions-*.tar)")
     sub.add_argument("--data", default="bench-data", help="holds the validation split")
     sub.add_argument("--out", help="where to write report.json (default: the report folder)")
-    sub.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    sub.add_argument(
+        "--device",
+        type=device_argument,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+    )
     return parser
 
 

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from common import device_argument, git_commit
 from mediatok.quantize import build_quantizer
 
 SIZES = [(4096, 16), (16384, 8), (8192, 256), (65536, 8)]
@@ -273,19 +272,13 @@ def measure_group(
     return list(rows.values())
 
 
-def git_commit() -> str | None:
-    """HEAD, or $MEDIATOK_COMMIT where the tree has no .git (a copy on a device machine)."""
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("MEDIATOK_COMMIT")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device",
+        type=device_argument,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+    )
     parser.add_argument("--num-vectors", type=int, default=16384)
     parser.add_argument("--small", action="store_true", help="small sizes for a CPU check")
     parser.add_argument("--impls", default="mediatok,mediatok+check,vqtorch,plain")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from common import device_argument
 from mediatok.quantize import nearest_code
 
 SIZES = [(4096, 16), (16384, 8), (8192, 256), (65536, 8)]
@@ -45,7 +46,11 @@ def timed(fn, device: str, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device",
+        type=device_argument,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+    )
     parser.add_argument("--num-vectors", type=int, default=16384)
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--repeats", type=int, default=10)
