@@ -265,7 +265,6 @@ def evaluate_codec(
     Returns:
         The report written to `metrics.json`.
     """
-    import json
 
     from tqdm import tqdm
 
@@ -383,7 +382,6 @@ def evaluate_audio_codec(
     Returns:
         The report written to `metrics.json`.
     """
-    import json
 
     from tqdm import tqdm
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from mediatok.codecs import CODECS
-from mediatok.config import ConfigError, apply_overrides, from_dict, load_config, to_dict
+from mediatok.config import ConfigError, from_dict, load_config, to_dict
 from mediatok.generation import GENERATORS
 from mediatok.tokens import TokenDataset, TokenSpec
 from mediatok.training.audio_task import AudioCodecTask, AudioDataConfig, AudioLossConfig
@@ -213,7 +213,6 @@ __all__ = [
     "AudioCodecRunConfig",
     "CodecRunConfig",
     "GeneratorRunConfig",
-    "apply_overrides",
     "run_config_class",
     "train_codec",
     "train_from_config",
