@@ -110,6 +110,24 @@ def test_eval_writes_a_report_and_a_grid(checkpoint, photos, tmp_path):
         assert grid.size[1] == 32 and grid.size[0] == 32 * 2 * 4
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"limit": -1}, "expected limit to be a positive integer, got -1"),
+        ({"limit": 0}, "expected limit to be a positive integer, got 0"),
+        ({"batch_size": 0}, "expected batch_size to be a positive integer, got 0"),
+    ],
+)
+def test_evaluate_codec_rejects_bad_sizes(checkpoint, photos, tmp_path, options, message):
+    from mediatok.api import evaluate_audio_codec, evaluate_codec, load
+
+    with pytest.raises(ValueError, match=message):
+        evaluate_codec(checkpoint, photos, tmp_path / "report", **options)
+    if "limit" in options:
+        with pytest.raises(ValueError, match=message):
+            evaluate_audio_codec(load(checkpoint), photos, tmp_path / "report", **options)
+
+
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "image" / "titok-tiny.yaml"
 
 

@@ -149,6 +149,8 @@ def test_sample_rejects_bad_requests(tmp_path):
     checkpoint = train(tmp_path, "ar", tokens, codec)
     with pytest.raises(ValueError, match="expected num_samples >= 1, got 0"):
         sample(checkpoint, 0)
+    with pytest.raises(ValueError, match="expected batch_size to be a positive integer, got 0"):
+        sample(checkpoint, 2, batch_size=0)
     with pytest.raises(ValueError, match="an unconditional generator takes no class, got 1"):
         sample(checkpoint, 2, label=1)
     with pytest.raises(ValueError, match="expected a generator checkpoint"):

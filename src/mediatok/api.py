@@ -154,6 +154,7 @@ def sample(
 
     if num_samples < 1:
         raise ValueError(f"expected num_samples >= 1, got {num_samples}")
+    _check_positive("batch_size", batch_size)
     run = generator_run(checkpoint)
     model = load_generator(checkpoint, device=device)
     settings = from_dict(SampleConfig, {**run.get("sample", {}), **options}, where="sampling")
@@ -265,7 +266,8 @@ def evaluate_codec(
     Returns:
         The report written to `metrics.json`.
     """
-
+    _check_positive("batch_size", batch_size)
+    _check_positive("limit", limit)
     from tqdm import tqdm
 
     from mediatok.data import (
@@ -382,7 +384,7 @@ def evaluate_audio_codec(
     Returns:
         The report written to `metrics.json`.
     """
-
+    _check_positive("limit", limit)
     from tqdm import tqdm
 
     from mediatok.data import list_audio, read_audio, write_audio
@@ -427,3 +429,9 @@ def evaluate_audio_codec(
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def _check_positive(name: str, value: int | None) -> None:
+    """Raise `ValueError` unless `value` is None or an integer >= 1."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
