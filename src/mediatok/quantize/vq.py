@@ -213,11 +213,8 @@ class Codebook(nn.Module):
             result = self._ema_step_fused(x, codes, clock, dead_after, gradient)
         else:
             result = self._step_torch(x, codes, clock, dead_after, gradient)
-        if self.training and cfg.revive_dead_codes and bool(result.dead > 0):
-            # One host sync per step, only with revival on. Revived codes restart their clock.
-            revived = clock >= dead_after
-            self._revive(x.detach(), revived)
-            clock.masked_fill_(revived, 0)
+        if self.training and cfg.revive_dead_codes:
+            self._revive(x.detach(), clock, dead_after)
         return result
 
     def _step_torch(self, x, codes, clock, dead_after, gradient) -> Lookup:
@@ -278,23 +275,33 @@ class Codebook(nn.Module):
             self.embed.copy_(F.normalize(self.embed, dim=-1))
         return stats[:, dim]
 
-    # Rare, data-dependent steps: run eagerly even inside a compiled model (inductor on the CPU
-    # also mis-compiles the k-means sampling, seen with torch 2.11).
+    # Run eagerly even inside a compiled model (inductor on the CPU mis-compiled the random
+    # sampling of `_revive` and `_kmeans_init`, seen with torch 2.11).
     @torch.compiler.disable
     @torch.no_grad()
-    def _revive(self, x: torch.Tensor, revived: torch.Tensor) -> None:
-        """Replace the codes in `revived (K,)` by rows of rank 0's batch, identical on all ranks."""
-        count = int(revived.sum())
-        if x.shape[0] >= count:
-            picks = torch.randperm(x.shape[0], device=x.device)[:count]
+    def _revive(self, x: torch.Tensor, clock: torch.Tensor, dead_after: int) -> None:
+        """Replace each code whose clock reached `dead_after` by a row of rank 0's batch
+        (identical on all ranks) and restart its clock.
+
+        With no host sync: every step draws one candidate row per code (distinct rows when the
+        batch has at least K) and keeps those of the dead codes; a step where no code is dead
+        changes nothing. Asking first whether any code is dead would stall the GPU pipeline
+        once per step.
+        """
+        revived = (clock >= dead_after)[:, None]  # (K, 1)
+        count, size = x.shape[0], clock.shape[0]
+        if count >= size:
+            picks = torch.randperm(count, device=x.device)[:size]
         else:
-            picks = torch.randint(x.shape[0], (count,), device=x.device)
-        fresh = broadcast_(x[picks].contiguous())
+            picks = torch.randint(count, (size,), device=x.device)
+        fresh = broadcast_(x[picks].contiguous())  # (K, d)
         if self.config.ema_update:
-            self.embed[revived] = fresh
-            self.ema[revived] = torch.cat([fresh, fresh.new_ones(count, 1)], dim=1)
+            self.embed.copy_(torch.where(revived, fresh, self.embed))
+            fresh = torch.cat([fresh, fresh.new_ones(size, 1)], dim=1)
+            self.ema.copy_(torch.where(revived, fresh, self.ema))
         else:
-            self.embed.data[revived] = fresh
+            self.embed.data.copy_(torch.where(revived, fresh, self.embed.data))
+        clock.masked_fill_(revived[:, 0], 0)
 
     @torch.compiler.disable
     @torch.no_grad()
