@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 
+from mediatok.generation import ar
 from mediatok.generation.ar import ARConfig, ARTransformer, _Draw, build_ar_transformer
 from mediatok.generation.sampling import (
     cfg_logits,
@@ -372,6 +373,22 @@ def test_compiled_step_matches_eager_with_end_token_top_p_and_linear_schedule():
     assert torch.equal(eager.codes, compiled.codes) and torch.equal(eager.lengths, compiled.lengths)
 
 
+@pytest.mark.slow
+def test_new_temperatures_compile_nothing_and_the_graph_limit_is_a_clear_error(monkeypatch):
+    torch._dynamo.reset()  # the limit counts the graphs of every model in the process
+    monkeypatch.setattr(ar, "_COMBINATIONS", 1)
+    model = tiny(TokenSpec([16]), (16,), num_classes=3)
+    graphs = len(set(model._spans(16)[:-1]))  # per combination: the last step feeds nothing
+    labels = torch.tensor([0, 1])
+    for temperature, top_p in ((1.0, 0.9), (0.5, 0.6), (2.0, 0.3)):
+        model.generate(labels=labels, temperature=temperature, top_p=top_p, compile_step=True)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    with pytest.raises(RuntimeError, match=r"1 combinations .* compile_step=False"):
+        for top_k in (4, 2):  # each new top_k: new graphs; the limit is 4 graphs
+            model.generate(labels=labels, top_k=top_k, compile_step=True)
+    torch._dynamo.reset()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_generate_on_a_fresh_model_matches_eager():
@@ -399,7 +416,7 @@ def test_cuda_graph_step_matches_eager(dtype):
     labels = torch.tensor([0, 1, 2], device="cuda")
     null = torch.full_like(labels, model.null_class)
     step = model._step_function(True, torch.device("cuda"))  # mode "reduce-overhead"
-    draw = _Draw(guided=True, temperature=1.0, top_k=None, top_p=None)
+    draw = _Draw(guided=True, temperature=torch.tensor(1.0, device="cuda"), top_k=None, top_p=None)
     generator = torch.Generator("cuda").manual_seed(0)
     scales = torch.full((model.max_tokens,), 2.0, device="cuda")
     finished = torch.zeros(3, dtype=torch.bool, device="cuda")

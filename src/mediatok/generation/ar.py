@@ -102,13 +102,19 @@ class ARConfig:
         return self.mlp_hidden or 256 * math.ceil(8 * self.dim / 3 / 256)
 
 
+_SPANS = 4  # compiled graphs per (batch, settings): see ARTransformer._spans
+_COMBINATIONS = 16  # (model, batch, settings) combinations compiled in a process
+
+
 class _Draw(NamedTuple):
-    """How `generate` draws tokens (constants of a compiled step)."""
+    """How `generate` draws tokens. To a compiled step, `guided`, `top_k` and whether
+    `temperature` and `top_p` are None are constants (another value: another graph); the values
+    of the 0-d tensors are inputs, so a sweep over temperatures or top-p compiles nothing new."""
 
     guided: bool
-    temperature: float
+    temperature: Tensor | None  # None: greedy
     top_k: int | None
-    top_p: float | None
+    top_p: Tensor | None  # None: no nucleus
 
 
 class ARSamples(NamedTuple):
@@ -389,9 +395,12 @@ class ARTransformer(nn.Module):
             compile_step: compile each sampling step — guidance, the draw, the end-token
                 bookkeeping and the decode of the drawn token — with `torch.compile` (True:
                 "reduce-overhead", i.e. one CUDA graph per step, on CUDA; "default" elsewhere; a
-                string: that mode). Compiled once per model, batch size and sampling settings
-                (4 graphs each, at most 16 such per model); the same seed draws the same tokens
-                as eager, up to the rounding of the fused kernels.
+                string: that mode). Compiled once per model and combination of batch size,
+                guidance on or off, greedy or not, top_k, and nucleus on or off (4 graphs each;
+                at most 16 such combinations in a process, then `RuntimeError`); the
+                temperature, top_p and guidance scale are inputs, so new values compile
+                nothing. The same seed draws the same tokens as eager, up to the rounding of
+                the fused kernels.
 
         Returns:
             `(codes, lengths)`: codes `(B, *token_shape)` in layout order (1-D: `(B, max_tokens)`,
@@ -421,7 +430,12 @@ class ARTransformer(nn.Module):
             labels = torch.cat([labels, torch.full_like(labels, self.null_class)])
         rows = len(labels) if guided else batch
         check_sampling(temperature, top_k, top_p)
-        draw = _Draw(guided, float(temperature), top_k, top_p)
+        draw = _Draw(
+            guided,
+            None if temperature == 0 else torch.tensor(float(temperature), device=device),
+            top_k,
+            None if top_p is None or top_p == 1 else torch.tensor(float(top_p), device=device),
+        )
 
         was_training = self.training
         self.eval()
@@ -446,7 +460,7 @@ class ARTransformer(nn.Module):
                 else:
                     if compile_step:
                         torch.compiler.cudagraph_mark_step_begin()
-                    token, finished, lengths, logits = advance(*state, draw, spans[step])
+                    token, finished, lengths, logits = self._call(advance, state, draw, spans[step])
                     if compile_step:  # CUDA graphs free a step's outputs at the next step
                         finished, lengths, logits = (
                             finished.clone(),
@@ -492,7 +506,10 @@ class ARTransformer(nn.Module):
         if draw.guided:
             cond, uncond = logits.float().chunk(2)  # (B, V + 1) each
             logits = cfg_logits(cond, uncond, scales.index_select(0, position.reshape(1)))
-        token = pick(logits, noise, draw.temperature, draw.top_k, draw.top_p)  # (B,)
+        if draw.temperature is None:
+            token = logits.argmax(dim=-1)  # (B,)
+        else:
+            token = pick(logits, noise, draw.temperature, draw.top_k, draw.top_p)  # (B,)
         if self.variable_length:
             ended = token == self.end_id
             lengths = torch.where(ended & ~finished, position, lengths)
@@ -520,13 +537,27 @@ class ARTransformer(nn.Module):
         inputs = torch.cat([token, token]) if draw.guided else token  # (rows,)
         return token, finished, lengths, self._decode(inputs[:, None], position, span)
 
+    def _call(self, advance, state: tuple, draw: _Draw, span: int):
+        """`advance(*state, draw, span)`, with dynamo's recompile limit turned into an error
+        that says what to do."""
+        try:
+            return advance(*state, draw, span)
+        except torch._dynamo.exc.FailOnRecompileLimitHit as error:
+            raise RuntimeError(
+                f"compiled sampling has built graphs for {_COMBINATIONS} combinations of model, "
+                "batch size and sampling settings (guidance, greedy, top_k, nucleus) in this "
+                "process, the limit set for torch.compile; sample with compile_step=False, or "
+                "keep the batch size and top_k fixed (temperature, top_p and the guidance scale "
+                "may vary freely)"
+            ) from error
+
     def _spans(self, steps: int) -> list[int]:
         """The cache slots each step of `generate` attends over: the drawn token at step t is fed
         at slot t + 1, so step t needs slots `[0, t + 2)`; rounded up to a quarter of the cache
         (in multiples of 8), so that the steps read 5/8 of the cache on average, not all of it,
         with 4 compiled graphs (below the recompile limit) rather than one per step."""
         slots = 1 + self.max_tokens
-        quarter = 8 * math.ceil(slots / 32)
+        quarter = 8 * math.ceil(slots / (8 * _SPANS))
         return [min(slots, quarter * math.ceil((step + 2) / quarter)) for step in range(steps)]
 
     def _step_function(self, compile_step: bool | str, device: torch.device):
@@ -539,8 +570,9 @@ class ARTransformer(nn.Module):
             compiled = torch.compile(self._advance, mode=mode, fullgraph=True, dynamic=False)
             # Each (span, batch, sampling settings) is one graph: a second batch size or setting
             # in one process would pass dynamo's default limit of 8 graphs, which raises under
-            # fullgraph=True; 64 allows 16 of them.
-            compiled = torch._dynamo.config.patch(recompile_limit=64)(compiled)
+            # fullgraph=True; this allows _COMBINATIONS of them.
+            limit = _SPANS * _COMBINATIONS
+            compiled = torch._dynamo.config.patch(recompile_limit=limit)(compiled)
             self._compiled = (mode, compiled)
         return self._compiled[1]
 

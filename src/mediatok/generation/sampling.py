@@ -49,7 +49,7 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -
 
 
 def filter_logits(
-    logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None
+    logits: torch.Tensor, top_k: int | None = None, top_p: float | torch.Tensor | None = None
 ) -> torch.Tensor:
     """Set every logit outside the top-k, then outside the nucleus, to -inf.
 
@@ -59,7 +59,7 @@ def filter_logits(
             all.
         top_p: then keep the smallest set of largest-probability ids whose probability (after
             top-k, renormalized) reaches `top_p`; None or 1 keeps all. The most likely id is
-            always kept.
+            always kept. A 0-d tensor is used unchecked (see `pick`).
 
     Returns:
         `(..., V)`, a new tensor (the input is not modified).
@@ -67,11 +67,11 @@ def filter_logits(
     Raises:
         ValueError: top_k < 1 or top_p outside (0, 1].
     """
-    check_sampling(0.0, top_k, top_p)
+    check_sampling(0.0, top_k, _number(top_p))
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]  # (..., 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
+    if top_p is not None and (isinstance(top_p, torch.Tensor) or top_p < 1.0):
         sorted_logits, order = logits.sort(dim=-1, descending=True)  # (..., V) each
         probabilities = sorted_logits.float().softmax(dim=-1)
         # Mass of the ids strictly more likely than each one: keep an id while that is < top_p,
@@ -98,9 +98,9 @@ def draw_noise(
 def pick(
     logits: torch.Tensor,
     noise: torch.Tensor | None,
-    temperature: float = 1.0,
+    temperature: float | torch.Tensor = 1.0,
     top_k: int | None = None,
-    top_p: float | None = None,
+    top_p: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Draw one id per row given the noise: what `sample` does after drawing the noise.
 
@@ -113,11 +113,15 @@ def pick(
             and the noise).
         top_k, top_p: see `filter_logits`.
 
+        temperature and top_p may be 0-d tensors, which a compiled step takes as inputs so that
+        a new value is not a new graph; tensors are used unchecked (checking one is a host
+        sync): the caller checks temperature > 0 and top_p in (0, 1].
+
     Returns:
         `(...)` int64 ids.
     """
-    check_sampling(temperature, top_k, top_p)
-    if temperature == 0:
+    check_sampling(_number(temperature, 1.0), top_k, _number(top_p))
+    if not isinstance(temperature, torch.Tensor) and temperature == 0:
         return logits.argmax(dim=-1)
     if noise is None or noise.shape != logits.shape:
         got = None if noise is None else tuple(noise.shape)
@@ -127,6 +131,11 @@ def pick(
     # above 0 (exponential_ may round to 0), whose log would turn a -inf logit into NaN.
     tiny = torch.finfo(torch.float32).tiny
     return noise.clamp_min(tiny).log_().neg_().add_(logits).argmax(dim=-1)
+
+
+def _number(value: float | torch.Tensor | None, instead: float | None = None) -> float | None:
+    """`value`, or `instead` when it is a tensor (left unchecked)."""
+    return instead if isinstance(value, torch.Tensor) else value
 
 
 def sample(
