@@ -330,8 +330,14 @@ class AudioFolder(MediaFolder):
             raise ValueError(f"expected crop to be one of {AUDIO_CROPS}, got {crop!r}")
         self.segment_samples: int | None = None
         if segment_seconds is not None:
-            valid = isinstance(segment_seconds, (int, float)) and math.isfinite(segment_seconds)
-            samples = round(segment_seconds * sample_rate) if valid else 0
+            # bool is an int subclass, and `True` seconds is surely a mistake.
+            if isinstance(segment_seconds, bool) or not isinstance(segment_seconds, (int, float)):
+                raise TypeError(
+                    "expected segment_seconds to be None or a number of seconds, got "
+                    f"{type(segment_seconds).__name__} {segment_seconds!r}"
+                )
+            finite = math.isfinite(segment_seconds)
+            samples = round(segment_seconds * sample_rate) if finite else 0
             if samples < 1:
                 raise ValueError(
                     "expected segment_seconds to be None or a duration of at least one sample, "

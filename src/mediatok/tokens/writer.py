@@ -450,7 +450,11 @@ class TokenWriter:
         if shard.metadata.get("rank") != self.rank:
             differences.append(f"rank {shard.metadata.get('rank')!r} vs {self.rank!r}")
         if differences:
-            raise TokenFileError(path, f"written by another setup: {'; '.join(differences)}")
+            raise TokenFileError(
+                path,
+                f"written by another setup (this shard vs this writer): {'; '.join(differences)}; "
+                "write to a new directory",
+            )
         duplicates = self._done_keys.intersection(shard.keys)
         if duplicates:
             raise TokenFileError(path, f"keys also in another shard: {sorted(duplicates)[:5]}")

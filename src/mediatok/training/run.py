@@ -154,10 +154,16 @@ def train_generator(config: GeneratorRunConfig, resume: bool = False) -> Trainer
     if len(tokens) == 0:
         raise ValueError(f"{config.data.tokens}: no samples to train on")
     spec = tokens.spec
-    if config.spec is not None and TokenSpec.from_dict(config.spec) != spec:
+    recorded = None if config.spec is None else TokenSpec.from_dict(config.spec)
+    if recorded is not None and recorded != spec:
+        # Same vocabulary: the difference is in the order or geometry, which only the full form
+        # shows.
+        same = recorded.same_vocabulary(spec)
+        expected = recorded.to_dict() if same else recorded.describe()
+        got = spec.to_dict() if same else spec.describe()
         raise ValueError(
-            f"{config.data.tokens}: shards hold {spec.describe()}, the run was started on "
-            f"{TokenSpec.from_dict(config.spec).describe()}"
+            f"{config.data.tokens}: expected token shards of the run's spec, {expected}; got "
+            f"{got}; point data.tokens at the shards the run was started on, or start a new run"
         )
     shape = list(tokens[0]["codes"].shape)
     if config.data.window is not None:
