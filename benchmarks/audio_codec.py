@@ -29,7 +29,7 @@ import json
 
 import torch
 
-from common import device_argument, device_name, timed, write_report
+from common import add_device_arguments, device_name, small_without_gpu, timed, write_report
 from mediatok.config import from_dict
 from mediatok.training.audio_discriminators import DAC_BAND_WINDOWS, KINDS
 from mediatok.training.audio_task import AudioCodecTask, AudioDataConfig, AudioLossConfig
@@ -144,11 +144,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--device",
-        type=device_argument,
-        default="cuda" if torch.cuda.is_available() else "cpu",
-    )
+    add_device_arguments(parser, "tiny models, short clips, for a CPU")
     parser.add_argument("--models", default="wavtokenizer-75,wavtokenizer-40")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--compile", action="store_true")
@@ -158,7 +154,6 @@ def main() -> None:
     parser.add_argument("--infer-seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--small", action="store_true", help="tiny models, short clips, for a CPU")
     parser.add_argument(
         "--band-discriminator",
         action="store_true",
@@ -169,9 +164,7 @@ def main() -> None:
     if args.out is None:
         suffix = "-mbd" if args.band_discriminator else ""
         args.out = f"bench-output/audio_codec{suffix}.json"
-    if args.device == "cpu" and not args.small:
-        print("no GPU: measuring the small sizes (--small); the GPU sizes need a CUDA device")
-        args.small = True
+    small_without_gpu(args)
     if args.small:
         args.train_batch, args.train_seconds = min(args.train_batch, 4), min(args.train_seconds, 1)
         args.infer_batch, args.infer_seconds = min(args.infer_batch, 4), min(args.infer_seconds, 2)

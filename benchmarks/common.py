@@ -53,6 +53,26 @@ def device_argument(text: str) -> str:
     return device.type
 
 
+def add_device_arguments(parser: argparse.ArgumentParser, small_help: str | None = None) -> None:
+    """`--device` (see `device_argument`; "cuda" when there is a GPU, else "cpu") and `--small`
+    (the script's small sizes, for a CPU); `small_without_gpu` then applies the CPU default."""
+    parser.add_argument(
+        "--device",
+        type=device_argument,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+    )
+    parser.add_argument("--small", action="store_true", help=small_help)
+
+
+def small_without_gpu(
+    args: argparse.Namespace, reason: str = "the GPU sizes need a CUDA device"
+) -> None:
+    """On a CPU the GPU sizes would take hours: set `args.small` there, saying so and why."""
+    if args.device == "cpu" and not args.small:
+        print(f"no GPU: measuring the small sizes (--small); {reason}")
+        args.small = True
+
+
 def git_commit() -> str | None:
     """The checked-out commit, or `$MEDIATOK_COMMIT` where there is no git (device machines)."""
     try:

@@ -51,7 +51,7 @@ import torch
 from torch import nn
 from torch._dynamo.utils import counters
 
-from common import device_argument, device_name, timed, write_report
+from common import add_device_arguments, device_name, small_without_gpu, timed, write_report
 from mediatok.generation import ARConfig, ARTransformer, MaskedConfig, MaskedTransformer
 from mediatok.tokens import TokenSpec
 
@@ -227,11 +227,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--device",
-        type=device_argument,
-        default="cuda" if torch.cuda.is_available() else "cpu",
-    )
+    add_device_arguments(parser, "a tiny model, for a CPU")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="training")
     parser.add_argument("--sample-precision", choices=["bf16", "autocast", "fp32"], default="bf16")
     parser.add_argument("--compile", action="store_true", help="compiled training (and sampling)")
@@ -250,12 +246,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--sample-warmup", type=int, default=1)
     parser.add_argument("--sample-repeats", type=int, default=3)
-    parser.add_argument("--small", action="store_true", help="a tiny model, for a CPU")
     parser.add_argument("--out", default="bench-output/generation.json")
     args = parser.parse_args()
-    if args.device == "cpu" and not args.small:
-        print("no GPU: measuring the small sizes (--small); GPT-B needs a CUDA device")
-        args.small = True
+    small_without_gpu(args, "GPT-B needs a CUDA device")
     args.sizes = SMALL if args.small else GPT_B
     if args.small:
         args.batch, args.samples = min(args.batch, 4), min(args.samples, 4)

@@ -19,7 +19,7 @@ import json
 
 import torch
 
-from common import device_argument, device_name, timed, write_report
+from common import add_device_arguments, device_name, small_without_gpu, timed, write_report
 from mediatok.codecs import build_codec
 
 MODELS = {
@@ -95,11 +95,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--device",
-        type=device_argument,
-        default="cuda" if torch.cuda.is_available() else "cpu",
-    )
+    add_device_arguments(parser, "tiny models at 64x64, for a CPU")
     parser.add_argument("--models", default="titok-s-128,titok-b-64")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--compile", action="store_true")
@@ -107,12 +103,9 @@ def main() -> None:
     parser.add_argument("--infer-batch", type=int, default=256)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--small", action="store_true", help="tiny models at 64x64, for a CPU")
     parser.add_argument("--out", default="bench-output/image_tokenizer.json")
     args = parser.parse_args()
-    if args.device == "cpu" and not args.small:
-        print("no GPU: measuring the small sizes (--small); the GPU sizes need a CUDA device")
-        args.small = True
+    small_without_gpu(args)
     if args.small:
         args.train_batch, args.infer_batch = min(args.train_batch, 8), min(args.infer_batch, 16)
         args.warmup, args.repeats = 1, min(args.repeats, 3)

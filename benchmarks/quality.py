@@ -57,9 +57,8 @@ from mediatok.data import (
     list_audio,
     list_images,
     read_audio,
+    read_center_crops,
     read_image,
-    resize_and_crop,
-    to_float,
     write_image,
 )
 from mediatok.training import Task, TrainConfig, Trainer
@@ -279,9 +278,7 @@ def write_image_reconstructions(codec, paths: list[Path], root: Path, folder: Pa
     device, size = next(codec.parameters()).device, codec.config.image_size
     for start in range(0, len(paths), 32):
         batch = paths[start : start + 32]
-        images = torch.stack(
-            [to_float(resize_and_crop(read_image(p), size, "center")) for p in batch]
-        )
+        images = read_center_crops(batch, size)
         reconstruction = codec.decode(codec.encode(images.to(device))).float().clamp(-1, 1)
         for path, image in zip(batch, reconstruction.cpu(), strict=True):
             write_image(folder / path.relative_to(root).with_suffix(".png"), image)
@@ -492,16 +489,7 @@ def rescore(args: argparse.Namespace) -> Path:
             real, fake = [], []
             for start in range(0, len(val_files), 32):
                 batch = val_files[start : start + 32]
-                real.append(
-                    inception.features(
-                        torch.stack(
-                            [
-                                to_float(resize_and_crop(read_image(p), size, "center"))
-                                for p in batch
-                            ]
-                        )
-                    ).cpu()
-                )
+                real.append(inception.features(read_center_crops(batch, size)).cpu())
                 fake.append(
                     inception.features(
                         torch.stack(

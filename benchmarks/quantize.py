@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import device_argument, git_commit
+from common import add_device_arguments, git_commit, small_without_gpu
 from mediatok.quantize import build_quantizer
 
 SIZES = [(4096, 16), (16384, 8), (8192, 256), (65536, 8)]
@@ -274,13 +274,8 @@ def measure_group(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--device",
-        type=device_argument,
-        default="cuda" if torch.cuda.is_available() else "cpu",
-    )
+    add_device_arguments(parser, "small sizes for a CPU check")
     parser.add_argument("--num-vectors", type=int, default=16384)
-    parser.add_argument("--small", action="store_true", help="small sizes for a CPU check")
     parser.add_argument("--impls", default="mediatok,mediatok+check,vqtorch,plain")
     parser.add_argument("--gradients", default="straight_through,rotation")
     parser.add_argument("--warmup", type=int, default=5)
@@ -294,9 +289,7 @@ def main() -> None:
         "--overhead", action="store_true", help="host time per call at a tiny size (launch cost)"
     )
     args = parser.parse_args()
-    if args.device == "cpu" and not args.small:
-        print("no GPU: measuring the small sizes (--small); the GPU sizes need a CUDA device")
-        args.small = True
+    small_without_gpu(args)
     if args.profile:
         profile(args)
         host_profile(args)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from common import device_argument
+from common import add_device_arguments, small_without_gpu
 from mediatok.quantize import nearest_code
 
 SIZES = [(4096, 16), (16384, 8), (8192, 256), (65536, 8)]
@@ -46,19 +46,12 @@ def timed(fn, device: str, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--device",
-        type=device_argument,
-        default="cuda" if torch.cuda.is_available() else "cpu",
-    )
+    add_device_arguments(parser)
     parser.add_argument("--num-vectors", type=int, default=16384)
-    parser.add_argument("--small", action="store_true")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", default="bench-output/search.json")
     args = parser.parse_args()
-    if args.device == "cpu" and not args.small:
-        print("no GPU: measuring the small sizes (--small); the GPU sizes need a CUDA device")
-        args.small = True
+    small_without_gpu(args)
 
     variants = {"torch-chunked": lambda x, c: nearest_code(x, c, backend="torch"), "plain": plain}
     if args.device == "cuda":

@@ -310,16 +310,16 @@ def test_bad_input_shapes_raise():
     ("overrides", "message"),
     [
         ({"periods": (), "resolutions": ()}, "at least one period, resolution or band"),
-        ({"periods": (2, 0)}, r"periods\[1\] to be a positive int, got 0"),
+        ({"periods": (2, 0)}, r"periods\[1\] to be a positive integer, got 0"),
         ({"periods": (2, 3, 2)}, "distinct periods"),
         ({"period_channels": ()}, "period_channels to hold at least one"),
-        ({"period_channels": (8, -1)}, r"period_channels\[1\] to be a positive int"),
+        ({"period_channels": (8, -1)}, r"period_channels\[1\] to be a positive integer"),
         ({"resolutions": ((128, 32),)}, r"resolutions\[0\] as \(n_fft, hop_length, win_length\)"),
-        ({"resolutions": ((128, 0, 128),)}, "hop_length to be a positive int, got 0"),
+        ({"resolutions": ((128, 0, 128),)}, "hop_length to be a positive integer, got 0"),
         ({"resolutions": ((128, 32, 256),)}, "win_length <= n_fft, got 256 > 128"),
-        ({"resolution_channels": 0}, "resolution_channels to be a positive int"),
+        ({"resolution_channels": 0}, "resolution_channels to be a positive integer"),
         ({"resolution_window": "hamming"}, "'rectangular', 'hann', got 'hamming'"),
-        ({"band_windows": (128, 0)}, r"band_windows\[1\] to be a positive int, got 0"),
+        ({"band_windows": (128, 0)}, r"band_windows\[1\] to be a positive integer, got 0"),
         ({"band_windows": (2,)}, r"band_windows\[0\] >= 4 \(hop = window // 4\), got 2"),
         ({"band_windows": (128, 256, 128)}, "distinct band_windows"),
         ({"band_windows": (8,)}, r"none in band \(0.0, 0.1\) of the 8-point STFT \(5 bins\)"),
@@ -328,7 +328,7 @@ def test_bad_input_shapes_raise():
         ({"band_edges": (0.1, 1.0)}, "band_edges from 0 to 1"),
         ({"band_edges": (0.0, 0.5, 0.4, 1.0)}, "strictly increasing band_edges"),
         ({"band_edges": (0.0, "half", 1.0)}, r"band_edges\[1\] to be a number, got 'half'"),
-        ({"band_channels": 0}, "band_channels to be a positive int"),
+        ({"band_channels": 0}, "band_channels to be a positive integer"),
     ],
 )
 def test_config_validation(overrides, message):
@@ -337,7 +337,7 @@ def test_config_validation(overrides, message):
 
 
 def test_mel_loss_validation():
-    with pytest.raises(ValueError, match="sample_rate to be a positive int in Hz, got 0"):
+    with pytest.raises(ValueError, match="sample_rate to be a positive integer, got 0"):
         MultiScaleMelLoss(0)
     with pytest.raises(ValueError, match="at least one"):
         MultiScaleMelLoss(SAMPLE_RATE, ())

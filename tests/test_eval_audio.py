@@ -129,7 +129,7 @@ def test_bad_types_and_settings_raise() -> None:
     signals = sines_and_chirp()
     with pytest.raises(TypeError, match=r"real float tensor, got torch\.int16"):
         si_sdr(signals.to(torch.int16), signals)
-    with pytest.raises(ValueError, match="sample_rate to be a positive int, got 0"):
+    with pytest.raises(ValueError, match="sample_rate to be a positive integer, got 0"):
         mel_distance(signals, signals, 0)
     with pytest.raises(ValueError, match="longer than n_fft // 2 = 1024"):
         multi_resolution_stft_distance(signals[:, :1000], signals[:, :1000])

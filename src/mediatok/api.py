@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from mediatok.codecs import Codec, Tokens, load_codec
+from mediatok.config import check_positive_int
 
 
 def load(
@@ -61,22 +62,24 @@ def load_generator(
         ema: use the EMA weights when the checkpoint has them.
         device: where to put the model.
     """
-    from safetensors.torch import load_file
-
     from mediatok.generation import build_generator
     from mediatok.tokens import TokenSpec
+    from mediatok.training.checkpoint import EMA_NAME, MODEL_NAME, load_model_weights
 
     run = generator_run(path)
     spec = TokenSpec.from_dict(run["spec"])
     model = build_generator(run["generator"], run["model"], spec, tuple(run["token_shape"]))
     directory = Path(path)
-    weights = directory / "ema.safetensors"
-    if not (ema and weights.is_file()):
-        weights = directory / "model.safetensors"
+    use_ema = ema and (directory / EMA_NAME).is_file()
+    weights = directory / (EMA_NAME if use_ema else MODEL_NAME)
     if not weights.is_file():
-        raise FileNotFoundError(f"{directory}: no model.safetensors")
+        found = ", ".join(sorted(entry.name for entry in directory.iterdir())) or "nothing"
+        raise FileNotFoundError(
+            f"{directory}: expected the generator's weights in {weights.name} beside "
+            f"config.json, got no such file (the directory holds {found})"
+        )
     try:
-        model.load_state_dict(load_file(weights))
+        load_model_weights(directory, model, ema=use_ema)
     except RuntimeError as error:
         raise ValueError(
             f"{weights}: weights do not fit the recorded generator: {error}"
@@ -154,7 +157,7 @@ def sample(
 
     if num_samples < 1:
         raise ValueError(f"expected num_samples >= 1, got {num_samples}")
-    _check_positive("batch_size", batch_size)
+    check_positive_int("batch_size", batch_size)
     run = generator_run(checkpoint)
     model = load_generator(checkpoint, device=device)
     settings = from_dict(SampleConfig, {**run.get("sample", {}), **options}, where="sampling")
@@ -266,18 +269,12 @@ def evaluate_codec(
     Returns:
         The report written to `metrics.json`.
     """
-    _check_positive("batch_size", batch_size)
-    _check_positive("limit", limit)
+    check_positive_int("batch_size", batch_size)
+    if limit is not None:
+        check_positive_int("limit", limit)
     from tqdm import tqdm
 
-    from mediatok.data import (
-        list_images,
-        read_image,
-        resize_and_crop,
-        side_by_side,
-        to_float,
-        write_image,
-    )
+    from mediatok.data import list_images, read_center_crops, side_by_side, write_image
     from mediatok.eval import CodebookUsage, InceptionFeatures, fid_from_features, psnr, ssim
 
     codec = load(checkpoint, device=device)
@@ -301,8 +298,10 @@ def evaluate_codec(
     size = codec.config.image_size
     paths = list_images(images_dir)[:limit]
     if fid and len(paths) < 2:
+        limited = f" with limit={limit}" if limit is not None else ""
         raise ValueError(
-            f"rFID needs at least 2 images, {images_dir} has {len(paths)}; use fid=False"
+            f"expected at least 2 images for rFID, got {len(paths)} from {images_dir}{limited}; "
+            "pass fid=False (--no-fid) to score without it"
         )
     inception = InceptionFeatures(device) if fid else None
     usage = CodebookUsage(list(codec.token_spec.vocab_sizes))
@@ -310,10 +309,7 @@ def evaluate_codec(
     real_features, fake_features, grid = [], [], []
     for start in tqdm(range(0, len(paths), batch_size), desc="eval", disable=None):
         batch = paths[start : start + batch_size]
-        images = torch.stack(
-            [to_float(resize_and_crop(read_image(p), size, "center")) for p in batch]
-        )
-        images = images.to(device)
+        images = read_center_crops(batch, size).to(device)
         tokens = codec.encode(images)
         reconstruction = codec.decode(tokens).float().clamp(-1, 1)
         usage.update(tokens.codes.reshape(len(batch), -1, codec.quantizer.num_levels))
@@ -384,7 +380,8 @@ def evaluate_audio_codec(
     Returns:
         The report written to `metrics.json`.
     """
-    _check_positive("limit", limit)
+    if limit is not None:
+        check_positive_int("limit", limit)
     from tqdm import tqdm
 
     from mediatok.data import list_audio, read_audio, write_audio
@@ -429,9 +426,3 @@ def evaluate_audio_codec(
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(report, indent=1))
     return report
-
-
-def _check_positive(name: str, value: int | None) -> None:
-    """Raise `ValueError` unless `value` is None or an integer >= 1."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"expected {name} to be a positive integer, got {value!r}")

@@ -39,6 +39,7 @@ __all__ = [
     "ConfigError",
     "apply_overrides",
     "check_choice",
+    "check_positive_int",
     "config_hash",
     "from_dict",
     "load_config",
@@ -70,6 +71,20 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
     if value not in choices:
         listed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"expected {name} to be one of {listed}, got {value!r}")
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """Raise unless ``value`` is an ``int`` >= 1 (a ``bool`` is not); for argument checks.
+
+    Args:
+        name: what the value is, as the user knows it (``"codebook_size"``).
+        value: the value that came.
+
+    Raises:
+        ValueError: ``expected codebook_size to be a positive integer, got 0``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ Images (`image_io`, `images`):
 - `ImageFolder`: a `Dataset` of `{"image", "key", "index"}` with reproducible random crops and a
   skip-or-stop policy for bad files.
 - `decode_batch`: a batch of files onto a device for encoding, JPEGs through nvjpeg on CUDA.
+- `read_center_crops`: files to one center-cropped float batch on the CPU, for evaluation; an
+  unreadable file stops it.
 
 Layer 3: torch, torchvision, Pillow, numpy; never models.
 
@@ -39,7 +41,13 @@ from mediatok.data.image_io import (
     to_uint8,
     write_image,
 )
-from mediatok.data.images import ImageFolder, decode_batch, resize_and_crop, side_by_side
+from mediatok.data.images import (
+    ImageFolder,
+    decode_batch,
+    read_center_crops,
+    resize_and_crop,
+    side_by_side,
+)
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -57,6 +65,7 @@ __all__ = [
     "list_images",
     "loudness_normalize",
     "read_audio",
+    "read_center_crops",
     "read_image",
     "resize_and_crop",
     "side_by_side",

@@ -1,6 +1,7 @@
 """Image datasets for codec training and batched (GPU) decoding for encoding.
 
-Geometry policy, the same for training (`ImageFolder`) and encoding (`decode_batch`):
+Geometry policy, the same for training (`ImageFolder`), encoding (`decode_batch`) and evaluation
+(`read_center_crops`):
 `resize_and_crop` scales the image, keeping its aspect ratio, until it just covers the target
 (the short side becomes `size`), with antialiased bicubic resampling on uint8 pixels, then cuts a
 `size` x `size` window: centred for evaluation and encoding, uniformly random for training.
@@ -32,7 +33,15 @@ from mediatok.data.image_io import (
     to_float,
 )
 
-__all__ = ["CROPS", "ON_ERROR", "ImageFolder", "decode_batch", "resize_and_crop", "side_by_side"]
+__all__ = [
+    "CROPS",
+    "ON_ERROR",
+    "ImageFolder",
+    "decode_batch",
+    "read_center_crops",
+    "resize_and_crop",
+    "side_by_side",
+]
 
 CROPS = ("center", "random")
 logger = logging.getLogger("mediatok.data")
@@ -218,6 +227,29 @@ def decode_batch(
         else torch.empty((0, 3, height, width), dtype=torch.float32, device=device)
     )
     return batch, keys, [(paths[index], failures[index]) for index in sorted(failures)]
+
+
+def read_center_crops(
+    paths: Sequence[str | os.PathLike[str]], size: int | Sequence[int]
+) -> torch.Tensor:
+    """Read image files and center-crop them (`resize_and_crop`) on the CPU, for evaluation.
+
+    Unlike `decode_batch`, which reports unreadable files and goes on, this stops at the first:
+    a score over a folder must not quietly leave images out.
+
+    Args:
+        paths: image files.
+        size: output side, or `(H, W)`.
+
+    Returns:
+        `(B, 3, H, W)` float32 in [-1, 1], B = `len(paths)`, in input order.
+
+    Raises:
+        ImageReadError: a file cannot be read; the message names it.
+    """
+    height, width = target_size(size)
+    images = [to_float(resize_and_crop(read_image(path), size, "center")) for path in paths]
+    return torch.stack(images) if images else torch.empty((0, 3, height, width))
 
 
 def _decode_jpegs_with_nvjpeg(

@@ -24,6 +24,8 @@ is scored as it is (SI-SDR alone forgives a gain). DNSMOS, the one exception, cl
   no reference, at 16 kHz, through `speechmos`; about 1 to 5, higher is better.
 
 `reconstruction_scores` gives the per-clip means a codec evaluation reports, by name.
+`mel_spectrogram` and `check_stft_resolutions` serve the training side too (the mel loss and the
+resolution discriminator), so that its spectrograms and checks are these.
 
 PESQ and STOI run the reference C / NumPy code item by item on the CPU; install their packages
 with `pip install pesq pystoi` (`pesq` compiles a C extension). DNSMOS runs ONNX models that
@@ -33,8 +35,14 @@ with `pip install 'mediatok[dnsmos]'`. Each is imported only when called.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
 import torch
 import torchaudio
+
+from mediatok.config import check_positive_int
 
 MEL_LOG_FLOOR = 1e-5  # log(clamp(mel, 1e-5)): HiFi-GAN's floor (Vocos' safe_log uses 1e-7)
 STFT_MAGNITUDE_FLOOR = 1e-7  # keeps log|X| finite in silent bins
@@ -86,9 +94,68 @@ def _check_pair(prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.T
     return prediction.to(dtype), target.to(dtype)
 
 
-def _check_positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"expected {name} to be a positive int, got {value!r}")
+def check_stft_resolutions(resolutions: Sequence[tuple[int, int, int]]) -> None:
+    """Raise unless every entry is an `(n_fft, hop_length, win_length)` triple of positive ints
+    with `win_length <= n_fft` (an empty sequence passes; callers that need one say so).
+
+    Args:
+        resolutions: the STFT settings, named `resolutions[i]` in errors.
+
+    Raises:
+        ValueError: ``expected resolutions[0] win_length <= n_fft, got 512 > 256``.
+    """
+    for index, resolution in enumerate(resolutions):
+        if not isinstance(resolution, (tuple, list)) or len(resolution) != 3:
+            raise ValueError(
+                f"expected resolutions[{index}] as (n_fft, hop_length, win_length), "
+                f"got {resolution!r}"
+            )
+        n_fft, hop_length, win_length = resolution
+        for name, value in (
+            ("n_fft", n_fft),
+            ("hop_length", hop_length),
+            ("win_length", win_length),
+        ):
+            check_positive_int(f"resolutions[{index}] {name}", value)
+        if win_length > n_fft:
+            raise ValueError(
+                f"expected resolutions[{index}] win_length <= n_fft, got {win_length} > {n_fft}"
+            )
+
+
+def mel_spectrogram(
+    sample_rate: int, n_fft: int, hop_length: int, n_mels: int
+) -> torchaudio.transforms.MelSpectrogram:
+    """The log-mel features' spectrogram, shared by `mel_distance` and the training mel loss:
+    Hann window of `n_fft` samples, centred frames with reflected borders, the *magnitude*
+    (power 1) spectrum, `n_mels` HTK mel bands from 0 Hz to Nyquist without area normalization.
+
+    torchaudio warns when a mel filter covers no FFT bin (too many bands for `n_fft` at this
+    rate) and builds it all the same; the training loss turns that into an error.
+
+    Args:
+        sample_rate: in Hz; sets the band edges.
+        n_fft: FFT size and window length.
+        hop_length: samples between frames.
+        n_mels: number of mel bands.
+
+    Returns:
+        A module `(..., T)` → `(..., n_mels, T // hop_length + 1)`, float32 on the CPU.
+    """
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=sample_rate,
+        n_fft=n_fft,
+        win_length=n_fft,
+        hop_length=hop_length,
+        n_mels=n_mels,
+        f_min=0.0,
+        f_max=None,
+        power=1.0,
+        center=True,
+        pad_mode="reflect",
+        norm=None,
+        mel_scale="htk",
+    )
 
 
 def _check_stft_length(length: int, n_fft: int) -> None:
@@ -135,16 +202,11 @@ def mel_distance(
         ("n_fft", n_fft),
         ("hop_length", hop_length),
     ):
-        _check_positive_int(name, value)
+        check_positive_int(name, value)
     _check_stft_length(prediction.shape[1], n_fft)
-    mel = torchaudio.transforms.MelSpectrogram(
-        sample_rate=sample_rate,
-        n_fft=n_fft,
-        hop_length=hop_length,
-        n_mels=n_mels,
-        center=True,
-        power=1.0,
-    ).to(device=prediction.device, dtype=prediction.dtype)
+    mel = mel_spectrogram(sample_rate, n_fft, hop_length, n_mels).to(
+        device=prediction.device, dtype=prediction.dtype
+    )
     # One pass over both signals: (2B, T) -> (2B, n_mels, frames).
     log_mels = torch.log(mel(torch.cat([prediction, target])).clamp_min(MEL_LOG_FLOOR))
     log_prediction, log_target = log_mels.chunk(2)  # each (B, n_mels, frames)
@@ -195,21 +257,8 @@ def multi_resolution_stft_distance(
     prediction, target = _check_pair(prediction, target)
     if not resolutions:
         raise ValueError("expected at least one (n_fft, hop_length, win_length) resolution")
-    for resolution in resolutions:
-        if len(resolution) != 3:
-            raise ValueError(
-                f"expected resolutions as (n_fft, hop_length, win_length) triples, "
-                f"got {resolution!r}"
-            )
-        n_fft, hop_length, win_length = resolution
-        for name, value in (
-            ("n_fft", n_fft),
-            ("hop_length", hop_length),
-            ("win_length", win_length),
-        ):
-            _check_positive_int(name, value)
-        if win_length > n_fft:
-            raise ValueError(f"expected win_length <= n_fft, got {win_length} > {n_fft}")
+    check_stft_resolutions(resolutions)
+    for n_fft, _, _ in resolutions:
         _check_stft_length(prediction.shape[1], n_fft)
 
     total = prediction.new_zeros(prediction.shape[0])  # (B,)
@@ -259,9 +308,46 @@ def si_sdr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (10 * torch.log10(ratio)).to(dtype)
 
 
-def _to_numpy_items(waveform: torch.Tensor) -> list:
+def _to_numpy_items(waveform: torch.Tensor) -> list[np.ndarray]:
     """`(B, T)` tensor -> B contiguous float64 NumPy arrays, the input the C / NumPy code takes."""
     return [item.numpy() for item in waveform.detach().to("cpu", torch.float64).contiguous()]
+
+
+def _import_scorer(package: str, name: str, note: str = "") -> Callable[..., float]:
+    """The function `name` of an optional metric package, which `mediatok.eval.audio.<name>`
+    wraps (`pesq.pesq`, `pystoi.stoi`).
+
+    Raises:
+        ImportError: naming the metric and the pip command, when the package is not installed.
+    """
+    try:
+        module = importlib.import_module(package)
+    except ImportError as error:
+        raise ImportError(
+            f"mediatok.eval.audio.{name} needs the `{package}` package{note}: pip install {package}"
+        ) from error
+    return getattr(module, name)
+
+
+def _score_items(
+    score: Callable[[np.ndarray, np.ndarray], float],
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+) -> torch.Tensor:
+    """`score(reference, degraded)` of each item on the CPU, the target as the reference.
+
+    Args:
+        score: takes two float64 NumPy arrays `(T,)`, the target's item first.
+        prediction, target: `(B, T)`, checked.
+
+    Returns:
+        `(B,)` of `prediction`'s dtype, on its device.
+    """
+    scores = [
+        float(score(reference, degraded))
+        for reference, degraded in zip(_to_numpy_items(target), _to_numpy_items(prediction))
+    ]
+    return torch.tensor(scores, dtype=prediction.dtype, device=prediction.device)
 
 
 def pesq(prediction: torch.Tensor, target: torch.Tensor, sample_rate: int) -> torch.Tensor:
@@ -287,22 +373,16 @@ def pesq(prediction: torch.Tensor, target: torch.Tensor, sample_rate: int) -> to
         ImportError: when the `pesq` package is not installed.
     """
     prediction, target = _check_pair(prediction, target)
-    _check_positive_int("sample_rate", sample_rate)
-    try:
-        from pesq import pesq as pesq_score
-    except ImportError as error:
-        raise ImportError(
-            "mediatok.eval.audio.pesq needs the `pesq` package (it compiles a C extension): "
-            "pip install pesq"
-        ) from error
+    check_positive_int("sample_rate", sample_rate)
+    pesq_score = _import_scorer("pesq", "pesq", " (it compiles a C extension)")
     if sample_rate != PESQ_SAMPLE_RATE:
         prediction = torchaudio.functional.resample(prediction, sample_rate, PESQ_SAMPLE_RATE)
         target = torchaudio.functional.resample(target, sample_rate, PESQ_SAMPLE_RATE)
-    scores = [
-        pesq_score(PESQ_SAMPLE_RATE, reference, degraded, "wb")
-        for reference, degraded in zip(_to_numpy_items(target), _to_numpy_items(prediction))
-    ]
-    return torch.tensor(scores, dtype=prediction.dtype, device=prediction.device)
+    return _score_items(
+        lambda reference, degraded: pesq_score(PESQ_SAMPLE_RATE, reference, degraded, "wb"),
+        prediction,
+        target,
+    )
 
 
 def stoi(
@@ -333,18 +413,13 @@ def stoi(
         ImportError: when the `pystoi` package is not installed.
     """
     prediction, target = _check_pair(prediction, target)
-    _check_positive_int("sample_rate", sample_rate)
-    try:
-        from pystoi import stoi as stoi_score
-    except ImportError as error:
-        raise ImportError(
-            "mediatok.eval.audio.stoi needs the `pystoi` package: pip install pystoi"
-        ) from error
-    scores = [
-        float(stoi_score(reference, degraded, sample_rate, extended=extended))
-        for reference, degraded in zip(_to_numpy_items(target), _to_numpy_items(prediction))
-    ]
-    return torch.tensor(scores, dtype=prediction.dtype, device=prediction.device)
+    check_positive_int("sample_rate", sample_rate)
+    stoi_score = _import_scorer("pystoi", "stoi")
+    return _score_items(
+        lambda reference, degraded: stoi_score(reference, degraded, sample_rate, extended=extended),
+        prediction,
+        target,
+    )
 
 
 def dnsmos_scores(audio: torch.Tensor, sample_rate: int) -> dict[str, torch.Tensor]:
@@ -377,7 +452,7 @@ def dnsmos_scores(audio: torch.Tensor, sample_rate: int) -> dict[str, torch.Tens
             installed.
     """
     audio = _check_waveform("audio", audio)
-    _check_positive_int("sample_rate", sample_rate)
+    check_positive_int("sample_rate", sample_rate)
     dtype = torch.float64 if audio.dtype == torch.float64 else torch.float32
     finite = torch.isfinite(audio).all(dim=1)  # (B,)
     if not finite.all():

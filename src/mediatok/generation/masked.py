@@ -47,7 +47,7 @@ from torch import nn
 from mediatok.config import check_choice, from_dict
 from mediatok.generation.sampling import CFG_SCHEDULES, cfg_logits, cfg_scale_at, sample
 from mediatok.generation.sequence import SequenceLayout
-from mediatok.nn import Transformer
+from mediatok.nn import Transformer, init_weights
 from mediatok.tokens import TokenSpec
 
 __all__ = [
@@ -207,14 +207,6 @@ def _check_vector(
     return values.long()
 
 
-def _init_weights(module: nn.Module) -> None:
-    """Truncated normal(0.02) linear and embedding weights, zero biases (as MaskGIT)."""
-    if isinstance(module, nn.Linear | nn.Embedding):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-    if isinstance(module, nn.Linear) and module.bias is not None:
-        nn.init.zeros_(module.bias)
-
-
 # ---------------------------------------------------------------------------------------------
 # model
 
@@ -267,7 +259,7 @@ class MaskedTransformer(nn.Module):
         self.register_buffer(
             "length_coordinates", self.layout.coordinates[:, column].clone(), persistent=False
         )
-        self.apply(_init_weights)
+        self.apply(init_weights)  # truncated normal(0.02) linear and embedding weights
         nn.init.trunc_normal_(self.position_embedding, std=0.02)
 
     def logits(self, ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

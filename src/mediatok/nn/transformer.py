@@ -83,12 +83,13 @@ class Transformer(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """The ViT / BERT initialization, for `model.apply(init_weights)`: linear weights from a
-    truncated normal (std 0.02), zero biases, unit LayerNorm scales and zero shifts."""
-    if isinstance(module, nn.Linear):
+    """The ViT / BERT initialization, for `model.apply(init_weights)`: linear and embedding
+    weights from a truncated normal (std 0.02), zero linear biases, unit LayerNorm scales and
+    zero shifts (MaskGIT's too)."""
+    if isinstance(module, nn.Linear | nn.Embedding):
         nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mediatok.config import check_positive_int
 from mediatok.quantize.base import CodeUsage, Quantizer, Step
 
 
@@ -55,8 +56,8 @@ class FSQConfig:
             )
         if self.noise_dropout and not self.preserve_symmetry:
             raise ValueError("noise_dropout > 0 needs preserve_symmetry=True")
-        if self.dim is not None and (not isinstance(self.dim, int) or self.dim < 1):
-            raise ValueError(f"expected dim to be a positive integer, got {self.dim!r}")
+        if self.dim is not None:
+            check_positive_int("dim", self.dim)
 
 
 class FiniteScalarQuantizer(Quantizer):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from mediatok.config import check_positive_int
 from mediatok.quantize.base import CodeUsage, Quantizer, Step, projections
 from mediatok.quantize.distributed import all_reduce_sum_, world_size
 
@@ -71,8 +72,7 @@ class LFQConfig:
             raise ValueError(
                 f"expected codebook_size <= 2**62 (int64 codes), got 2**{size.bit_length() - 1}"
             )
-        if not isinstance(self.dim, int) or self.dim < 1:
-            raise ValueError(f"expected dim to be a positive integer, got {self.dim!r}")
+        check_positive_int("dim", self.dim)
         if not 1 <= self.entropy_group_bits <= 16:
             raise ValueError(
                 f"expected entropy_group_bits in [1, 16], got {self.entropy_group_bits}"

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mediatok.config import check_positive_int
 from mediatok.quantize.base import CodeUsage, Quantizer, Step, projections
 from mediatok.quantize.vq import Codebook, VQConfig, gradient_path
 
@@ -35,10 +36,7 @@ class RVQConfig(VQConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.num_quantizers, int) or self.num_quantizers < 1:
-            raise ValueError(
-                f"expected num_quantizers to be a positive integer, got {self.num_quantizers!r}"
-            )
+        check_positive_int("num_quantizers", self.num_quantizers)
 
 
 class ResidualVQ(Quantizer):

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mediatok.config import check_positive_int
 from mediatok.quantize.base import CodeUsage, Quantizer, Step, projections
 from mediatok.quantize.search import nearest_code
 from mediatok.quantize.vq import Gradient, gradient_path
@@ -51,10 +52,8 @@ class SimVQConfig:
     check_finite: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("dim", "codebook_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
+        check_positive_int("dim", self.dim)
+        check_positive_int("codebook_size", self.codebook_size)
         if self.distance not in ("l2", "cosine"):
             raise ValueError(f"expected distance 'l2' or 'cosine', got {self.distance!r}")
 

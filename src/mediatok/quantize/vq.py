@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mediatok.config import check_positive_int
 from mediatok.quantize.base import CodeUsage, Quantizer, Step, histogram, projections
 from mediatok.quantize.distributed import (
     all_gather_rows,
@@ -94,8 +95,7 @@ class VQConfig:
         if self.dead_code_after_tokens is not None:
             positive["dead_code_after_tokens"] = self.dead_code_after_tokens
         for name, value in positive.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
+            check_positive_int(name, value)
         if self.distance not in ("l2", "cosine"):
             raise ValueError(f"expected distance 'l2' or 'cosine', got {self.distance!r}")
         if self.gradient not in ("straight_through", "rotation"):

@@ -60,7 +60,8 @@ from einops import rearrange
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from mediatok.config import check_choice
+from mediatok.config import check_choice, check_positive_int
+from mediatok.eval.audio import check_stft_resolutions
 from mediatok.nn import autocast_off
 
 LEAKY_SLOPE = 0.1  # HiFi-GAN §2.3 and Vocos both use LeakyReLU(0.1)
@@ -137,51 +138,26 @@ class AudioDiscriminatorConfig:
         _check_periods(self.periods)
         if self.periods:
             _check_widths("period_channels", self.period_channels)
-        _check_resolutions(self.resolutions)
-        _check_positive_int("resolution_channels", self.resolution_channels)
+        check_stft_resolutions(self.resolutions)
+        check_positive_int("resolution_channels", self.resolution_channels)
         check_choice("resolution_window", self.resolution_window, WINDOWS)
         _check_band_edges(self.band_edges)
         _check_band_windows(self.band_windows, self.band_edges)
-        _check_positive_int("band_channels", self.band_channels)
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"expected {name} to be a positive int, got {value!r}")
+        check_positive_int("band_channels", self.band_channels)
 
 
 def _check_widths(name: str, widths: tuple[int, ...]) -> None:
     if not widths:
         raise ValueError(f"expected {name} to hold at least one layer width, got ()")
     for index, width in enumerate(widths):
-        _check_positive_int(f"{name}[{index}]", width)
+        check_positive_int(f"{name}[{index}]", width)
 
 
 def _check_periods(periods: tuple[int, ...]) -> None:
     for index, period in enumerate(periods):
-        _check_positive_int(f"periods[{index}]", period)
+        check_positive_int(f"periods[{index}]", period)
     if len(set(periods)) != len(periods):
         raise ValueError(f"expected distinct periods, got {tuple(periods)}")
-
-
-def _check_resolutions(resolutions: tuple[tuple[int, int, int], ...]) -> None:
-    for index, resolution in enumerate(resolutions):
-        if not isinstance(resolution, (tuple, list)) or len(resolution) != 3:
-            raise ValueError(
-                f"expected resolutions[{index}] as (n_fft, hop_length, win_length), "
-                f"got {resolution!r}"
-            )
-        n_fft, hop_length, win_length = resolution
-        for name, value in (
-            ("n_fft", n_fft),
-            ("hop_length", hop_length),
-            ("win_length", win_length),
-        ):
-            _check_positive_int(f"resolutions[{index}] {name}", value)
-        if win_length > n_fft:
-            raise ValueError(
-                f"expected resolutions[{index}] win_length <= n_fft, got {win_length} > {n_fft}"
-            )
 
 
 def _check_band_edges(edges: tuple[float, ...]) -> None:
@@ -211,7 +187,7 @@ def band_bins(window: int, edges: tuple[float, ...]) -> list[tuple[int, int]]:
 
 def _check_band_windows(windows: tuple[int, ...], edges: tuple[float, ...]) -> None:
     for index, window in enumerate(windows):
-        _check_positive_int(f"band_windows[{index}]", window)
+        check_positive_int(f"band_windows[{index}]", window)
         if window < BAND_HOP_DIVISOR:
             raise ValueError(
                 f"expected band_windows[{index}] >= {BAND_HOP_DIVISOR} (hop = window // "
@@ -229,8 +205,11 @@ def _check_band_windows(windows: tuple[int, ...], edges: tuple[float, ...]) -> N
         raise ValueError(f"expected distinct band_windows, got {tuple(windows)}")
 
 
-def check_audio(audio: torch.Tensor, min_length: int, who: str, why: str = "") -> None:
-    """Raise unless `audio` is a real float `(B, 1, S)` tensor with `S >= min_length`.
+def check_discriminator_input(
+    audio: torch.Tensor, min_length: int, who: str, why: str = ""
+) -> None:
+    """Raise unless `audio` is a real float `(B, 1, S)` tensor with `S >= min_length`, the
+    input a discriminator family takes.
 
     Args:
         audio: the input to check.
@@ -449,7 +428,9 @@ class MultiPeriodDiscriminator(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> list[DiscriminatorOutput]:
         """Args: audio `(B, 1, S)`, `S >= max(periods)`. Returns: one output per period."""
-        check_audio(audio, self.min_length, "MultiPeriodDiscriminator", self.min_length_reason)
+        check_discriminator_input(
+            audio, self.min_length, "MultiPeriodDiscriminator", self.min_length_reason
+        )
         return [discriminator(audio) for discriminator in self.discriminators]
 
 
@@ -471,8 +452,8 @@ class MultiResolutionDiscriminator(nn.Module):
         super().__init__()
         if not resolutions:
             raise ValueError("expected at least one (n_fft, hop_length, win_length), got ()")
-        _check_resolutions(tuple(resolutions))
-        _check_positive_int("channels", channels)
+        check_stft_resolutions(tuple(resolutions))
+        check_positive_int("channels", channels)
         check_choice("window", window, WINDOWS)
         self.discriminators = nn.ModuleList(
             ResolutionDiscriminator(tuple(resolution), channels, window)
@@ -485,7 +466,9 @@ class MultiResolutionDiscriminator(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> list[DiscriminatorOutput]:
         """Args: audio `(B, 1, S)`, `S > max(n_fft) // 2`. Returns: one output per resolution."""
-        check_audio(audio, self.min_length, "MultiResolutionDiscriminator", self.min_length_reason)
+        check_discriminator_input(
+            audio, self.min_length, "MultiResolutionDiscriminator", self.min_length_reason
+        )
         return [discriminator(audio) for discriminator in self.discriminators]
 
 
@@ -509,7 +492,7 @@ class MultiBandDiscriminator(nn.Module):
             raise ValueError("expected at least one band window, got ()")
         _check_band_edges(tuple(edges))
         _check_band_windows(tuple(windows), tuple(edges))
-        _check_positive_int("channels", channels)
+        check_positive_int("channels", channels)
         self.discriminators = nn.ModuleList(
             BandDiscriminator(window, tuple(edges), channels) for window in windows
         )
@@ -520,7 +503,9 @@ class MultiBandDiscriminator(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> list[DiscriminatorOutput]:
         """Args: audio `(B, 1, S)`, `S > max(windows) // 2`. Returns: one output per window."""
-        check_audio(audio, self.min_length, "MultiBandDiscriminator", self.min_length_reason)
+        check_discriminator_input(
+            audio, self.min_length, "MultiBandDiscriminator", self.min_length_reason
+        )
         return [discriminator(audio) for discriminator in self.discriminators]
 
 
@@ -574,7 +559,9 @@ class AudioDiscriminator(nn.Module):
             `len(periods) + len(resolutions) + len(band_windows)` outputs (see
             `DiscriminatorOutput`).
         """
-        check_audio(audio, self.min_length, "AudioDiscriminator", self.min_length_reason)
+        check_discriminator_input(
+            audio, self.min_length, "AudioDiscriminator", self.min_length_reason
+        )
         outputs: list[DiscriminatorOutput] = []
         for family in self.families():
             if family is not None:

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
-from mediatok.eval.audio import MEL_LOG_FLOOR
+from mediatok.config import check_positive_int
+from mediatok.eval.audio import MEL_LOG_FLOOR, mel_spectrogram
 from mediatok.nn import autocast_off
 from mediatok.training.audio_discriminators import KINDS, DiscriminatorOutput
 from mediatok.training.discriminators import hinge_discriminator_loss, hinge_generator_loss
@@ -193,9 +194,9 @@ class MultiScaleMelLoss(nn.Module):
     At each scale `(n_fft, hop_length, n_mels)`: Hann window of n_fft samples, centred frames
     with reflected borders, magnitude (power 1) spectrum, HTK mel bands from 0 Hz to Nyquist
     without area normalization, `log(clamp(mel, 1e-5))`, then the mean absolute difference over
-    batch, bands and frames. Computed in fp32 with autocast off, whatever the input dtype; the
-    `torchaudio.transforms.MelSpectrogram` of each scale is built once, a submodule that moves
-    with `.to(device)`.
+    batch, bands and frames (the spectrogram of `mediatok.eval.audio.mel_distance`, from the same
+    `mel_spectrogram`). Computed in fp32 with autocast off, whatever the input dtype; the
+    transform of each scale is built once, a submodule that moves with `.to(device)`.
 
     Args:
         sample_rate: of the audio, in Hz; sets the mel band edges.
@@ -213,10 +214,7 @@ class MultiScaleMelLoss(nn.Module):
         scales: Sequence[tuple[int, int, int]] = DEFAULT_MEL_SCALES,
     ):
         super().__init__()
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
-            raise ValueError(
-                f"expected sample_rate to be a positive int in Hz, got {sample_rate!r}"
-            )
+        check_positive_int("sample_rate", sample_rate)
         if not scales:
             raise ValueError("expected at least one (n_fft, hop_length, n_mels) scale, got none")
         spectrograms = []
@@ -224,12 +222,8 @@ class MultiScaleMelLoss(nn.Module):
             if not isinstance(scale, (tuple, list)) or len(scale) != 3:
                 raise ValueError(f"expected scales as (n_fft, hop_length, n_mels), got {scale!r}")
             for name, value in zip(("n_fft", "hop_length", "n_mels"), scale, strict=True):
-                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                    raise ValueError(
-                        f"expected {name} of scale {tuple(scale)} to be a positive int, "
-                        f"got {value!r}"
-                    )
-            spectrograms.append(_mel_spectrogram(sample_rate, *scale))
+                check_positive_int(f"{name} of scale {tuple(scale)}", value)
+            spectrograms.append(_checked_mel_spectrogram(sample_rate, *scale))
         self.sample_rate = sample_rate
         self.scales = tuple(tuple(scale) for scale in scales)
         self.spectrograms = nn.ModuleList(spectrograms)
@@ -278,27 +272,14 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-def _mel_spectrogram(
+def _checked_mel_spectrogram(
     sample_rate: int, n_fft: int, hop_length: int, n_mels: int
 ) -> torchaudio.transforms.MelSpectrogram:
-    """The transform of one scale; raises if a mel filter covers no FFT bin."""
+    """`mel_spectrogram` of one scale; raises if a mel filter covers no FFT bin."""
     with warnings.catch_warnings():
         # torchaudio warns about empty filters; we raise instead, below.
         warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero")
-        transform = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate,
-            n_fft=n_fft,
-            win_length=n_fft,
-            hop_length=hop_length,
-            n_mels=n_mels,
-            f_min=0.0,
-            f_max=None,
-            power=1.0,
-            center=True,
-            pad_mode="reflect",
-            norm=None,
-            mel_scale="htk",
-        )
+        transform = mel_spectrogram(sample_rate, n_fft, hop_length, n_mels)
     filters = transform.mel_scale.fb  # (n_fft // 2 + 1, n_mels)
     empty = (filters.amax(dim=0) == 0).nonzero().flatten().tolist()
     if empty:

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
-from mediatok.config import check_choice
+from mediatok.config import check_choice, check_positive_int
 from mediatok.training.schedule import default_param_groups
 
 __all__ = ["Losses", "Task", "TrainConfig", "is_main_process"]
@@ -86,9 +86,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accumulation", "log_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         for name in ("warmup_steps", "eval_every", "save_every", "num_workers", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -22,10 +22,8 @@ from mediatok.data import (
     ImageFolder,
     Repeated,
     list_images,
-    read_image,
-    resize_and_crop,
+    read_center_crops,
     side_by_side,
-    to_float,
     write_image,
 )
 from mediatok.eval.image import psnr, ssim
@@ -195,4 +193,4 @@ class CodecTask(Task):
 def validation_images(data: ImageDataConfig, size: int) -> torch.Tensor:
     """The first `val_images` images of `val_dir` (or `train_dir`), center-cropped: `(B, 3, S, S)`."""
     paths = list_images(data.val_dir or data.train_dir)[: data.val_images]
-    return torch.stack([to_float(resize_and_crop(read_image(p), size, "center")) for p in paths])
+    return read_center_crops(paths, size)
