@@ -18,7 +18,7 @@ import soundfile
 import torch
 
 from mediatok.api import evaluate_codec, load_generator
-from mediatok.codecs import build_codec
+from mediatok.codecs import build_codec, load_codec
 from mediatok.generation import ARConfig, build_generator
 from mediatok.tokens import TokenFileError, TokenSpec, TokenWriter
 from mediatok.training import TrainConfig
@@ -180,6 +180,19 @@ def test_load_generator_without_weights_names_the_missing_file(tmp_path: Path) -
     )
     with pytest.raises(FileNotFoundError, match=f"^{re.escape(message)}$"):
         load_generator(checkpoint)
+
+
+def test_load_codec_without_weights_names_the_missing_file(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "codec"
+    build_codec("titok", TINY_TITOK).save_pretrained(checkpoint)
+    assert load_codec(checkpoint).name == "titok"
+    (checkpoint / "model.safetensors").unlink()
+    message = (
+        f"{checkpoint}: expected the codec's weights in model.safetensors beside config.json, "
+        "got no such file (the directory holds config.json)"
+    )
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(message)}$"):
+        load_codec(checkpoint)
 
 
 def test_load_generator_without_model_weights_lists_the_ema_weights(tmp_path: Path) -> None:

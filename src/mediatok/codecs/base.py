@@ -166,7 +166,11 @@ def load_codec(
         else "model.safetensors"
     )
     if not weights.is_file():
-        raise FileNotFoundError(f"{directory}: no model.safetensors")
+        found = ", ".join(sorted(entry.name for entry in directory.iterdir()))
+        raise FileNotFoundError(
+            f"{directory}: expected the codec's weights in {weights.name} beside config.json, "
+            f"got no such file (the directory holds {found})"
+        )
     state = load_file(weights)
     try:
         missing, unexpected = codec.load_state_dict(state, strict=False)
