@@ -459,3 +459,141 @@ def test_tensorboard_and_checkpoint_files(tmp_path: Path) -> None:
     saved = json.loads((cfg.out_dir / "checkpoint" / "config.json").read_text())
     assert saved["kind"] == "toy" and saved["task"] == {"hidden": 32}
     assert from_dict(TrainConfig, saved["train"]) == cfg
+
+
+# --------------------------------------------------------------------------------------------
+# found in review: each of these failed before its fix
+
+
+class NaNAt(ToyTask):
+    """ToyTask whose loss is NaN from optimizer step ``nan_from`` on."""
+
+    def __init__(self, nan_from: int) -> None:
+        super().__init__()
+        self.nan_from = nan_from
+
+    def losses(self, model: nn.Module, batch: Any, step: int) -> Losses:
+        loss = F.mse_loss(model(batch[0]), batch[1])
+        return Losses(loss * float("nan") if step >= self.nan_from else loss)
+
+
+def test_a_non_finite_loss_at_a_save_step_keeps_the_good_checkpoint(tmp_path: Path) -> None:
+    # Saves every 2 steps, logs every 3: the loss turns NaN in step index 3, whose end (step 4)
+    # is a save step but not a log step. The NaN weights must not replace the step-2 checkpoint.
+    cfg = config(tmp_path, log_every=3, save_every=2)
+    with pytest.raises(FloatingPointError, match="at step 4"):
+        Trainer(NaNAt(nan_from=3), cfg).fit()
+    saved, state = load_checkpoint(cfg.out_dir / "checkpoint")
+    assert saved["step"] == 2
+    assert all(torch.isfinite(value).all() for value in state.values())
+
+
+def test_a_non_finite_gradient_at_a_save_step_keeps_the_good_checkpoint(tmp_path: Path) -> None:
+    # The loss is finite but its gradient is not (sqrt at 0) in step index 3, a save step:
+    # the weights it makes are NaN and must not be saved.
+    class NaNGradient(ToyTask):
+        def losses(self, model: nn.Module, batch: Any, step: int) -> Losses:
+            loss = F.mse_loss(model(batch[0]), batch[1])
+            if step == 3:
+                loss = loss + (model[0].weight.sum() * 0).sqrt()
+            return Losses(loss)
+
+    cfg = config(tmp_path, log_every=3, save_every=2)
+    with pytest.raises(FloatingPointError, match=r"at step 4 \(loss=[0-9.]+, grad_norm=nan"):
+        Trainer(NaNGradient(), cfg).fit()
+    assert load_checkpoint(cfg.out_dir / "checkpoint")[0]["step"] == 2
+
+
+def test_resume_survives_a_torn_last_metrics_line(tmp_path: Path) -> None:
+    # A job killed while appending to metrics.jsonl leaves half a line; resuming must not choke.
+    cfg = config(tmp_path, save_every=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Trainer(ToyTask(crash_at=4), cfg).fit()
+    with (cfg.out_dir / "metrics.jsonl").open("a") as file:
+        file.write('{"step": 5, "train/lo')
+    resumed = Trainer(ToyTask(), cfg, resume=True)
+    resumed.fit()
+    assert sorted(records(cfg.out_dir)) == [1, 2, 3, 4, 5, 6]
+
+
+def labelled_tokens(directory: Path, labels: list[int]) -> Path:
+    from mediatok.tokens import TokenSpec, TokenWriter
+
+    spec = TokenSpec(vocab_sizes=[16], layout="N")
+    with TokenWriter(directory, spec) as writer:
+        for index, label in enumerate(labels):
+            writer.add(torch.arange(4) + index % 8, label=label)
+    return directory
+
+
+@pytest.mark.parametrize("generator", ["ar", "masked"])
+def test_generator_refuses_labels_beyond_its_classes(tmp_path: Path, generator: str) -> None:
+    # Labels 0..3 with model.num_classes=3: label 3 is the null class's row, so an AR model
+    # would silently train it as unconditional; a masked model would fail at some step.
+    from mediatok.training.run import GeneratorRunConfig, train_generator
+
+    tokens = labelled_tokens(tmp_path / "tokens", [0, 1, 2, 3] * 2)
+    model = {"dim": 16, "depth": 1, "heads": 2, "num_classes": 3}
+    train = config(tmp_path, steps=1, batch_size=8)
+    run = from_dict(
+        GeneratorRunConfig,
+        {"generator": generator, "model": model, "data": {"tokens": str(tokens)}},
+    )
+    run = dataclasses.replace(run, train=train)
+    with pytest.raises(ValueError, match=r"labels 0 up to 3, beyond model.num_classes=3"):
+        train_generator(run)
+    assert not (train.out_dir / "checkpoint").exists()
+    # num_classes 0 asks for an unconditional model: the labels are not used (they were, and
+    # the model refused them at step 0).
+    unconditional = dataclasses.replace(run, model={**model, "num_classes": 0})
+    assert train_generator(unconditional).model.config.num_classes == 0
+
+
+@pytest.mark.parametrize(
+    ("section", "changes", "message"),
+    [
+        (
+            "data",
+            {"val_images": 0},
+            "val_images to be a positive integer",
+        ),  # was an IndexError at the first eval
+        ("data", {"repeat": 0}, "repeat to be a positive integer"),  # was taken as 1
+        ("loss", {"discriminator_start": -1}, "discriminator_start >= 0"),
+    ],
+)
+def test_image_codec_config_checks_its_values(
+    section: str, changes: dict[str, Any], message: str
+) -> None:
+    from mediatok.training.tasks import CodecLossConfig, ImageDataConfig
+
+    kind = ImageDataConfig if section == "data" else CodecLossConfig
+    with pytest.raises(ValueError, match=message):
+        from_dict(kind, changes)
+
+
+def test_learning_rates_in_exponent_form_load(tmp_path: Path) -> None:
+    # PyYAML reads `1e-4` (no dot) as a string, so `train.lr=1e-4` and `lr: 1e-4` were refused
+    # with "expected float, got '1e-4' (str)".
+    from mediatok.config import apply_overrides, load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 3e-4\nmin_lr_ratio: 1E-2\n")
+    cfg = load_config(TrainConfig, path, ["discriminator_lr=1e-5", "weight_decay=5e-2"])
+    assert (cfg.lr, cfg.min_lr_ratio, cfg.discriminator_lr) == (3e-4, 1e-2, 1e-5)
+    assert cfg.weight_decay == 0.05
+    assert apply_overrides(cfg, ["steps=10"]).steps == 10  # integers stay integers
+    with pytest.raises(ConfigError, match="expected int"):
+        apply_overrides(cfg, ["steps=1e3"])
+
+
+def test_resume_may_add_a_discriminator(tmp_path: Path) -> None:
+    # Reconstruction first, the adversarial term added on resume (`loss.adversarial_weight` was
+    # 0): the checkpoint has no discriminator to load, so it starts fresh. Resuming crashed on
+    # the missing discriminator.safetensors.
+    cfg = config(tmp_path, steps=2)
+    Trainer(ToyTask(), cfg).fit()
+    resumed = Trainer(ToyGANTask(), dataclasses.replace(cfg, steps=4), resume=True)
+    assert resumed.step == 2
+    resumed.fit()
+    assert set(records(cfg.out_dir, "train/hinge")) == {3, 4}
+    assert (cfg.out_dir / "checkpoint" / "discriminator.safetensors").is_file()

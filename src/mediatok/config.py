@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -366,7 +367,7 @@ def apply_overrides(obj: T, overrides: Sequence[str]) -> T:
         if not sep or not key:
             raise ConfigError(f"override {override!r}: expected 'key.sub=value'")
         try:
-            value = yaml.safe_load(text)
+            value = yaml.load(text, Loader=_StrictLoader)  # safe: a SafeLoader subclass
         except yaml.YAMLError as error:
             raise ConfigError(f"override {override!r}: value is not valid YAML: {error}") from None
         try:
@@ -462,6 +463,15 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1, which PyYAML follows, reads `1e-4` (no dot) as a string; YAML 1.2 and everyone
+# writing a learning rate read a float. Added after the int resolver, so `10` stays an int.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 # --------------------------------------------------------------------------------------------

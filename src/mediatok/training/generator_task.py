@@ -177,7 +177,9 @@ class GeneratorTask(Task):
         return TokenWindows(tokens, self.token_shape, self.data.window, self.seed)
 
     def losses(self, model: nn.Module, batch: dict, step: int):
-        loss = model(batch["codes"], labels=batch.get("label"), lengths=batch["length"])
+        # `model.num_classes: 0` trains an unconditional generator, on labelled shards too.
+        labels = batch.get("label") if self.model_config.get("num_classes") else None
+        loss = model(batch["codes"], labels=labels, lengths=batch["length"])
         return loss, {"cross_entropy": loss.detach()}
 
     @torch.no_grad()

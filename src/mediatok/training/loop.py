@@ -71,6 +71,10 @@ _FIXED_ON_RESUME = (
 )
 
 
+# Logged scalars that must be finite for a step's weights to be saved.
+_CHECKED_BEFORE_SAVE = ("loss", "grad_norm", "discriminator_loss", "discriminator_grad_norm")
+
+
 class Trainer:
     """Train ``task``'s model under ``config``; everything is built here, :meth:`fit` runs.
 
@@ -130,9 +134,13 @@ class Trainer:
             self._check_resumable(resume_from)
             state = ckpt.load_training_state(resume_from)
             self.model.load_state_dict(ckpt.load_weights(resume_from / ckpt.MODEL_NAME))
-            if self.discriminator is not None:
-                path = resume_from / ckpt.DISCRIMINATOR_NAME
+            path = resume_from / ckpt.DISCRIMINATOR_NAME
+            if self.discriminator is not None and path.is_file():
                 self.discriminator.load_state_dict(ckpt.load_weights(path))
+            elif self.discriminator is not None:
+                # The run trained without one (an adversarial weight of 0 until now).
+                logger.warning("%s holds no discriminator: it starts fresh", resume_from)
+                state.pop("discriminator_optimizer", None)
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
         if self.ema is not None and resume_from is not None:
             self.ema.load_state_dict(ckpt.load_weights(resume_from / ckpt.EMA_NAME))
@@ -158,7 +166,7 @@ class Trainer:
             )
         if state:
             _load_optimizer(self.optimizer, state["optimizer"])
-            if self.discriminator_optimizer is not None:
+            if self.discriminator_optimizer is not None and "discriminator_optimizer" in state:
                 _load_optimizer(self.discriminator_optimizer, state["discriminator_optimizer"])
 
         self._model = torch.compile(self.model) if config.compile else self.model
@@ -224,7 +232,8 @@ class Trainer:
             The last logged scalars (on rank 0; an empty dict on other ranks).
 
         Raises:
-            FloatingPointError: a non-finite loss (checked at log steps, where the host syncs).
+            FloatingPointError: a non-finite loss (checked at log steps, where the host syncs),
+                or a non-finite loss or gradient norm at a save step (nothing is saved).
         """
         cfg = self.config
         writer, metrics = self._open_logs() if self.is_main else (None, None)
@@ -260,6 +269,7 @@ class Trainer:
                     )
                     last = self._write(record, writer, metrics)
                 if self.stopped_early:  # save before anything slow: the job may be killed soon
+                    self._check_finite(logs)
                     self.save()
                     if self.is_main:
                         logger.warning(
@@ -274,6 +284,7 @@ class Trainer:
                     last = {**last, **self._write(self._evaluate(), writer, metrics)}
                     started = time.perf_counter()  # step_time measures training only
                 if final or (cfg.save_every and self.step % cfg.save_every == 0):
+                    self._check_finite(logs)
                     self.save()
                     started = time.perf_counter()
         finally:
@@ -285,6 +296,24 @@ class Trainer:
             if self._owns_group and dist.is_initialized():
                 dist.destroy_process_group()
         return last if self.is_main else {}
+
+    def _check_finite(self, logs: Mapping[str, float | Tensor]) -> None:
+        """Raise before a save when this step's loss or gradient norm is not finite (on any
+        rank): the weights are then NaN, or about to be, and must not replace the last good
+        checkpoint. Save steps need not be log steps, where :func:`_read_scalars` checks."""
+        names = [name for name in _CHECKED_BEFORE_SAVE if name in logs]
+        values = torch.stack(
+            [torch.as_tensor(logs[name], device=self.device).float() for name in names]
+        )
+        bad = (~torch.isfinite(values)).float()
+        if self.world_size > 1:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)  # every rank raises, none waits in save
+        if bad.any():
+            found = ", ".join(f"{name}={float(v)}" for name, v in zip(names, values.tolist()))
+            raise FloatingPointError(
+                f"non-finite values at step {self.step} ({found} here; any rank may have them): "
+                "not saved, the last checkpoint is kept"
+            )
 
     def _past(self, deadline: float) -> bool:
         """Whether rank 0's clock is past `deadline` (a `time.monotonic()` value): every rank
@@ -392,7 +421,7 @@ class Trainer:
         kept = []
         if self.step > 0 and path.exists():
             lines = path.read_text(encoding="utf-8").splitlines()
-            kept = [line for line in lines if line and json.loads(line)["step"] <= self.step]
+            kept = [line for line in lines if _record_step(line) <= self.step]
         metrics = path.open("w", encoding="utf-8")
         metrics.writelines(line + "\n" for line in kept)
         writer = None
@@ -533,6 +562,15 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to_device(value, device) for value in batch)
     return batch
+
+
+def _record_step(line: str) -> float:
+    """The step of a ``metrics.jsonl`` line; infinity (dropped on resume) for an empty or torn
+    line, which a job killed while appending leaves behind."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def _differences(saved: Any, now: Any, where: str = "") -> list[str]:

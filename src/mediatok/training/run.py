@@ -177,6 +177,18 @@ def train_generator(config: GeneratorRunConfig, resume: bool = False) -> Trainer
     if tokens.labels is not None and "num_classes" not in model:
         model["num_classes"] = int(tokens.labels.max()) + 1
     model_config = from_dict(GENERATORS[config.generator][0], model, where="model")
+    classes = model_config.num_classes
+    if tokens.labels is not None and classes:
+        # Label `num_classes` is the null class's row: an AR model would train it unconditional
+        # without a word, a masked one would stop at the batch that holds it.
+        low, high = int(tokens.labels.min()), int(tokens.labels.max())
+        if low < 0 or high >= classes:
+            raise ValueError(
+                f"{config.data.tokens}: the shards hold labels {low} up to {high}, beyond "
+                f"model.num_classes={classes} (classes 0 to {classes - 1}); set "
+                f"model.num_classes to at least {high + 1}, or leave it out to take it from "
+                "the shards"
+            )
     # Sampling settings are used first at the first evaluation: check them now, not after
     # eval_every steps of training.
     config.sample.options(config.generator)

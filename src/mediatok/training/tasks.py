@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from mediatok.codecs import Codec, build_codec
+from mediatok.config import check_positive_int
 from mediatok.data import (
     ImageFolder,
     Repeated,
@@ -62,6 +63,11 @@ class ImageDataConfig:
     val_dir: str | None = None
     val_images: int = 16
 
+    def __post_init__(self) -> None:
+        # val_images 0 would fail only at the first evaluation, after eval_every steps.
+        check_positive_int("repeat", self.repeat)
+        check_positive_int("val_images", self.val_images)
+
 
 @dataclass
 class CodecLossConfig:
@@ -79,6 +85,8 @@ class CodecLossConfig:
     lecam_weight: float = 0.001
 
     def __post_init__(self) -> None:
+        if self.discriminator_start < 0:
+            raise ValueError(f"expected discriminator_start >= 0, got {self.discriminator_start}")
         if self.perceptual_weight and not self.perceptual_weights:
             raise ValueError(
                 "perceptual_weight > 0 needs perceptual_weights: the path of VGG16 weights "
