@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -165,3 +166,118 @@ def test_compiled_training_matches_eager(tmp_path):
     assert main(args) == 0
     for step, loss in losses(eager).items():
         assert losses(compiled)[step] == pytest.approx(loss, rel=1e-4)
+
+
+def encode_images(checkpoint: Path, photos: Path, tokens: Path, *extra: str) -> int:
+    args = ["encode", str(checkpoint), str(photos), "-o", str(tokens), "--device", "cpu"]
+    return main([*args, *extra])
+
+
+def test_decode_gives_sources_with_the_same_stem_their_own_files(checkpoint, tmp_path):
+    """`x.png` and `x.jpg` (and the same in a sub-folder) must not decode over each other."""
+    photos, tokens, out = tmp_path / "photos", tmp_path / "tokens", tmp_path / "decoded"
+    (photos / "sub").mkdir(parents=True)
+    shutil.copy(ASSETS / "chelsea.png", photos / "x.png")
+    shutil.copy(ASSETS / "rocket.jpg", photos / "x.jpg")
+    shutil.copy(ASSETS / "rocket.jpg", photos / "sub" / "y.jpeg")
+    shutil.copy(ASSETS / "chelsea.png", photos / "sub" / "y.webp")
+    assert encode_images(checkpoint, photos, tokens) == 0
+    args = ["decode", str(checkpoint), str(tokens), "-o", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["sub/y.jpeg.png", "sub/y.webp.png", "x.jpg.png", "x.png"]
+    codec = load_codec(checkpoint)
+    dataset = TokenDataset(tokens)
+    for key, name in (("x.jpg", "x.jpg.png"), ("x.png", "x.png")):
+        decoded = codec.decode(dataset[dataset.keys.index(key)]["codes"][None])[0]
+        expected = ((decoded.clamp(-1, 1) + 1) * 127.5).round()
+        with Image.open(out / name) as image:
+            pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float()
+        assert (pixels - expected).abs().max() <= 1, key  # batched vs alone: rounding only
+    assert main(args) == 0  # a rerun finds all four and writes nothing
+
+
+def test_encode_stopped_by_a_bad_file_keeps_its_work_but_claims_no_finished_directory(
+    checkpoint, photos, tmp_path
+):
+    tokens = tmp_path / "tokens"
+    # listing order: broken.jpg, camera.jpg, chelsea.png, sub/rocket.jpg; break the third
+    (photos / "broken.jpg").unlink()
+    shutil.copy(ASSETS / "chelsea.png", photos / "a.png")
+    (photos / "chelsea.png").write_bytes(b"not a png")
+    with pytest.raises(SystemExit, match=r"chelsea\.png"):
+        encode_images(checkpoint, photos, tokens, "--on-error", "stop", "--batch-size", "1")
+    # the two images encoded before the stop are on disk, but no manifest.json says the
+    # directory is complete: a reader must not take the first half of a folder for all of it
+    assert not (tokens / "manifest.json").exists()
+    part = json.loads((tokens / "manifest-r000.json").read_text())
+    assert part["complete"] is False and sum(s["num_samples"] for s in part["shards"]) == 2
+    with pytest.raises(ValueError, match="merge_manifests"):
+        TokenDataset(tokens)
+    shutil.copy(ASSETS / "chelsea.png", photos / "chelsea.png")  # fixed: the rerun finishes
+    assert encode_images(checkpoint, photos, tokens, "--on-error", "stop") == 0
+    dataset = TokenDataset(tokens)
+    assert sorted(dataset.keys) == ["a.png", "camera.jpg", "chelsea.png", "sub/rocket.jpg"]
+    assert dataset.skipped == []
+
+
+def encode_as_ranks(monkeypatch, checkpoint: Path, photos: Path, tokens: Path) -> None:
+    """`mediatok encode` as two torchrun ranks run it, one after the other (rank 1 first, so
+    that rank 0 merges after both, as after the barrier). A collective while encoding would hang
+    real ranks that encode different numbers of batches: here it fails."""
+    import torch.distributed as dist
+
+    joined: list[bool] = []  # a process group exists
+
+    def no_collective(*args, **kwargs):
+        raise AssertionError("a collective while encoding: ranks with unequal work would hang")
+
+    monkeypatch.setattr(dist, "init_process_group", lambda *args, **kwargs: joined.append(True))
+    monkeypatch.setattr(dist, "is_initialized", lambda: bool(joined))
+    monkeypatch.setattr(dist, "get_world_size", lambda *args, **kwargs: 2)
+    monkeypatch.setattr(dist, "all_reduce", no_collective)
+    monkeypatch.setattr(dist, "barrier", lambda *args, **kwargs: None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in (1, 0):
+        joined.clear()
+        monkeypatch.setattr(dist, "get_rank", lambda *args, rank=rank, **kwargs: rank)
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        assert encode_images(checkpoint, photos, tokens, "--batch-size", "4") == 0
+
+
+def test_ranks_resuming_after_new_files_arrive_encode_only_the_new_ones(
+    checkpoint, tmp_path, monkeypatch
+):
+    photos, tokens = tmp_path / "photos", tmp_path / "tokens"
+    photos.mkdir()
+    for name in ("b", "c", "e", "h"):
+        shutil.copy(ASSETS / "chelsea.png", photos / f"{name}.png")
+    encode_as_ranks(monkeypatch, checkpoint, photos, tokens)
+    shards = {path.name: path.stat().st_mtime_ns for path in tokens.glob("shard-*")}
+    assert sorted(shards) == ["shard-r000-00000.safetensors", "shard-r001-00000.safetensors"]
+    shutil.copy(ASSETS / "rocket.jpg", photos / "a.jpg")  # sorts first: shifts every rank's share
+    encode_as_ranks(monkeypatch, checkpoint, photos, tokens)
+    dataset = TokenDataset(tokens)
+    assert sorted(dataset.keys) == ["a.jpg", "b.png", "c.png", "e.png", "h.png"]
+    dataset.verify()
+    new = {path.name: path.stat().st_mtime_ns for path in tokens.glob("shard-*")}
+    assert {name: new[name] for name in shards} == shards and len(new) == len(shards) + 1
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["encode", "--batch-size", "0"],
+        ["encode", "--shard-size", "0"],
+        ["encode", "--chunk-seconds", "0"],
+        ["decode", "--batch-size", "0"],
+        ["decode", "--chunk-tokens", "-1"],
+    ],
+)
+def test_encode_and_decode_refuse_bad_sizes_before_starting(tmp_path, capsys, option):
+    command, *rest = option
+    with pytest.raises(SystemExit):
+        main([command, "ckpt", str(tmp_path), "-o", str(tmp_path / "out"), *rest])
+    assert f"{rest[0]}: expected" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile
 import torch
@@ -170,3 +172,48 @@ def test_run_configs_reject_a_wrong_task_or_modality(tmp_path):
         task.build_model()
     with pytest.raises(ValueError, match="expected segment_seconds and val_seconds > 0"):
         AudioDataConfig(segment_seconds=0)
+
+
+def test_encode_reads_a_few_batches_ahead_not_the_whole_folder(checkpoint, tmp_path, monkeypatch):
+    """Reading runs ahead of the model on threads; unbounded, it would hold every decoded file
+    of a large collection in memory (and a stop would wait for the whole folder to be read)."""
+    import mediatok.data
+    from mediatok.tokens import TokenWriter
+
+    root = tmp_path / "clips"
+    root.mkdir()
+    for index in range(16):
+        soundfile.write(root / f"{index:02d}.wav", np.full(400, 0.1, np.float32), 24000)
+    reads, seen = [], []
+    real_read, real_add = mediatok.data.read_audio, TokenWriter.add_batch
+
+    def counting_read(*args, **kwargs):
+        reads.append(args[0])
+        return real_read(*args, **kwargs)
+
+    def slow_add(self, *args, **kwargs):
+        if not seen:
+            time.sleep(0.3)  # the model is slower than the readers
+        seen.append(len(reads))
+        return real_add(self, *args, **kwargs)
+
+    monkeypatch.setattr(mediatok.data, "read_audio", counting_read)
+    monkeypatch.setattr(TokenWriter, "add_batch", slow_add)
+    assert encode(checkpoint, root, tmp_path / "tokens", "--batch-size", "1") == 0
+    assert seen[0] <= 8, f"{seen[0]} of 16 files read before the first batch was written"
+    assert len(reads) == 16 and len(TokenDataset(tmp_path / "tokens")) == 16
+
+
+def test_decode_refuses_tokens_of_another_frame_rate(checkpoint, clips, tmp_path):
+    """75 and 40 tokens per second share the vocabulary and layout: decoding one's tokens with
+    the other would write audio of the wrong speed, silently."""
+    tokens = tmp_path / "tokens"
+    encode(checkpoint, clips, tokens)
+    torch.manual_seed(0)
+    slower = build_codec("wavtokenizer", {**TINY_WAVTOKENIZER, "hop_length": 600})
+    other = slower.save_pretrained(tmp_path / "hop-600")
+    out = tmp_path / "decoded"
+    args = ["decode", str(other), str(tokens), "-o", str(out), "--device", "cpu"]
+    with pytest.raises(SystemExit, match=r"hop_length.*320.*600|hop_length.*600.*320"):
+        main(args)
+    assert not out.exists()

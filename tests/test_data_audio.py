@@ -166,6 +166,17 @@ def test_silence_reads_as_zeros_and_stays_silent(tmp_path):
     assert not loudness_normalize(audio).any()
 
 
+@pytest.mark.parametrize(
+    ("rate", "frames", "expected"), [(48000, 1, 1), (96000, 2, 1), (8000, 1, 3)]
+)
+def test_a_clip_of_a_few_samples_resamples_to_at_least_one(tmp_path, rate, frames, expected):
+    """Half a sample rounds to none: the clip would reach the codec empty and fail its batch."""
+    path = tmp_path / "click.wav"
+    soundfile.write(path, np.full((frames, 2), 0.5, np.float32), rate)
+    audio, new_rate = read_audio(path, sample_rate=24000)
+    assert new_rate == 24000 and audio.shape == (1, expected) and audio.abs().max() > 0
+
+
 def test_loudness_normalize_reaches_the_target_and_limits_the_peak():
     tone = torch.from_numpy(sine(440.0, 16000, 0.5, amplitude=0.01))[None]
     out = loudness_normalize(tone, target_db=-20.0)

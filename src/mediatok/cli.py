@@ -13,8 +13,9 @@ The checkpoint says whether the codec codes images or audio; the media folder is
 each file back at its source's duration).
 
 Encoding is safe to kill and rerun: finished shards are kept and their files are not encoded
-again. Under `torchrun`, each rank encodes its share of the files and writes its own shards;
-rank 0 merges the manifests at the end.
+again. Under `torchrun`, each rank encodes its share of the files (chosen by a hash of each
+file's path, so files added before a rerun move no others) and writes its own shards; rank 0
+merges the manifests at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import argparse
 import json
 import os
 import sys
+import zlib
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -40,17 +43,35 @@ def _device(name: str) -> torch.device:
 
 
 def _distributed() -> tuple[int, int]:
-    """(rank, world size) under torchrun, with a process group for the final barrier."""
+    """(rank, world size) under torchrun, from its environment; no process group yet.
+
+    The codec must encode without one: the quantizers sum their usage statistics over the
+    process group in every forward, a collective that deadlocks as soon as two ranks encode a
+    different number of batches (or audio chunks). `_wait_for_every_rank` joins the ranks at
+    the end.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1
+    if "RANK" not in os.environ:
+        raise SystemExit(
+            f"{PROGRAM}: WORLD_SIZE is {world} but RANK is not set; launch with torchrun"
+        )
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return int(os.environ["RANK"]), world
+
+
+def _wait_for_every_rank() -> None:
+    """A barrier over the torchrun ranks, on a process group made for it (gloo: nothing to
+    move but the barrier), that waits as long as the slowest rank takes to finish encoding."""
+    from datetime import timedelta
+
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    return dist.get_rank(), world
+        dist.init_process_group("gloo", timeout=timedelta(days=7))
+    dist.barrier()
 
 
 def command_encode(args: argparse.Namespace) -> int:
@@ -58,6 +79,7 @@ def command_encode(args: argparse.Namespace) -> int:
     from mediatok.config import config_hash
     from mediatok.data import list_audio, list_images
     from mediatok.tokens import TokenWriter, merge_manifests
+    from mediatok.tokens.writer import written_keys
 
     rank, world = _distributed()
     device = _device(args.device)
@@ -68,7 +90,7 @@ def command_encode(args: argparse.Namespace) -> int:
         raise SystemExit(f"{PROGRAM} encode: no {codec.modality} encoding path yet")
     root = Path(args.input)
     lister = list_images if codec.modality == "image" else list_audio
-    files = lister(root)[rank::world]
+    files = lister(root)
     writer = TokenWriter(
         args.output,
         codec.token_spec,
@@ -79,13 +101,19 @@ def command_encode(args: argparse.Namespace) -> int:
         rank=rank,
         world_size=world,
     )
-    done = writer.done_keys
-    todo = [path for path in files if path.relative_to(root).as_posix() not in done]
-    failed: list[tuple[str, str]] = []
+    keys = [path.relative_to(root).as_posix() for path in files]
+    # A file's rank follows from its key alone, so files added before a rerun leave the others
+    # where they were; and no rank redoes what any rank wrote (another world size before).
+    done = writer.done_keys if world == 1 else written_keys(args.output, codec.token_spec)
+    todo = [
+        path
+        for path, key in zip(files, keys, strict=True)
+        if key not in done and _rank_of(key, world) == rank
+    ]
+    mine = sum(key in writer.done_keys for key in keys)
 
     def fail(path: Path, message: str) -> None:
         key = path.relative_to(root).as_posix()
-        failed.append((key, message))
         writer.skip(key, message)
         print(f"{PROGRAM} encode: cannot read {path}: {message}", file=sys.stderr)
         if args.on_error == "stop":
@@ -96,27 +124,40 @@ def command_encode(args: argparse.Namespace) -> int:
 
     unit = "img" if codec.modality == "image" else "file"
     progress = tqdm(
-        total=len(files), initial=len(files) - len(todo), desc="encode", unit=unit,
+        total=mine + len(todo), initial=mine, desc="encode", unit=unit,
         disable=rank != 0 or None,
     )  # fmt: skip
     encode_batches = _encode_images if codec.modality == "image" else _encode_audio
     try:
         encode_batches(codec, todo, root, writer, fail, progress, device, args)
+    except BaseException:
+        # --on-error stop, Ctrl-C, an error: keep what was encoded, but claim no finished
+        # directory (no manifest.json for a reader to take for the whole folder)
+        writer.abort()
+        raise
+    else:
+        writer.close()
     finally:
         progress.close()
-        writer.close()
     if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+        _wait_for_every_rank()
         if rank == 0:
             merge_manifests(args.output)
-    if rank == 0:
+    if rank == 0:  # every rank's work, as merged
+        manifest = json.loads((Path(args.output) / "manifest.json").read_text(encoding="utf-8"))
+        skipped = manifest["skipped"]
+        current = set(keys)
+        encoded = len(files) - sum(entry["key"] in current for entry in skipped)
         noun = "images" if codec.modality == "image" else "files"
-        print(f"encoded {len(files) - len(failed)} of {len(files)} {noun} into {args.output}")
-        for key, message in failed:
-            print(f"  skipped {key}: {message}")
+        print(f"encoded {encoded} of {len(files)} {noun} into {args.output}")
+        for entry in skipped:
+            print(f"  skipped {entry['key']}: {entry['error']}")
     return 0
+
+
+def _rank_of(key: str, world: int) -> int:
+    """The rank that encodes source `key`: a hash of the key, the same in every run."""
+    return zlib.crc32(key.encode("utf-8", "surrogateescape")) % world
 
 
 def _encode_images(codec, todo, root, writer, fail, progress, device, args) -> None:
@@ -141,6 +182,7 @@ def _encode_audio(codec, todo, root, writer, fail, progress, device, args) -> No
     chunks (`--chunk-seconds`). Files are read (mono, resampled to the codec's rate) on a few
     threads while the model runs; each one's sample count is stored so decoding restores its
     duration."""
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     from mediatok.data import AudioReadError, read_audio
@@ -155,10 +197,17 @@ def _encode_audio(codec, todo, root, writer, fail, progress, device, args) -> No
             return error
 
     chunk_samples = round(args.chunk_seconds * rate)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        batches = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
-        reads = pool.map(lambda batch: [read(path) for path in batch], batches)
-        for batch, clips in zip(batches, reads, strict=True):
+    batches = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
+    pool = ThreadPoolExecutor(max_workers=_READ_THREADS)
+    # Keep _READ_THREADS batches read ahead of the model, no more: `pool.map` would read (and
+    # hold in memory) the whole folder at once.
+    reads: deque = deque()
+    try:
+        for number, batch in enumerate(batches):
+            while len(reads) <= _READ_THREADS and number + len(reads) < len(batches):
+                ahead = batches[number + len(reads)]
+                reads.append(pool.submit(lambda paths: [read(path) for path in paths], ahead))
+            clips = reads.popleft().result()
             short: list[tuple[Path, torch.Tensor]] = []
             for path, clip in zip(batch, clips, strict=True):
                 if isinstance(clip, AudioReadError):
@@ -182,6 +231,11 @@ def _encode_audio(codec, todo, root, writer, fail, progress, device, args) -> No
                     media_lengths=lengths,
                 )
             progress.update(len(batch))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a stop waits for no more reading
+
+
+_READ_THREADS = 4  # audio files are read on this many threads while the model runs
 
 
 def _audio_frames(path: Path) -> int:
@@ -201,6 +255,7 @@ def command_decode(args: argparse.Namespace) -> int:
     device = _device(args.device)
     codec = load(args.checkpoint, device=device)
     dataset = TokenDataset(args.tokens, codec.token_spec)
+    _check_decodes(codec, dataset, args.checkpoint)
     out = Path(args.output)
     if codec.modality == "image":
         suffix = ".png"
@@ -208,25 +263,49 @@ def command_decode(args: argparse.Namespace) -> int:
         suffix = f".{args.format}"
     else:
         raise SystemExit(f"{PROGRAM} decode: no {codec.modality} decoding path yet")
-    indices = [i for i in range(len(dataset)) if not _target(out, dataset.keys[i], suffix).exists()]
+    targets = _targets(out, dataset.keys, suffix)
+    indices = [i for i in range(len(dataset)) if not targets[i].exists()]
     if codec.modality == "audio":  # similar lengths share a batch: less padding
         indices.sort(key=lambda i: int(dataset.lengths[i]))
     written = 0
     for start in tqdm(range(0, len(indices), args.batch_size), desc="decode", disable=None):
-        items = [dataset[i] for i in indices[start : start + args.batch_size]]
+        batch = indices[start : start + args.batch_size]
+        items = [dataset[i] | {"target": targets[i]} for i in batch]
         if codec.modality == "image":
             codes = torch.stack([item["codes"] for item in items]).to(device)
             for item, image in zip(items, codec.decode(codes).clamp(-1, 1).cpu(), strict=True):
-                _write_decoded(out, item["key"], suffix, image, None)
+                _write_decoded(item["target"], image, None)
         else:
-            _decode_audio(codec, items, out, suffix, device, args)
+            _decode_audio(codec, items, device, args)
         written += len(items)
     noun = "images" if codec.modality == "image" else "files"
     print(f"decoded {written} {noun} into {out} ({len(dataset) - written} already there)")
     return 0
 
 
-def _decode_audio(codec, items, out: Path, suffix: str, device, args) -> None:
+def _check_decodes(codec, dataset, checkpoint) -> None:
+    """Refuse tokens that another kind of codec wrote: the vocabulary may agree (75 and 40
+    tokens per second, two image sizes) while the media would come out at the wrong speed or
+    size. Another checkpoint of the same codec gets a warning (a retrained decoder is fine)."""
+    written_by, geometry = dataset.metadata["codec"], dict(dataset.spec.geometry)
+    expected = dict(codec.token_spec.geometry)
+    if (written_by is not None and written_by != codec.name) or geometry != expected:
+        raise SystemExit(
+            f"{PROGRAM} decode: {dataset.directory} holds tokens of {written_by} with geometry "
+            f"{geometry}; {checkpoint} is {codec.name} with geometry {expected}: decode with "
+            "the checkpoint that encoded them"
+        )
+    from mediatok.api import checkpoint_sha256
+
+    if dataset.metadata["checkpoint_sha256"] not in (None, checkpoint_sha256(checkpoint)):
+        print(
+            f"{PROGRAM} decode: warning: {dataset.directory} was encoded with another checkpoint "
+            f"than {checkpoint}",
+            file=sys.stderr,
+        )
+
+
+def _decode_audio(codec, items, device, args) -> None:
     """Decode a batch of audio token sequences; each file gets its source's exact duration
     when the shards recorded it (else tokens × hop samples)."""
     hop, rate = codec.config.hop_length, codec.config.sample_rate
@@ -234,7 +313,7 @@ def _decode_audio(codec, items, out: Path, suffix: str, device, args) -> None:
     short = [item for item in items if len(item["codes"]) <= args.chunk_tokens]
     for item in long:
         audio = codec.decode_long(item["codes"][None].to(device), args.chunk_tokens)[0]
-        _write_decoded(out, item["key"], suffix, audio.cpu(), rate, item.get("media_length"))
+        _write_decoded(item["target"], audio.cpu(), rate, item.get("media_length"))
     if short:
         lengths = torch.tensor([len(item["codes"]) for item in short])
         codes = torch.zeros(len(short), int(lengths.max()), dtype=torch.int64)  # (B, T)
@@ -243,25 +322,41 @@ def _decode_audio(codec, items, out: Path, suffix: str, device, args) -> None:
         audio = codec.decode(codes.to(device), lengths=lengths.to(device)).cpu()
         for row, item in enumerate(short):
             clip = audio[row, :, : lengths[row] * hop]
-            _write_decoded(out, item["key"], suffix, clip, rate, item.get("media_length"))
+            _write_decoded(item["target"], clip, rate, item.get("media_length"))
 
 
-def _write_decoded(out: Path, key: str, suffix: str, media, rate, length=None) -> None:
+def _write_decoded(target: Path, media, rate, length=None) -> None:
     from mediatok.data import write_audio, write_image
 
     if rate is None:
-        write_image(_target(out, key, suffix), media)
+        write_image(target, media)
         return
     if length is not None:  # the source's duration: trim the hop padding, or pad a hair
         media = media[..., :length]
         if media.shape[-1] < length:
             media = torch.nn.functional.pad(media, (0, length - media.shape[-1]))
-    write_audio(_target(out, key, suffix), media.float().clamp(-1, 1), rate)
+    write_audio(target, media.float().clamp(-1, 1), rate)
 
 
-def _target(out: Path, key: str, suffix: str = ".png") -> Path:
-    """Where the media decoded from source `key` goes: same relative path, new suffix."""
-    return (out / key).with_suffix(suffix)
+def _targets(out: Path, keys: list[str], suffix: str) -> list[Path]:
+    """Where the media decoded from each source key goes: the same relative path with the new
+    suffix (`sub/a.jpg` -> `sub/a.png`). Sources that would share a file (`a.jpg` and `a.png`,
+    `a.wav` and `a.flac`) keep their whole name and gain the suffix (`a.jpg.png`), except one
+    that already has it (`a.png` stays), so that no decoded file overwrites another."""
+    plain = [(out / key).with_suffix(suffix) for key in keys]
+    counts = Counter(plain)
+    targets = [
+        path if counts[path] == 1 or Path(key).suffix == suffix else out / f"{key}{suffix}"
+        for key, path in zip(keys, plain, strict=True)
+    ]
+    if len(set(targets)) != len(targets):
+        counts = Counter(targets)
+        clashes = [key for key, path in zip(keys, targets, strict=True) if counts[path] > 1]
+        raise SystemExit(
+            f"{PROGRAM} decode: sources {clashes[:4]} would decode to the same file in {out}; "
+            "rename one of them and encode again"
+        )
+    return targets
 
 
 def command_eval(args: argparse.Namespace) -> int:
@@ -378,6 +473,27 @@ def command_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _natural_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -392,12 +508,12 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("checkpoint")
     encode.add_argument("input", help="folder of images or audio files (searched recursively)")
     encode.add_argument("-o", "--output", required=True, help="token directory")
-    encode.add_argument("--batch-size", type=int, default=32)
-    encode.add_argument("--shard-size", type=int, default=4096, help="samples per shard")
+    encode.add_argument("--batch-size", type=_positive_int, default=32)
+    encode.add_argument("--shard-size", type=_positive_int, default=4096, help="samples per shard")
     encode.add_argument("--crop", choices=["center", "random"], default="center", help="images")
     encode.add_argument(
         "--chunk-seconds",
-        type=float,
+        type=_positive_float,
         default=30.0,
         help="audio longer than this is encoded alone, in chunks (same codes as one pass)",
     )
@@ -409,11 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("checkpoint")
     decode.add_argument("tokens", help="token directory written by `mediatok encode`")
     decode.add_argument("-o", "--output", required=True)
-    decode.add_argument("--batch-size", type=int, default=32)
+    decode.add_argument("--batch-size", type=_positive_int, default=32)
     decode.add_argument("--format", choices=["wav", "flac"], default="wav", help="audio files")
     decode.add_argument(
         "--chunk-tokens",
-        type=int,
+        type=_natural_int,
         default=2250,
         help="audio longer than this many tokens is decoded alone, in overlapping chunks",
     )

@@ -10,7 +10,7 @@ them would hide a problem of the data, and `write_audio` clips anyway). Mono is 
 the channels, not a sum (no level change for identical channels, never clips). Resampling uses
 `torchaudio.functional.resample` with its defaults: windowed-sinc interpolation with a Hann
 window, 6 zero crossings per side and a cutoff at 0.99 of the lower Nyquist frequency; the output
-is cut to `round(T * new_rate / old_rate)` samples.
+is cut to `round(T * new_rate / old_rate)` samples, and never to none.
 
 A file that cannot be decoded raises `AudioReadError`, never silence: unreadable, not audio,
 damaged, truncated (a WAV whose data chunk is shorter than its header says, or any file that
@@ -164,11 +164,13 @@ def resample(audio: torch.Tensor, old_rate: int, new_rate: int) -> torch.Tensor:
     """Resample `(..., T)` with torchaudio's windowed sinc (defaults: Hann, width 6, rolloff 0.99).
 
     Returns:
-        `(..., round(T * new_rate / old_rate))`, same dtype and device.
+        `(..., round(T * new_rate / old_rate))` (at least 1 when T >= 1), same dtype and device.
     """
     import torchaudio.functional
 
     length = round(audio.shape[-1] * new_rate / old_rate)
+    if audio.shape[-1]:
+        length = max(length, 1)  # a click of half a sample at the new rate is not silence
     resampled = torchaudio.functional.resample(audio, old_rate, new_rate)
     # torchaudio returns ceil(T * new / old) samples; round() matches the duration best.
     assert resampled.shape[-1] >= length, (resampled.shape, length)

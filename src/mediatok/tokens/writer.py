@@ -49,7 +49,7 @@ from mediatok.tokens.shards import (
 )
 from mediatok.tokens.spec import TokenSpec
 
-__all__ = ["TokenWriter"]
+__all__ = ["TokenWriter", "written_keys"]
 
 
 class TokenWriter:
@@ -257,6 +257,18 @@ class TokenWriter:
         self._closed = True
         if self.world_size == 1:
             merge_manifests(self.directory)
+
+    def abort(self) -> None:
+        """End a job that failed or was stopped: flush the samples added so far (finished work is
+        kept) but leave this rank unfinished, so that no `manifest.json` claims the directory is
+        complete; a rerun resumes and finishes it. Idempotent; a no-op after `close()`."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._pending:
+            self._flush(self._pending)
+        else:
+            self._write_part_manifest(complete=False)
 
     def __enter__(self) -> TokenWriter:
         return self
@@ -467,6 +479,30 @@ class TokenWriter:
         self._has_media_lengths = has_media_lengths
         self._done_keys.update(shard.keys)
         return len(shard), int(shard.offsets[-1])
+
+
+def written_keys(directory: str | os.PathLike[str], spec: TokenSpec | None = None) -> set[str]:
+    """Source keys of every shard in `directory`, of every rank, listed in a manifest or not.
+
+    A job resumed on more files than before, or with another split of them between ranks,
+    skips what any rank already wrote (`TokenWriter.done_keys` holds only its own rank's).
+    Shards are renamed into place whole, so reading them while other ranks write is safe.
+
+    Args:
+        directory: a token directory; one that does not exist holds no keys.
+        spec: the spec the caller expects (vocabulary checked, as `read_shard`), or None.
+
+    Raises:
+        TokenFileError: a damaged shard, or one of another vocabulary.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return set()
+    keys: set[str] = set()
+    for path in sorted(directory.glob("shard-r*-*.safetensors")):
+        if shard_index(path.name) is not None:
+            keys.update(read_shard(path, spec).keys)
+    return keys
 
 
 def _shard_entry(name: str, num_samples: int, num_tokens: int, size: int, digest: str) -> dict:
