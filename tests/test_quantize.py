@@ -350,11 +350,11 @@ def test_simvq_trains_the_linear_map_not_the_basis():
 def test_usage_and_perplexity_of_a_known_histogram():
     usage = CodeUsage(num_levels=1, codebook_size=8, dead_after_tokens=10)
     codes = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]).unsqueeze(1)
-    metrics = usage.update(usage.histogram(codes), track=True)
+    metrics = usage.update(usage.histogram(codes, across_ranks=True), track=True)
     assert float(metrics["usage"]) == 0.5
     assert math.isclose(float(metrics["perplexity"]), 4.0, rel_tol=1e-6)
     assert int(metrics["dead_codes"]) == 0  # 8 tokens < 10
-    metrics = usage.update(usage.histogram(codes), track=True)
+    metrics = usage.update(usage.histogram(codes, across_ranks=True), track=True)
     assert int(metrics["dead_codes"]) == 4  # 16 tokens without codes 4..7
 
 

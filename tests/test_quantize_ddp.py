@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -21,7 +23,13 @@ def assert_same_on_every_rank(tensor: torch.Tensor, what: str) -> None:
 
 
 def worker(rank: int, world: int, init_file: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=60),  # a collective one rank never joins fails, not hangs
+    )
     try:
         # Different seeds per rank: different data, different randperm picks inside k-means and
         # revival; only the collectives can make the state agree.
@@ -58,6 +66,16 @@ def worker(rank: int, world: int, init_file: str) -> None:
                 usage_key = "usage" if quantizer.num_levels == 1 else "usage_q0"
                 assert abs(float(out.metrics[usage_key]) - expected) < 1e-6, (kind, step)
                 assert_same_on_every_rank(out.metrics["perplexity"], f"{kind} perplexity")
+
+        # In eval each rank works alone: a rank that encodes more batches than another (the
+        # last batch of a split folder) must not wait in a collective. Rank 1 quantizes three
+        # times, rank 0 never: a collective would hang until the group's timeout.
+        quantizer = build_quantizer("vq", dim=4, codebook_size=16).eval()
+        for _ in range(3 * rank):
+            out = quantizer(torch.randn(8, 4))
+            here = torch.unique(out.codes).numel() / 16  # this rank's codes only
+            assert abs(float(out.metrics["usage"]) - here) < 1e-6
+        dist.barrier()
 
         # The LFQ entropy uses the batch distribution over both ranks.
         quantizer = build_quantizer("lfq", dim=6, codebook_size=64)

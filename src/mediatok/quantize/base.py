@@ -32,7 +32,9 @@ class QuantizeOutput:
         codes: int64, `(...)` or `(..., Q)` for multi-level quantizers.
         losses: named scalar losses, already weighted: a trainer adds them to its objective.
         metrics: named scalar tensors (`usage`, `perplexity`, `dead_codes`, per level for Q > 1),
-            computed over all ranks; for logging, detached; computed on first read.
+            computed over all ranks in training (in eval, over this rank's codes: a rank
+            encoding alone never waits in a collective); for logging, detached; computed on
+            first read.
     """
 
     quantized: torch.Tensor
@@ -52,15 +54,15 @@ class Step:
     dead: torch.Tensor | None = None  # (Q,) when the subclass advanced the usage clock itself
 
 
-def histogram(codes: torch.Tensor, size: int) -> torch.Tensor:
-    """`(N,)` int64 codes → `(size,)` float32 counts summed over ranks.
+def histogram(codes: torch.Tensor, size: int, across_ranks: bool) -> torch.Tensor:
+    """`(N,)` int64 codes → `(size,)` float32 counts, summed over ranks if `across_ranks`.
 
     `index_add_` rather than `torch.bincount`, which syncs with the host on CUDA. Exact while
     a count stays under 2^24.
     """
     counts = torch.zeros(size, device=codes.device)
     counts.index_add_(0, codes, torch.ones(1, device=codes.device).expand(codes.shape[0]))
-    return all_reduce_sum_(counts)
+    return all_reduce_sum_(counts) if across_ranks else counts
 
 
 class LazyMetrics(Mapping[str, torch.Tensor]):
@@ -113,12 +115,12 @@ class CodeUsage(nn.Module):
             "tokens_since_used", torch.zeros(num_levels, codebook_size, dtype=torch.int64)
         )
 
-    def histogram(self, codes: torch.Tensor) -> torch.Tensor:
-        """`(N, Q)` codes → `(Q, K)` float32 counts summed over ranks."""
+    def histogram(self, codes: torch.Tensor, across_ranks: bool) -> torch.Tensor:
+        """`(N, Q)` codes → `(Q, K)` float32 counts, summed over ranks if `across_ranks`."""
         num_levels = codes.shape[1]
         if num_levels > 1:
             codes = codes + torch.arange(num_levels, device=codes.device) * self.codebook_size
-        counts = histogram(codes.reshape(-1), num_levels * self.codebook_size)
+        counts = histogram(codes.reshape(-1), num_levels * self.codebook_size, across_ranks)
         return counts.view(num_levels, self.codebook_size)
 
     @torch.no_grad()
@@ -201,7 +203,7 @@ class Quantizer(nn.Module):
             if self.usage is not None:
                 counts = step.counts
                 if counts is None:
-                    counts = self.usage.histogram(step.codes)
+                    counts = self.usage.histogram(step.codes, across_ranks=self.training)
                 metrics = self.usage.update(counts, track=self.training, dead=step.dead)
         codes = step.codes.reshape(*leading, self.num_levels)
         if self.num_levels == 1:

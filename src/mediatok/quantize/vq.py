@@ -142,7 +142,7 @@ class Lookup:
         codes: `(N,)` int64.
         vectors: `(N, d)` code vectors, with the requested gradient path to x (bare otherwise).
         losses: `commitment`, and `codebook` for learned codebooks; weighted.
-        counts: `(K,)` float histogram of this step's codes over all ranks.
+        counts: `(K,)` float histogram of this step's codes, over all ranks in training.
         dead: scalar float tensor, codes dead after this step (before revival).
     """
 
@@ -228,7 +228,7 @@ class Codebook(nn.Module):
             if self.training and cfg.ema_update:
                 counts = self._ema_update(x.detach(), codes)
             else:
-                counts = histogram(codes, cfg.codebook_size)
+                counts = histogram(codes, cfg.codebook_size, across_ranks=self.training)
             if self.training:
                 clock.add_(counts.sum().long()).masked_fill_(counts > 0, 0)
             dead = (clock >= dead_after).sum().float()
