@@ -14,6 +14,7 @@ from mediatok.data import (
     AUDIO_EXTENSIONS,
     AudioFolder,
     AudioReadError,
+    Repeated,
     list_audio,
     loudness_normalize,
     read_audio,
@@ -222,6 +223,9 @@ def test_audio_folder_random_crops_are_reproducible_and_short_clips_padded(tmp_p
     assert first["key"] == "a_long.wav" and first["index"] == 0 and first["length"] == 4000
     again = AudioFolder(root, sample_rate=16000, segment_seconds=0.25, seed=3)[0]
     assert torch.equal(first["audio"], again["audio"])
+    copies = Repeated(dataset, 2)  # a second copy of a file an epoch: another window
+    assert torch.equal(copies[0]["audio"], first["audio"])
+    assert copies[3]["key"] == "a_long.wav" and not torch.equal(copies[3]["audio"], first["audio"])
     dataset.set_epoch(1)
     assert not torch.equal(dataset[0]["audio"], first["audio"])
     full = read_audio(root / "a_long.wav")[0]

@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 from mediatok.data import (
     ImageFolder,
     ImageReadError,
+    Repeated,
     apply_exif_orientation,
     decode_batch,
     list_images,
@@ -424,6 +425,26 @@ def test_image_folder_items(tmp_path: Path) -> None:
     assert dataset[-1]["key"] == "b.png"
     with pytest.raises(IndexError, match="out of range"):
         dataset[2]
+
+
+def test_repeated_copies_of_an_image_get_their_own_crops(tmp_path: Path) -> None:
+    # `repeat: 64` shows each image 64 times an epoch: each copy must be a new crop (they were
+    # all one crop, so the demo trained on 6 crops an epoch).
+    save(tmp_path / "a.png", Image.fromarray(noise(16, 400)))
+    save(tmp_path / "b.png", Image.fromarray(noise(16, 400, seed=1)))
+    folder = ImageFolder(tmp_path, size=16, seed=7)
+    repeated = Repeated(folder, 3)
+    assert len(repeated) == 6 and [repeated[i]["key"] for i in range(6)] == ["a.png", "b.png"] * 3
+    copies = [repeated[i]["image"] for i in (0, 2, 4)]  # a.png, three times
+    assert len({crop.sum().item() for crop in copies}) == 3
+    assert torch.equal(copies[0], folder[0]["image"])  # copy 0: the plain folder's crop
+    assert torch.equal(repeated[2]["image"], Repeated(folder, 3)[2]["image"])  # reproducible
+    repeated.set_epoch(1)
+    assert not torch.equal(repeated[2]["image"], copies[1])  # new crops each epoch
+    centered = Repeated(ImageFolder(tmp_path, size=16, crop="center"), 3)
+    assert torch.equal(centered[0]["image"], centered[4]["image"])  # nothing random: the same
+    with pytest.raises(IndexError, match="out of range"):
+        repeated[6]
 
 
 def test_image_folder_random_crops_are_reproducible(tmp_path: Path) -> None:

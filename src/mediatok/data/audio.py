@@ -356,7 +356,7 @@ class AudioFolder(MediaFolder):
     def _read(self, path: Path) -> torch.Tensor:
         return read_audio(path, self.sample_rate, mono=True)[0]
 
-    def _item(self, audio: torch.Tensor, index: int) -> dict[str, Any]:
+    def _item(self, audio: torch.Tensor, index: int, draw: int) -> dict[str, Any]:
         if self.normalize_db is not None:
             audio = loudness_normalize(audio, self.normalize_db)
         length = audio.shape[-1]
@@ -365,7 +365,7 @@ class AudioFolder(MediaFolder):
             if length >= segment:
                 start = 0
                 if self.crop == "random":
-                    generator = self.generator(index)
+                    generator = self.generator(index, draw)
                     start = int(torch.randint(length - segment + 1, (), generator=generator))
                 audio = audio[:, start : start + segment]  # (1, S)
                 length = segment

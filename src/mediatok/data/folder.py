@@ -97,26 +97,30 @@ def normalize_extensions(extensions: Iterable[str]) -> frozenset[str]:
     return normalized
 
 
-def item_seed(seed: int, epoch: int, index: int) -> int:
-    """A 64-bit seed mixed from `(seed, epoch, index)`; neighbours give unrelated streams."""
-    sequence = np.random.SeedSequence(seed, spawn_key=(epoch, index))
+def item_seed(seed: int, epoch: int, index: int, draw: int = 0) -> int:
+    """A 64-bit seed mixed from `(seed, epoch, index)`, and `draw` when it is not 0 (the copies
+    of an item that `Repeated` shows several times an epoch); neighbours give unrelated
+    streams."""
+    key = (epoch, index) if draw == 0 else (epoch, index, draw)
+    sequence = np.random.SeedSequence(seed, spawn_key=key)
     return int(sequence.generate_state(1, dtype=np.uint64)[0])
 
 
 class MediaFolder(Dataset):
     """Base of `ImageFolder` and `AudioFolder`: the files of `root`, read one per item.
 
-    A file that cannot be read either stops the job (`on_error="stop"`: the reader's
-    `MediaReadError` naming it) or is skipped (`"skip"`): a warning on the `"mediatok.data"`
-    logger names it, it is appended to `skipped`, and the item is the next readable file in
-    listing order (wrapping around), so the substitution is deterministic. Known-bad files are
-    not read again. Subclasses set `noun` and implement `_read(path)` and `_item(data, index)`.
+        A file that cannot be read either stops the job (`on_error="stop"`: the reader's
+        `MediaReadError` naming it) or is skipped (`"skip"`): a warning on the `"mediatok.data"`
+        logger names it, it is appended to `skipped`, and the item is the next readable file in
+        listing order (wrapping around), so the substitution is deterministic. Known-bad files are
+        not read again. Subclasses set `noun` and implement `_read(path)` and
+    `_item(data, index, draw)`.
 
-    Args:
-        root: the directory.
-        paths: its files, in listing order.
-        on_error: `"skip"` or `"stop"`.
-        seed: non-negative base seed of random crops (see `item_seed`).
+        Args:
+            root: the directory.
+            paths: its files, in listing order.
+            on_error: `"skip"` or `"stop"`.
+            seed: non-negative base seed of random crops (see `item_seed`).
     """
 
     noun: ClassVar[str]  # one file's kind in messages: "image", "audio file"
@@ -146,12 +150,17 @@ class MediaFolder(Dataset):
             raise ValueError(f"expected epoch to be a non-negative int, got {epoch!r}")
         self.epoch = epoch
 
-    def generator(self, index: int) -> torch.Generator:
-        """The random generator of item `index` in the current epoch."""
-        return torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
+    def generator(self, index: int, draw: int = 0) -> torch.Generator:
+        """The random generator of item `index` (its copy `draw`) in the current epoch."""
+        return torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index, draw))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """Item `index`, or the next readable one (see the class docstring).
+        """Item `index`, or the next readable one (see the class docstring)."""
+        return self.get(index)
+
+    def get(self, index: int, draw: int = 0) -> dict[str, Any]:
+        """Item `index` with the random crop of its copy `draw` this epoch (`Repeated` shows
+        copy d of item i at index i + d·len), or the next readable item.
 
         Raises:
             IndexError: index out of range.
@@ -176,7 +185,7 @@ class MediaFolder(Dataset):
                 self.skipped.append(self.paths[candidate])
                 logger.warning("skipping an unreadable %s: %s", self.noun, error)
                 continue
-            return self._item(data, candidate)
+            return self._item(data, candidate, draw)
         raise ValueError(
             f"no readable {self.noun} in {self.root}: all {count} files failed to decode "
             f"(first: {self.skipped[0] if self.skipped else '?'})"
@@ -185,12 +194,16 @@ class MediaFolder(Dataset):
     def _read(self, path: Path) -> torch.Tensor:
         raise NotImplementedError
 
-    def _item(self, data: torch.Tensor, index: int) -> dict[str, Any]:
+    def _item(self, data: torch.Tensor, index: int, draw: int) -> dict[str, Any]:
         raise NotImplementedError
 
 
 class Repeated(Dataset):
-    """`dataset` seen `times` times per epoch (index i reads item i mod len)."""
+    """`dataset` seen `times` times per epoch: index i reads item i mod len, as copy i // len.
+
+    A dataset with `get(index, draw)` (`ImageFolder`, `AudioFolder`) gives each copy its own
+    random crop; any other dataset's item is read as it is.
+    """
 
     def __init__(self, dataset: Dataset, times: int):
         self.dataset, self.times = dataset, times
@@ -199,7 +212,13 @@ class Repeated(Dataset):
         return len(self.dataset) * self.times
 
     def __getitem__(self, index: int) -> Any:
-        return self.dataset[index % len(self.dataset)]
+        count = len(self.dataset)
+        if not 0 <= index < count * self.times:
+            raise IndexError(f"index {index} out of range for {count} items × {self.times}")
+        item, draw = index % count, index // count
+        if hasattr(self.dataset, "get"):
+            return self.dataset.get(item, draw)
+        return self.dataset[item]
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.dataset, "set_epoch"):

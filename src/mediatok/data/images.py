@@ -161,8 +161,8 @@ class ImageFolder(MediaFolder):
     def _read(self, path: Path) -> torch.Tensor:
         return read_image(path)
 
-    def _item(self, image: torch.Tensor, index: int) -> dict[str, Any]:
-        generator = self.generator(index) if self.crop == "random" else None
+    def _item(self, image: torch.Tensor, index: int, draw: int) -> dict[str, Any]:
+        generator = self.generator(index, draw) if self.crop == "random" else None
         image = resize_and_crop(image, self.size, self.crop, generator)
         return {"image": to_float(image), "key": self.keys[index], "index": index}
 
