@@ -179,7 +179,9 @@ def test_load_names_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match=r"config\.json: expected a codec checkpoint"):
         load_codec(tmp_path)
     (tmp_path / "config.json").write_text('{"codec": "titok", "config": {}}')
-    with pytest.raises(FileNotFoundError, match=r"no model\.safetensors"):
+    with pytest.raises(
+        FileNotFoundError, match=r"expected the codec.s weights in model\.safetensors"
+    ):
         load_codec(tmp_path)
     make("titok").save_pretrained(tmp_path / "titok")
     (tmp_path / "titok" / "config.json").write_text(

@@ -195,7 +195,8 @@ def test_codebook_usage_agrees_with_quantizer_code_usage() -> None:
     # Skewed codes so that usage and perplexity are far from their extremes.
     codes = (torch.rand(200, 2, generator=generator) ** 4 * 64).long()  # (N, Q=2), K = 64
     tracker = CodeUsage(num_levels=2, codebook_size=64, dead_after_tokens=10**9)
-    expected = tracker.update(tracker.histogram(codes, across_ranks=False), track=False)  # over one step
+    counts = tracker.histogram(codes, across_ranks=False)
+    expected = tracker.update(counts, track=False)  # over one step
     usage = CodebookUsage([64, 64])
     for chunk in codes.split(128):  # in batches: the histogram accumulates
         usage.update(chunk)
