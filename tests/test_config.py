@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -315,6 +315,28 @@ def test_override_can_set_an_optional_section_as_a_mapping() -> None:
     # A mapping for an existing section changes only the keys it names.
     config = apply_overrides(config, ["model.discriminator={decay: 0.5}"])
     assert config.model.discriminator == VQConfig(dim=6, decay=0.5)
+
+
+def test_overrides_reach_into_free_form_mappings() -> None:
+    # A codec run's `model` is a free-form mapping: its nested options must be settable
+    # (`model.quantizer.options.codebook_size=512` was "not a config section").
+    @dataclass
+    class Run:
+        model: dict[str, Any] = field(
+            default_factory=lambda: {"quantizer": {"kind": "vq", "options": {"codebook_size": 8}}}
+        )
+
+    config = apply_overrides(
+        Run(),
+        ["model.quantizer.options.codebook_size=512", "model.quantizer.options.decay=0.9"],
+    )
+    assert config.model["quantizer"] == {
+        "kind": "vq",
+        "options": {"codebook_size": 512, "decay": 0.9},
+    }
+    assert Run().model["quantizer"]["options"] == {"codebook_size": 8}  # not mutated
+    with pytest.raises(ConfigError, match=r"no entry 'optoins'; entries: kind, options"):
+        apply_overrides(Run(), ["model.quantizer.optoins.decay=0.9"])
 
 
 @pytest.mark.parametrize(

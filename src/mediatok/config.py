@@ -390,8 +390,11 @@ def _set_path(current: Any, tp: Any, parts: list[str], value: Any, path: str) ->
             getattr(current, name), _type_hints(cls)[name], rest, value, _join(path, name)
         )
         return _construct(cls, path, lambda: dataclasses.replace(current, **{name: updated}))
-    if isinstance(current, dict) and typing.get_origin(_strip_optional(tp)) is dict:
-        key_tp, value_tp = typing.get_args(_strip_optional(tp))
+    # A mapping in a free-form section (`model.quantizer.options` under `model: dict[str, Any]`)
+    # is walked as `dict[str, Any]`; what it may hold is checked where it is used.
+    free = isinstance(current, dict) and _strip_optional(tp) is Any
+    if isinstance(current, dict) and (free or typing.get_origin(_strip_optional(tp)) is dict):
+        key_tp, value_tp = (str, Any) if free else typing.get_args(_strip_optional(tp))
         # Keys on the command line are text; read them as YAML only for non-str keys (int ids).
         key = name if key_tp in (str, Any) else _convert(yaml.safe_load(name), key_tp, path)
         if rest and key not in current:
