@@ -138,6 +138,15 @@ def losses(run: Path) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in records if "train/loss" in r}
 
 
+def test_a_mistake_in_what_the_user_gave_is_one_line_not_a_traceback(tmp_path, capsys):
+    assert main(["train", str(TINY_CONFIG), "train.lrr=1e-3"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("mediatok train: error: override 'train.lrr=1e-3': unknown key")
+    assert "did you mean 'lr'?" in error and "Traceback" not in error
+    assert main(["decode", str(tmp_path / "missing"), str(tmp_path), "-o", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("mediatok decode: error: ")
+
+
 def test_train_two_steps_then_resume_gives_the_same_losses(tmp_path):
     """The real CLI on shipped photos: a run stopped after 2 steps and resumed to 4 matches one
     that never stopped (k-means init, EMA codebook, discriminator and LeCam state included)."""

@@ -593,8 +593,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a mistake in what the user gave (a config key, a missing or damaged
+    file) prints its message on one line and exits with 2, not a traceback."""
+    from mediatok.config import ConfigError
+    from mediatok.data import MediaReadError
+    from mediatok.tokens import TokenFileError
+
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (ConfigError, TokenFileError, MediaReadError, FileNotFoundError) as error:
+        print(f"{PROGRAM} {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
