@@ -51,8 +51,7 @@ import torch
 
 from common import device_argument, git_commit, write_report
 from mediatok.api import evaluate_codec, load
-from mediatok.codecs import CODECS
-from mediatok.config import from_dict, load_config, to_dict
+from mediatok.config import load_config, to_dict
 from mediatok.data import (
     list_audio,
     list_images,
@@ -62,9 +61,7 @@ from mediatok.data import (
     write_image,
 )
 from mediatok.training import Task, TrainConfig, Trainer
-from mediatok.training.audio_task import AudioCodecTask
-from mediatok.training.run import run_config_class
-from mediatok.training.tasks import CodecTask
+from mediatok.training.run import codec_task, run_config_class
 
 logger = logging.getLogger("quality")
 
@@ -247,12 +244,7 @@ def train(
         the checkpoint's `config.json`, with the steps asked for).
     """
     path = ROOT / profile.config
-    config = load_config(run_config_class(path, overrides), path, overrides)
-    # As train_codec: the checkpoint records the codec's whole config, not just the overrides.
-    codec_config = from_dict(CODECS[config.codec].config_class, config.model, where="model")
-    config = dataclasses.replace(config, model=to_dict(codec_config))
-    task_class = CodecTask if config.task == "codec" else AudioCodecTask
-    task = task_class(config.codec, config.model, config.data, config.loss, seed=config.train.seed)
+    config, task = codec_task(load_config(run_config_class(path, overrides), path, overrides))
     budget = WallClockBudget(task, config.train, deadline, profile.calibrate)
     run_config = to_dict(config)  # before the budget shortens config.train.steps
     trainer = Trainer(budget, config.train, task_config=config)

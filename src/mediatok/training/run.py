@@ -129,8 +129,20 @@ def train_from_config(
 
 def train_codec(config: CodecRunConfig | AudioCodecRunConfig, resume: bool = False) -> Trainer:
     """Train the codec a run config describes."""
-    # The checkpoint records the codec's whole config, not just the overrides, so it loads the
-    # same model even if the defaults change later.
+    config, task = codec_task(config)
+    trainer = Trainer(task, config.train, task_config=config, resume=resume)
+    trainer.fit()
+    return trainer
+
+
+def codec_task(
+    config: CodecRunConfig | AudioCodecRunConfig,
+) -> tuple[CodecRunConfig | AudioCodecRunConfig, CodecTask | AudioCodecTask]:
+    """The run config with the codec's whole config filled in, and the task that trains it.
+
+    The checkpoint records the codec's whole config, not just what the YAML and overrides set,
+    so it loads the same model even if the defaults change later.
+    """
     if config.codec not in CODECS:
         raise ValueError(
             f"unknown codec {config.codec!r}; known codecs: {', '.join(sorted(CODECS))}"
@@ -139,9 +151,7 @@ def train_codec(config: CodecRunConfig | AudioCodecRunConfig, resume: bool = Fal
     config = dataclasses.replace(config, model=to_dict(codec_config))
     task_class = CodecTask if config.task == "codec" else AudioCodecTask
     task = task_class(config.codec, config.model, config.data, config.loss, seed=config.train.seed)
-    trainer = Trainer(task, config.train, task_config=config, resume=resume)
-    trainer.fit()
-    return trainer
+    return config, task
 
 
 def train_generator(config: GeneratorRunConfig, resume: bool = False) -> Trainer:
