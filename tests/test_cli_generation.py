@@ -180,3 +180,105 @@ def test_bad_sampling_settings_fail_before_training(generator, sample, message, 
     with pytest.raises(ValueError, match=message):
         train(tmp_path, generator, tokens, codec, sample=sample)  # unlabelled shards
     assert not (tmp_path / f"run-{generator}").exists()  # nothing trained
+
+
+def saved_generator(tmp: Path, generator: str = "ar", num_classes: int = 0) -> Path:
+    """An untrained tiny generator checkpoint over a tiny TiTok's tokens, saved as `mediatok
+    train` saves one (no training: these tests check the sampling path, not what it learned)."""
+    from mediatok.generation import build_generator
+    from mediatok.training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    codec = build_codec("titok", TINY_TITOK)
+    codec_path = codec.save_pretrained(tmp / "codec")
+    config = {**TINY_MODEL, "num_classes": num_classes}
+    model = build_generator(generator, config, codec.token_spec, (8,))
+    task = {
+        "generator": generator,
+        "model": config,
+        "spec": codec.token_spec.to_dict(),
+        "token_shape": [8],
+        "codec": str(codec_path),
+        "sample": {"steps": 4},
+    }
+    return save_checkpoint(tmp / f"gen-{generator}", model, {"kind": "generator", "task": task})
+
+
+@pytest.mark.parametrize("generator", ["ar", "masked"])
+def test_neighbouring_seeds_share_no_batch(generator, tmp_path):
+    # Batch b used to draw from seed + b: seed 1's first batch was seed 0's second.
+    checkpoint = saved_generator(tmp_path, generator)
+    first = sample(checkpoint, 4, batch_size=2, seed=0).codes
+    second = sample(checkpoint, 4, batch_size=2, seed=1).codes
+    assert torch.equal(sample(checkpoint, 4, batch_size=2, seed=0).codes, first)
+    assert not torch.equal(first[2:], second[:2])
+
+
+def test_sample_into_a_folder_of_other_samples_refuses(tmp_path):
+    # A rerun skipped the tokens already written but rewrote the PNGs: with another seed the
+    # folder ended up with the new images beside the old run's tokens.
+    checkpoint = saved_generator(tmp_path, "ar", num_classes=3)
+    out = tmp_path / "out"
+    args = ["sample", str(checkpoint), "-n", "3", "--batch-size", "2", "--device", "cpu"]
+    assert main([*args, "--seed", "5", "-o", str(out)]) == 0
+    before = digests(out, "*.png")
+    assert main([*args, "--seed", "5", "-o", str(out)]) == 0  # the same samples: a rerun is fine
+    assert digests(out, "*.png") == before
+    with pytest.raises(SystemExit, match="already holds other samples"):
+        main([*args, "--seed", "6", "-o", str(out)])
+    assert digests(out, "*.png") == before  # nothing overwritten
+    from mediatok.tokens import TokenDataset
+
+    stored = TokenDataset(out / "tokens")
+    expected = sample(checkpoint, 3, batch_size=2, seed=5)
+    for index, key in enumerate(stored.keys):
+        row = int(key.rsplit("-", 1)[1])
+        assert torch.equal(stored[index]["codes"], expected.codes[row])
+
+
+@pytest.mark.parametrize("generator", ["ar", "masked"])
+def test_classes_without_labelled_shards_fail_before_training(generator, tmp_path):
+    # An AR model trained the null class alone without a word; a masked one stopped at its
+    # first batch with an error about its labels argument.
+    from mediatok.tokens import TokenSpec, TokenWriter
+
+    with TokenWriter(tmp_path / "tokens", TokenSpec([16])) as writer:
+        writer.add_batch(torch.randint(16, (4, 6)), keys=[f"k{i}" for i in range(4)])
+    config = tmp_path / "run.yaml"
+    out = tmp_path / "run"
+    train = {"steps": 1, "batch_size": 2, "num_workers": 0, "out_dir": str(out), "device": "cpu"}
+    run = {
+        "task": "generator",
+        "generator": generator,
+        "model": {**TINY_MODEL, "num_classes": 3},
+        "data": {"tokens": str(tmp_path / "tokens")},
+        "train": {**train, "eval_every": 0, "tensorboard": False},
+    }
+    config.write_text(json.dumps(run))
+    with pytest.raises(ValueError, match="num_classes=3 needs shards with labels"):
+        main(["train", str(config)])
+    assert not out.exists()  # nothing trained
+
+
+def test_more_masked_steps_than_tokens_fail_before_training(tmp_path):
+    # A masked generator unmasks at least one token per step: sample.steps > tokens used to
+    # stop the run at its first evaluation, after the training steps before it.
+    from mediatok.tokens import TokenSpec, TokenWriter
+
+    with TokenWriter(tmp_path / "tokens", TokenSpec([16])) as writer:
+        writer.add_batch(torch.randint(16, (4, 6)), keys=[f"k{i}" for i in range(4)])
+    config = tmp_path / "run.yaml"
+    out = tmp_path / "run"
+    train = {"steps": 1, "batch_size": 2, "num_workers": 0, "out_dir": str(out), "device": "cpu"}
+    run = {
+        "task": "generator",
+        "generator": "masked",
+        "model": TINY_MODEL,
+        "data": {"tokens": str(tmp_path / "tokens")},
+        "sample": {"steps": 8, "num_samples": 2},
+        "train": {**train, "eval_every": 1, "tensorboard": False},
+    }
+    config.write_text(json.dumps(run))
+    with pytest.raises(ValueError, match=r"sample\.steps=8 .* 6 tokens"):
+        main(["train", str(config)])
+    assert not out.exists()  # nothing trained

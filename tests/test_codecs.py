@@ -189,3 +189,55 @@ def test_load_names_what_is_wrong(tmp_path):
     )
     with pytest.raises(ValueError, match="weights do not fit codec 'titok'"):
         load_codec(tmp_path / "titok")
+
+
+def test_titok_with_a_residual_quantizer_gives_a_level_axis():
+    """TiTok builds with any quantizer kind, so a residual one must encode and decode: codes
+    `(B, Q, K)`, layout "Q N" (it used to fail in `encode` on the spec's layout)."""
+    torch.manual_seed(0)
+    rvq = {"kind": "rvq", "options": {"codebook_size": 16, "num_quantizers": 2}}
+    codec = build_codec("titok", {**TINY["titok"], "quantizer": rvq}).eval()
+    x = media(codec)
+    tokens = codec.encode(x)
+    assert tokens.codes.shape == (2, 2, 8) and tokens.spec.layout == "Q N"
+    assert tokens.spec.vocab_sizes == (16, 16)
+    with torch.no_grad():
+        assert torch.allclose(codec.decode(tokens), codec(x).reconstruction, atol=1e-5)
+    with pytest.raises(ValueError, match=r"titok expected codes \(B, 2, 8\)"):
+        codec.decode(tokens.codes[:, 0])
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_decode_refuses_tokens_of_another_geometry(name):
+    """Two configs may share a vocabulary (two image sizes, 75 and 40 tokens per second) while
+    their tokens mean different media: `decode(Tokens)` checks the spec's geometry and layout."""
+    codec = make(name).eval()
+    tokens = codec.encode(media(codec))
+    spec = tokens.spec
+    geometry = dict(spec.geometry)
+    key = "hop_length" if "hop_length" in geometry else "image_size"
+    geometry[key] *= 2
+    other = type(spec)(vocab_sizes=spec.vocab_sizes, layout=spec.layout, geometry=geometry)
+    with pytest.raises(ValueError, match=rf"{name}: expected tokens with geometry .*{key}"):
+        codec.decode(Tokens(tokens.codes, other))
+    # A spec without geometry (built by hand) is taken on its vocabulary alone.
+    bare = type(spec)(vocab_sizes=spec.vocab_sizes, layout=spec.layout)
+    assert torch.equal(codec.decode(Tokens(tokens.codes, bare)), codec.decode(tokens))
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_encode_leaves_a_training_codec_unchanged(name):
+    """`encode` is inference: on a codec still in training mode (fresh from `build_codec`) it
+    used to run the quantizer's training step (k-means init, EMA update, dead-code revival),
+    changing the codebook, so two encodes of the same media gave different codes."""
+    codec = make(name)
+    assert codec.training
+    x = media(codec)
+    before = {key: value.clone() for key, value in codec.state_dict().items()}
+    first = codec.encode(x).codes
+    assert torch.equal(codec.encode(x).codes, first)
+    changed = [
+        key for key, value in codec.state_dict().items() if not torch.equal(value, before[key])
+    ]
+    assert not changed
+    assert codec.training and codec.quantizer.training  # the mode is restored

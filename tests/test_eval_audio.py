@@ -166,3 +166,40 @@ def test_missing_optional_packages_raise_import_error(monkeypatch: pytest.Monkey
         pesq(speech, speech, SAMPLE_RATE)
     with pytest.raises(ImportError, match="pip install pystoi"):
         stoi(speech, speech, SAMPLE_RATE)
+
+
+def test_pesq_of_a_silent_prediction_is_the_lowest_score() -> None:
+    """A codec may output silence; the `pesq` package then fails inside ("cannot convert float
+    NaN to integer"). Silence against speech is the worst quality: the scale's floor, no crash,
+    and no higher than the package's score for faint noise (which PESQ's level alignment
+    scores as noise at speech level)."""
+    pytest.importorskip("pesq", reason="wide-band PESQ needs `pip install pesq`")
+    from mediatok.eval.audio import PESQ_WB_FLOOR
+
+    speech = speech_like(seconds=2.0)
+    whisper = noise_like(speech, 100.0)  # 100 dB below the speech
+    scores = pesq(torch.cat([torch.zeros_like(speech), whisper]), speech.repeat(2, 1), SAMPLE_RATE)
+    assert scores[0] == pytest.approx(PESQ_WB_FLOOR) and 1.04 < PESQ_WB_FLOOR < 1.05
+    assert scores[0] <= scores[1] < 2.0, scores
+
+
+def test_codec_evaluation_names_a_file_it_cannot_score(tmp_path) -> None:
+    """A file too short for the metrics' STFTs (or one PESQ refuses: silence, < 0.25 s) stops
+    the evaluation with an error that names it, not a bare metric error among many files."""
+    from mediatok.api import evaluate_audio_codec
+    from mediatok.codecs import build_codec
+    from mediatok.data import write_audio
+
+    tiny = {"sample_rate": SAMPLE_RATE, "hop_length": 8, "strides": [2, 4], "channels": 4}
+    tiny |= {"latent_dim": 8, "decoder_dim": 16, "decoder_intermediate": 16, "decoder_layers": 1}
+    tiny |= {"attention_window": 4, "attention_heads": 2}
+    tiny |= {"quantizer": {"kind": "vq", "options": {"codebook_size": 16}}}
+    torch.manual_seed(0)
+    codec = build_codec("wavtokenizer", tiny).eval()
+    write_audio(tmp_path / "clips" / "a-long.wav", sines_and_chirp(0.25)[:1], SAMPLE_RATE)
+    write_audio(tmp_path / "clips" / "b-short.wav", sines_and_chirp(0.01)[:1], SAMPLE_RATE)
+    out = tmp_path / "report"
+    report = evaluate_audio_codec(codec, tmp_path / "clips", out, limit=1, speech_metrics=False)
+    assert report["num_files"] == 1 and math.isfinite(report["mel_distance"])
+    with pytest.raises(ValueError, match=r"b-short\.wav: cannot score .*longer than n_fft // 2"):
+        evaluate_audio_codec(codec, tmp_path / "clips", out, speech_metrics=False)

@@ -191,3 +191,28 @@ def test_residual_quantizer_gives_a_level_axis(tmp_path):
     assert torch.equal(stored, tokens.codes[1])
     with pytest.raises(ValueError, match=rf"expected codes \(B, 2, {grid}, {grid}\)"):
         codec.decode(tokens.codes[:, 0])
+
+
+def test_evaluation_counts_each_level_of_a_residual_quantizer_apart(tmp_path):
+    """`evaluate_codec` takes the Q axis of "Q H W" codes as the level axis: its usage and
+    perplexity are those of the codes grouped by level, not of grid cells dealt out to levels."""
+    from mediatok.api import evaluate_codec
+    from mediatok.data import list_images, read_center_crops, write_image
+    from mediatok.eval import CodebookUsage
+
+    torch.manual_seed(0)
+    rvq = QuantizerConfig("rvq", {"codebook_size": 32, "num_quantizers": 2})
+    codec = VQGAN(VQGANConfig(**{**TINY, "quantizer": rvq}))
+    codec(images(4, seed=5))  # k-means init, so that the two levels use their codes differently
+    checkpoint = codec.eval().save_pretrained(tmp_path / "checkpoint")
+    for index in range(2):
+        write_image(tmp_path / "images" / f"{index}.png", images(1, seed=index)[0])
+    report = evaluate_codec(checkpoint, tmp_path / "images", tmp_path / "report", fid=False)
+
+    codes = codec.encode(read_center_crops(list_images(tmp_path / "images"), 32)).codes
+    usage = CodebookUsage([32, 32])
+    usage.update(codes.movedim(1, -1))  # (B, h, w, Q)
+    expected = usage.compute()
+    assert expected["usage_q0"] != expected["usage_q1"]  # the levels differ: the test can fail
+    assert report["codebook_usage"] == pytest.approx(expected["usage"])
+    assert report["codebook_perplexity"] == pytest.approx(expected["perplexity"])

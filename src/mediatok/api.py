@@ -137,7 +137,7 @@ def sample(
     """Sample token sequences from a generator checkpoint (and load the codec that decodes them).
 
     The same `seed` (and settings) gives the same samples: batch b draws from a generator
-    seeded with `seed + b`.
+    seeded with `_batch_seed(seed, b)`.
 
     Args:
         checkpoint: a generator checkpoint directory.
@@ -185,7 +185,7 @@ def sample(
                 batch_labels = torch.full((count,), label)
             labels.append(batch_labels)
             batch_labels = batch_labels.to(device)
-        generator = torch.Generator(device).manual_seed(seed + batch)
+        generator = torch.Generator(device).manual_seed(_batch_seed(seed, batch))
         bf16 = precision == "bf16"
         with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             out = model.generate(
@@ -203,6 +203,18 @@ def sample(
         labels=torch.cat(labels) if labels else None,
         codec=decoder,
     )
+
+
+def _batch_seed(seed: int, batch: int) -> int:
+    """The 64-bit seed of batch `batch` of a `sample` run seeded with `seed`.
+
+    Mixed by numpy's `SeedSequence`, not `seed + batch`: with a sum, seed 1's first batch would
+    be seed 0's second, and runs with neighbouring seeds would share samples.
+    """
+    import numpy as np
+
+    sequence = np.random.SeedSequence(seed % 2**64, spawn_key=(batch,))
+    return int(sequence.generate_state(1, dtype=np.uint64)[0])
 
 
 def encode(codec: Codec, media: torch.Tensor) -> Tokens:
@@ -312,7 +324,10 @@ def evaluate_codec(
         images = read_center_crops(batch, size).to(device)
         tokens = codec.encode(images)
         reconstruction = codec.decode(tokens).float().clamp(-1, 1)
-        usage.update(tokens.codes.reshape(len(batch), -1, codec.quantizer.num_levels))
+        codes = tokens.codes
+        if tokens.spec.layout.startswith("Q "):  # levels first ("Q H W", "Q N"): Q goes last
+            codes = codes.movedim(1, -1)  # (B, ..., Q)
+        usage.update(codes.reshape(len(batch), -1, codec.quantizer.num_levels))
         scores["psnr"].append(psnr(reconstruction, images).cpu())
         scores["ssim"].append(ssim(reconstruction, images).cpu())
         if inception is not None:
@@ -404,9 +419,18 @@ def evaluate_audio_codec(
         usage.update(tokens.codes.reshape(1, -1, 1))
         seconds += audio.shape[-1] / rate
         reconstruction, audio = reconstruction.cpu(), audio.cpu()
-        scores.append(
-            reconstruction_scores(reconstruction, audio, rate, speech=speech_metrics, dnsmos=dnsmos)
-        )
+        try:
+            clip_scores = reconstruction_scores(
+                reconstruction, audio, rate, speech=speech_metrics, dnsmos=dnsmos
+            )
+        except ImportError:
+            raise
+        except Exception as error:  # too short for an STFT or PESQ, silence PESQ refuses, ...
+            raise ValueError(
+                f"{path}: cannot score this file ({audio.shape[-1]} samples at {rate} Hz): "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        scores.append(clip_scores)
         if index < examples:
             stem = path.relative_to(root).with_suffix("").as_posix().replace("/", "_")
             write_audio(out / "examples" / f"{stem}.wav", audio[0], rate)

@@ -436,6 +436,7 @@ def command_sample(args: argparse.Namespace) -> int:
         names = [
             f"class-{int(c):04d}-{name}" for c, name in zip(samples.labels, names, strict=True)
         ]
+    _check_earlier_samples(out, samples, names)
     for start in range(0, args.num_samples, args.batch_size):
         rows = slice(start, start + args.batch_size)
         write_decoded(
@@ -458,6 +459,38 @@ def command_sample(args: argparse.Namespace) -> int:
             )
     print(f"wrote {args.num_samples} samples and their tokens ({out / 'tokens'}) into {out}")
     return 0
+
+
+def _check_earlier_samples(out: Path, samples, names: list[str]) -> None:
+    """Refuse to write into a folder whose `tokens/` holds other samples under these names.
+
+    A rerun skips the tokens already written (so that a killed run finishes) but rewrites the
+    media files, which is right only when the earlier run drew the same samples (same seed,
+    count, batch size and settings); otherwise the folder would pair new media with old tokens.
+    """
+    from mediatok.tokens import TokenDataset, TokenWriter
+
+    directory = out / "tokens"
+    if not directory.is_dir() or not any(directory.iterdir()):
+        return
+    codec = samples.codec
+    with TokenWriter(directory, codec.token_spec, codec=codec.name):
+        pass  # adopts the shards of a killed run and writes manifest.json
+    earlier = TokenDataset(directory, codec.token_spec)
+    rows = {name: row for row, name in enumerate(names)}
+    axis = codec.token_spec.length_axis
+    for index, key in enumerate(earlier.keys):
+        if key not in rows:
+            continue
+        codes = samples.codes[rows[key]]  # (*token_shape)
+        if samples.lengths is not None:  # stored trimmed at the end token
+            codes = codes.narrow(axis, 0, int(samples.lengths[rows[key]]))
+        if not torch.equal(earlier[index]["codes"], codes):
+            raise SystemExit(
+                f"{PROGRAM} sample: {out} already holds other samples under the same names "
+                f"({key} in {directory} differs from this run's: another seed, count, batch "
+                "size or setting?); choose another -o or remove the folder"
+            )
 
 
 def command_train(args: argparse.Namespace) -> int:
@@ -562,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sampler = commands.add_parser("sample", help="sample media from a generator checkpoint")
     sampler.add_argument("checkpoint", help="generator checkpoint")
-    sampler.add_argument("-n", "--num-samples", type=int, default=16)
+    sampler.add_argument("-n", "--num-samples", type=_positive_int, default=16)
     sampler.add_argument("-o", "--output", required=True)
     sampler.add_argument("--class", dest="label", type=int, default=None, help="class of all")
     sampler.add_argument("--cfg", type=float, default=None, help="guidance scale")
@@ -585,7 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sampler.add_argument("--codec", default=None, help="codec checkpoint (default: the run's)")
     sampler.add_argument("--seed", type=int, default=0)
-    sampler.add_argument("--batch-size", type=int, default=64)
+    sampler.add_argument("--batch-size", type=_positive_int, default=64)
     sampler.add_argument("--format", choices=["wav", "flac"], default="wav", help="audio")
     sampler.add_argument("--device", default="auto")
     sampler.set_defaults(run=command_sample)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -74,13 +76,41 @@ class Codec(nn.Module):
     def decode(self, tokens: Tokens | torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Run the quantizer in eval mode for `encode`, whatever the codec's mode: in training
+        mode it would take a training step (k-means init, EMA update, dead-code revival),
+        changing the codebook under the caller. Each module's mode is restored after."""
+        quantizer = self.get_submodule("quantizer")
+        modes = [(module, module.training) for module in quantizer.modules()]
+        quantizer.eval()
+        try:
+            yield
+        finally:
+            for module, training in modes:
+                module.training = training
+
     def _codes(self, tokens: Tokens | torch.Tensor) -> torch.Tensor:
-        """The codes of `tokens`, after checking they belong to this codec's vocabulary."""
+        """The codes of `tokens`, after checking they belong to this codec's vocabulary, layout
+        and (when the tokens carry one) geometry: two configs may share a vocabulary while their
+        tokens mean other media (two image sizes; 75 and 40 tokens per second)."""
         if isinstance(tokens, Tokens):
-            if tuple(tokens.spec.vocab_sizes) != tuple(self.token_spec.vocab_sizes):
+            own = self.token_spec
+            if tuple(tokens.spec.vocab_sizes) != tuple(own.vocab_sizes):
                 raise ValueError(
-                    f"{self.name}: expected tokens with vocabulary {list(self.token_spec.vocab_sizes)}, "
+                    f"{self.name}: expected tokens with vocabulary {list(own.vocab_sizes)}, "
                     f"got {list(tokens.spec.vocab_sizes)}"
+                )
+            if tokens.spec.layout != own.layout:
+                raise ValueError(
+                    f"{self.name}: expected tokens with layout {own.layout!r}, got "
+                    f"{tokens.spec.layout!r}"
+                )
+            geometry = dict(tokens.spec.geometry)
+            if geometry and geometry != dict(own.geometry):
+                raise ValueError(
+                    f"{self.name}: expected tokens with geometry {dict(own.geometry)}, got "
+                    f"{geometry}: decode with the codec that encoded them"
                 )
             return tokens.codes
         if isinstance(tokens, torch.Tensor):

@@ -36,6 +36,7 @@ with `pip install 'mediatok[dnsmos]'`. Each is imported only when called.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -48,6 +49,9 @@ MEL_LOG_FLOOR = 1e-5  # log(clamp(mel, 1e-5)): HiFi-GAN's floor (Vocos' safe_log
 STFT_MAGNITUDE_FLOOR = 1e-7  # keeps log|X| finite in silent bins
 SI_SDR_EPS = 1e-10  # caps SI-SDR at 10·log10((1 + ε) / ε) ≈ 100 dB (see `si_sdr`)
 PESQ_SAMPLE_RATE = 16000
+# The floor of wide-band PESQ: P.862.2's MOS-LQO mapping 0.999 + 4 / (1 + exp(−1.3669·x + 3.8224))
+# at the lowest raw score, x = −0.5; what a silent prediction gets (see `pesq`).
+PESQ_WB_FLOOR = 0.999 + 4.0 / (1.0 + math.exp(1.3669 * 0.5 + 3.8224))
 DNSMOS_SAMPLE_RATE = 16000  # the only rate the DNSMOS models take
 DNSMOS_EXTRA = "pip install 'mediatok[dnsmos]'"
 DEFAULT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
@@ -359,7 +363,10 @@ def pesq(prediction: torch.Tensor, target: torch.Tensor, sample_rate: int) -> to
     about 1.04 (bad) to 4.64 (identical). PESQ is designed for speech: music or synthetic
     tones give numbers of little meaning, and a target without speech-like activity makes the
     package raise its own error (`pesq.NoUtterancesError`), which we let through rather than
-    scoring the item as zero.
+    scoring the item as zero. A silent prediction (every sample's square is 0 in float32, the
+    package's precision), which the package cannot score (its level alignment divides by the
+    signal's power and fails on the NaN), gets the scale's floor, `PESQ_WB_FLOOR` ≈ 1.043: a
+    nearly silent one scores about 1.06.
 
     Args:
         prediction: `(B, T)` or `(B, 1, T)` float waveform in [-1, 1].
@@ -378,11 +385,13 @@ def pesq(prediction: torch.Tensor, target: torch.Tensor, sample_rate: int) -> to
     if sample_rate != PESQ_SAMPLE_RATE:
         prediction = torchaudio.functional.resample(prediction, sample_rate, PESQ_SAMPLE_RATE)
         target = torchaudio.functional.resample(target, sample_rate, PESQ_SAMPLE_RATE)
-    return _score_items(
-        lambda reference, degraded: pesq_score(PESQ_SAMPLE_RATE, reference, degraded, "wb"),
-        prediction,
-        target,
-    )
+
+    def score(reference: np.ndarray, degraded: np.ndarray) -> float:
+        if not np.square(degraded.astype(np.float32)).any():  # silent
+            return PESQ_WB_FLOOR
+        return pesq_score(PESQ_SAMPLE_RATE, reference, degraded, "wb")
+
+    return _score_items(score, prediction, target)
 
 
 def stoi(

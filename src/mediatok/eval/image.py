@@ -58,6 +58,13 @@ def _check_pair(prediction: torch.Tensor, target: torch.Tensor, data_range: floa
         )
     if not (isinstance(data_range, int | float) and math.isfinite(data_range) and data_range > 0):
         raise ValueError(f"expected a finite data_range > 0, got {data_range!r}")
+    # uint8 pixels span 0–255 whatever the range says: with the default (2, for [-1, 1] floats)
+    # the scores would be silently wrong (PSNR by 42 dB).
+    if torch.uint8 in (prediction.dtype, target.dtype) and data_range != 255:
+        raise ValueError(
+            f"expected data_range=255 for uint8 images, got {data_range!r} (convert both to "
+            f"floats in the range you give, or pass data_range=255)"
+        )
 
 
 def _work_dtype(*images: torch.Tensor) -> torch.dtype:

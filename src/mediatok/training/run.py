@@ -8,6 +8,7 @@ generator`) and holds that task's sections; the YAML holds only what differs fro
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -188,6 +189,14 @@ def train_generator(config: GeneratorRunConfig, resume: bool = False) -> Trainer
         model["num_classes"] = int(tokens.labels.max()) + 1
     model_config = from_dict(GENERATORS[config.generator][0], model, where="model")
     classes = model_config.num_classes
+    if tokens.labels is None and classes:
+        # An AR model would train the null class alone without a word (and then sample classes
+        # it never saw), a masked one would stop at the first batch.
+        raise ValueError(
+            f"{config.data.tokens}: model.num_classes={classes} needs shards with labels, got "
+            "shards without; set model.num_classes: 0 (unconditional), or write shards with "
+            "labels"
+        )
     if tokens.labels is not None and classes:
         # Label `num_classes` is the null class's row: an AR model would train it unconditional
         # without a word, a masked one would stop at the batch that holds it.
@@ -202,6 +211,14 @@ def train_generator(config: GeneratorRunConfig, resume: bool = False) -> Trainer
     # Sampling settings are used first at the first evaluation: check them now, not after
     # eval_every steps of training.
     config.sample.options(config.generator)
+    length = math.prod(shape)
+    evaluates = config.train.eval_every > 0  # else the settings wait for `mediatok sample`
+    if evaluates and config.generator == "masked" and config.sample.steps > length:
+        raise ValueError(
+            f"{config.data.tokens}: sample.steps={config.sample.steps} is more than the {length} "
+            f"tokens of a sample {tuple(shape)}, and a masked generator unmasks at least one "
+            f"token per step; set sample.steps to at most {length}"
+        )
     guided = config.sample.cfg_scale != 1.0 or config.sample.cfg_schedule != "constant"
     if guided and not model_config.num_classes:
         raise ValueError(

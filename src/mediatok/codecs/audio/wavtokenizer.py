@@ -308,10 +308,11 @@ class WavTokenizer(Codec):
         chunk = total
         if not math.isinf(chunk_seconds):
             chunk = max(1, min(total, round(chunk_seconds * self.config.sample_rate / hop)))
-        codes = [
-            self.quantizer(latents).codes  # (B, t)
-            for latents in self._chunked_latents(padded, chunk, frames)
-        ]
+        with self._inference():
+            codes = [
+                self.quantizer(latents).codes  # (B, t)
+                for latents in self._chunked_latents(padded, chunk, frames)
+            ]
         codes = torch.cat(codes, dim=1)  # (B, T)
         if frames is not None:
             codes = mask_time(codes[:, None], frames)[:, 0]
@@ -434,7 +435,8 @@ class WavTokenizer(Codec):
                 f"{self.hop} samples, got {chunk.shape[-1]}"
             )
         state = self._next_state(state, "encoder", "encode_stream", len(chunk))
-        codes = self.quantizer(self.encoder(chunk, state=state)).codes  # (B, L / hop)
+        with self._inference():
+            codes = self.quantizer(self.encoder(chunk, state=state)).codes  # (B, L / hop)
         state.frames += codes.shape[1]
         return codes, state
 

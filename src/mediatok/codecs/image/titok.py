@@ -11,7 +11,8 @@ How we differ from the paper: training is one stage and the decoder predicts pix
 downloaded here); the quantizer is any kind of the shared core (default: VQ with a 12-d
 factorized-free codebook of 4096 codes, EMA, k-means init and dead-code revival).
 
-Layout: images `(B, 3, H, W)` in [-1, 1]; patches `(B, (H/p)·(W/p), D)`; codes `(B, K)`.
+Layout: images `(B, 3, H, W)` in [-1, 1]; patches `(B, (H/p)·(W/p), D)`; codes `(B, K)`
+(layout "N"), or `(B, Q, K)` with a residual quantizer (layout "Q N").
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class TiTok(Codec):
     def token_spec(self) -> TokenSpec:
         return TokenSpec(
             vocab_sizes=list(self.quantizer.codebook_sizes),
-            layout="N",
+            layout="N" if self.quantizer.num_levels == 1 else "Q N",
             geometry={
                 "image_size": self.config.image_size,
                 "num_tokens": self.config.num_tokens,
@@ -151,17 +152,27 @@ class TiTok(Codec):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> Tokens:
-        """Images `(B, 3, H, W)` in [-1, 1] → `Tokens` with codes `(B, K)`."""
+        """Images `(B, 3, H, W)` in [-1, 1] → `Tokens` with codes `(B, K)` int64, or `(B, Q, K)`
+        for a residual quantizer (layout "Q N")."""
         check_images(self.name, images, self.config.image_size)
-        codes = self.quantizer(self._encode_latents(images)).codes  # (B, K)
+        with self._inference():
+            codes = self.quantizer(self._encode_latents(images)).codes  # (B, K) or (B, K, Q)
+        if self.quantizer.num_levels > 1:
+            codes = rearrange(codes, "b n q -> b q n")  # (B, Q, K)
         return Tokens(codes, self.token_spec)
 
     @torch.no_grad()
     def decode(self, tokens: Tokens | torch.Tensor) -> torch.Tensor:
-        """`Tokens` (or codes `(B, K)`) → images `(B, 3, H, W)`, about [-1, 1] (not clamped)."""
+        """`Tokens` (or codes `(B, K)`, `(B, Q, K)` for a residual quantizer) → images
+        `(B, 3, H, W)`, about [-1, 1] (not clamped)."""
         codes = self._codes(tokens)
-        if codes.ndim != 2 or codes.shape[1] != self.config.num_tokens:
+        count, levels = self.config.num_tokens, self.quantizer.num_levels
+        expected = (count,) if levels == 1 else (levels, count)
+        if codes.ndim != len(expected) + 1 or tuple(codes.shape[1:]) != expected:
             raise ValueError(
-                f"titok expected codes (B, {self.config.num_tokens}), got shape {tuple(codes.shape)}"
+                f"titok expected codes (B, {', '.join(map(str, expected))}), got shape "
+                f"{tuple(codes.shape)}"
             )
+        if levels > 1:
+            codes = rearrange(codes, "b q n -> b n q")  # (B, K, Q)
         return self._decode_quantized(self.quantizer.decode(codes))

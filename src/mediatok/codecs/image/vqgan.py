@@ -248,7 +248,8 @@ class VQGAN(Codec):
         """Images `(B, 3, H, W)` in [-1, 1] → `Tokens` with codes `(B, h, w)` int64, or
         `(B, Q, h, w)` for a residual quantizer (layout "Q H W")."""
         check_images(self.name, images, self.config.image_size)
-        codes = self._quantize(images).codes
+        with self._inference():
+            codes = self._quantize(images).codes
         if self.quantizer.num_levels > 1:
             codes = rearrange(codes, "b h w q -> b q h w")  # (B, Q, h, w)
         return Tokens(codes, self.token_spec)
