@@ -138,13 +138,17 @@ def losses(run: Path) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in records if "train/loss" in r}
 
 
-def test_a_mistake_in_what_the_user_gave_is_one_line_not_a_traceback(tmp_path, capsys):
+def test_a_mistake_in_what_the_user_gave_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MEDIATOK_TRACEBACK")  # set for every test by conftest.py
     assert main(["train", str(TINY_CONFIG), "train.lrr=1e-3"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("mediatok train: error: override 'train.lrr=1e-3': unknown key")
     assert "did you mean 'lr'?" in error and "Traceback" not in error
     assert main(["decode", str(tmp_path / "missing"), str(tmp_path), "-o", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("mediatok decode: error: ")
+    monkeypatch.setenv("MEDIATOK_TRACEBACK", "1")  # for a bug report: the whole traceback
+    with pytest.raises(ValueError, match="unknown key"):
+        main(["train", str(TINY_CONFIG), "train.lrr=1e-3"])
 
 
 def test_train_two_steps_then_resume_gives_the_same_losses(tmp_path):

@@ -626,17 +626,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; a mistake in what the user gave (a config key, a missing or damaged
-    file) prints its message on one line and exits with 2, not a traceback."""
-    from mediatok.config import ConfigError
-    from mediatok.data import MediaReadError
-    from mediatok.tokens import TokenFileError
-
+    """Run a command. A mistake in what the user gave (a config key, a value out of range, a
+    missing or damaged file: the library's `ValueError`s say what was expected and what came)
+    prints its message on one line and exits with 2; `MEDIATOK_TRACEBACK=1` shows the
+    traceback instead."""
     args = build_parser().parse_args(argv)
+    if os.environ.get("MEDIATOK_TRACEBACK"):
+        return args.run(args)
     try:
         return args.run(args)
-    except (ConfigError, TokenFileError, MediaReadError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:  # ConfigError, TokenFileError, ... too
         print(f"{PROGRAM} {args.command}: error: {error}", file=sys.stderr)
+        print("(MEDIATOK_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
         return 2
 
 
