@@ -238,6 +238,15 @@ def test_evaluate_codec_refuses_rfid_when_the_limit_leaves_one_image(
         evaluate_codec(titok_checkpoint, images, tmp_path / "report", limit=1)
 
 
+def test_evaluate_codec_refuses_an_empty_grid_before_scoring(
+    titok_checkpoint: Path, tmp_path: Path
+) -> None:
+    # grid_pairs=0 crashed after scoring every image ("not enough values to unpack").
+    with pytest.raises(ValueError, match="expected grid_pairs to be a positive integer, got 0"):
+        evaluate_codec(titok_checkpoint, ASSETS / "images", tmp_path / "report", grid_pairs=0)
+    assert not (tmp_path / "report").exists()
+
+
 # ------------------------------------------------------------------------------------------
 # 5. TokenWriter resuming into a directory written with another setup
 

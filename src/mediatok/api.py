@@ -282,6 +282,7 @@ def evaluate_codec(
         The report written to `metrics.json`.
     """
     check_positive_int("batch_size", batch_size)
+    check_positive_int("grid_pairs", grid_pairs)
     if limit is not None:
         check_positive_int("limit", limit)
     from tqdm import tqdm
