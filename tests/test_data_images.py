@@ -135,6 +135,25 @@ def test_16bit_png_with_alpha_composites_over_white(tmp_path: Path) -> None:
     assert read_image(tmp_path / "la.png").permute(1, 2, 0).tolist() == [[[254] * 3, [255] * 3]]
 
 
+def png_with_chunk(png: bytes, kind: bytes, body: bytes) -> bytes:
+    """`png` with one more chunk right after IHDR (8-byte signature + 25-byte IHDR)."""
+    extra = struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return png[:33] + extra + png[33:]
+
+
+def test_16bit_png_with_a_transparent_colour_composites_over_white(tmp_path: Path) -> None:
+    # tRNS in a 16-bit PNG names one 16-bit colour (or gray level) as see-through.
+    rgb = np.array([[[0, 3000, 6000], [65535, 0, 0]]], dtype=np.uint16)
+    path = tmp_path / "rgb.png"
+    path.write_bytes(png_with_chunk(png_16bit(rgb), b"tRNS", struct.pack(">3H", 0, 3000, 6000)))
+    assert read_image(path).permute(1, 2, 0)[0].tolist() == [[255] * 3, [255, 0, 0]]
+    gray = np.array([[1000, 65535, 0]], dtype=np.uint16)
+    path = tmp_path / "gray.png"
+    path.write_bytes(png_with_chunk(png_16bit(gray), b"tRNS", struct.pack(">H", 1000)))
+    assert Image.open(path).info["transparency"] == 1000
+    assert read_image(path).permute(1, 2, 0)[0].tolist() == [[255] * 3, [255] * 3, [0] * 3]
+
+
 def test_32bit_integer_and_float_modes(tmp_path: Path) -> None:
     integers = Image.fromarray(np.array([[0, 65535, 32768, 70000, -5]], dtype=np.int32))
     assert integers.mode == "I"

@@ -367,3 +367,27 @@ def test_pad_collate_and_pack(tmp_path: Path) -> None:
     assert torch.cat(blocks).tolist() == stream
     assert torch.cat(list(pack(dataset, 5, 10))).tolist() == stream[:10]  # partial dropped
     assert torch.cat(list(pack(dataset, 3, 0, indices=[2]))).tolist() == [3, 3, 3]
+
+
+def test_token_windows_negative_index_and_shape_mismatch(tmp_path: Path) -> None:
+    from mediatok.training.generator_task import TokenWindows
+
+    spec = TokenSpec([10], layout="T")
+    samples = [np.arange(n) % 10 for n in (0, 1, 6, 3)]
+    write_samples(tmp_path / "t", samples, spec=spec, labels=[0, 1, 2, 3])
+    windows = TokenWindows(TokenDataset(tmp_path / "t"), (3,), window=3, seed=5)
+    # A negative index is the same item as its positive twin (same random window).
+    for index in range(-4, 0):
+        item, twin = windows[index], windows[index + 4]
+        assert torch.equal(item["codes"], twin["codes"]) and item["length"] == twin["length"]
+    assert windows[0]["length"] == 0 and windows[0]["codes"].tolist() == [0, 0, 0]
+    assert windows[3]["length"] == 3 and windows[3]["codes"].tolist() == [0, 1, 2]
+
+    # Windows cut the length axis only: another width is an error naming the sample.
+    spec = TokenSpec([10], layout="H W")
+    samples = [np.zeros((4, 4), dtype=np.int64), np.zeros((6, 3), dtype=np.int64)]
+    write_samples(tmp_path / "hw", samples, spec=spec)
+    windows = TokenWindows(TokenDataset(tmp_path / "hw"), (4, 4), window=4)
+    assert windows[0]["codes"].shape == (4, 4)
+    with pytest.raises(ValueError, match=r"'k1' has token shape \(6, 3\).*\(4, 4\)"):
+        windows[1]

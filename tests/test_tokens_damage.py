@@ -166,3 +166,26 @@ def test_verify_catches_a_flipped_code_byte(shard_dir: Path) -> None:
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(TokenFileError, match=at(path, r"code \d+ of sample 'k3' is out of range")):
         TokenDataset(shard_dir).verify()
+
+
+@pytest.mark.parametrize(
+    ("shape", "empty"),
+    [
+        ([-2, -2], False),  # two negative sizes multiply to the right count
+        ([2**32, 2**32], True),  # a count that overflows int64 to 0 must not match 0 bytes
+    ],
+)
+def test_impossible_tensor_shape(shard_dir: Path, shape: list[int], empty: bool) -> None:
+    path = shard_dir / "shard-r000-00000.safetensors"
+    data = bytearray(path.read_bytes())
+    (header_size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + header_size])
+    assert header["offsets"]["shape"] == [4]  # offsets of three samples
+    header["offsets"]["shape"] = shape
+    if empty:
+        begin = header["offsets"]["data_offsets"][0]
+        header["offsets"]["data_offsets"] = [begin, begin]
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + bytes(data[8 + header_size :]))
+    with pytest.raises(TokenFileError, match=at(path, r"corrupted header: .*'offsets'")):
+        read_shard(path)

@@ -150,15 +150,19 @@ def _describe_decode_error(image: Image.Image, error: Exception) -> str:
 
 def _decode_to_rgb(image: Image.Image, data: bytes) -> np.ndarray:
     """Decode an opened Pillow image to `(H, W, 3)` uint8 with the orientation applied."""
+    # A PNG tRNS chunk in a 16-bit file names one 16-bit colour or gray level as see-through.
+    transparent = image.info.get("transparency")
     if image.format == "PNG" and image.tile and image.tile[0][3] in _PNG_16BIT_RAWMODES:
-        return _decode_16bit_png(data)
+        return _decode_16bit_png(data, transparent)
     image.load()
     ImageOps.exif_transpose(image, in_place=True)
     mode = image.mode
-    if mode in _16BIT_GRAY_MODES:
-        return _gray_to_rgb(_scale_16bit(np.asarray(image)))
-    if mode == "I":
-        return _gray_to_rgb(_scale_16bit(np.clip(np.asarray(image), 0, 65535)))
+    if mode in _16BIT_GRAY_MODES or mode == "I":
+        values = np.asarray(image)
+        gray = _scale_16bit(np.clip(values, 0, 65535) if mode == "I" else values)
+        if isinstance(transparent, int):
+            gray = np.where(values == transparent, np.uint8(255), gray)  # over white
+        return _gray_to_rgb(gray)
     if mode == "F":
         values = np.asarray(image)
         if not np.isfinite(values).all():
@@ -172,8 +176,9 @@ def _decode_to_rgb(image: Image.Image, data: bytes) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def _decode_16bit_png(data: bytes) -> np.ndarray:
-    """16-bit colour PNG through libpng (torchvision), which keeps all 16 bits."""
+def _decode_16bit_png(data: bytes, transparent: object = None) -> np.ndarray:
+    """16-bit colour PNG through libpng (torchvision), which keeps all 16 bits; `transparent`
+    is the `(r, g, b)` of a tRNS chunk (Pillow's `info["transparency"]`), or None."""
     from torchvision.io import ImageReadMode, decode_png
 
     planes = decode_png(
@@ -183,7 +188,11 @@ def _decode_16bit_png(data: bytes) -> np.ndarray:
     )
     pixels = planes.permute(1, 2, 0).numpy()  # (H, W, C) uint16, C = 2 (LA), 3 or 4
     if pixels.shape[2] == 3:
-        return _scale_16bit(pixels)
+        scaled = _scale_16bit(pixels)
+        if isinstance(transparent, tuple) and len(transparent) == 3:
+            see_through = (pixels == np.array(transparent, dtype=pixels.dtype)).all(axis=2)
+            scaled[see_through] = 255  # over white
+        return scaled
     color = pixels[..., :3] if pixels.shape[2] == 4 else np.repeat(pixels[..., :1], 3, axis=2)
     return _composite_over_white(color, pixels[..., -1], 65535)
 

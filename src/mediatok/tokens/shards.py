@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -284,7 +285,9 @@ def _tensor_view(
         begin, end = (int(offset) for offset in entry["data_offsets"])
     except (KeyError, TypeError, ValueError):
         raise TokenFileError(path, f"corrupted header: bad entry for {name!r}: {entry!r}") from None
-    if end < begin or end - begin != dtype.itemsize * int(np.prod(shape)):
+    if any(size < 0 for size in shape):
+        raise TokenFileError(path, f"corrupted header: {name!r} has a negative size {shape}")
+    if end < begin or end - begin != dtype.itemsize * math.prod(shape):
         raise TokenFileError(path, f"corrupted header: {name!r} extent does not match its shape")
     if data_start + end > file_size:
         raise TokenFileError(

@@ -10,6 +10,7 @@ Layout: batches `{"codes": (B, *token_shape) int64, "lengths": (B,), "labels": (
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -120,6 +121,9 @@ class TokenWindows(Dataset):
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        index = operator.index(index)
+        if index < 0:
+            index += len(self)  # the window's seed must not depend on how the index was written
         item = self.tokens[index]
         codes = item["codes"]
         if self.window is None:
@@ -131,6 +135,16 @@ class TokenWindows(Dataset):
                 )
             length = codes.shape[self.axis]
         else:
+            # Windows cut the length axis only; every other axis must already match.
+            other = [size for axis, size in enumerate(codes.shape) if axis != self.axis]
+            expected = [size for axis, size in enumerate(self.token_shape) if axis != self.axis]
+            if other != expected:
+                raise ValueError(
+                    f"{self.tokens.directory}: sample {item['key']!r} has token shape "
+                    f"{tuple(codes.shape)}, expected {self.token_shape} except along the length "
+                    f"axis {self.tokens.spec.axes[self.axis]!r} (axis {self.axis}) that "
+                    f"data.window cuts"
+                )
             length = codes.shape[self.axis]
             if length > self.window:
                 generator = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
