@@ -326,8 +326,8 @@ def evaluate_codec(
         tokens = codec.encode(images)
         reconstruction = codec.decode(tokens).float().clamp(-1, 1)
         codes = tokens.codes
-        if tokens.spec.layout.startswith("Q "):  # levels first ("Q H W", "Q N"): Q goes last
-            codes = codes.movedim(1, -1)  # (B, ..., Q)
+        if tokens.spec.level_axis is not None:  # "Q H W", "Q N": the level axis goes last
+            codes = codes.movedim(1 + tokens.spec.level_axis, -1)  # (B, ..., Q)
         usage.update(codes.reshape(len(batch), -1, codec.quantizer.num_levels))
         scores["psnr"].append(psnr(reconstruction, images).cpu())
         scores["ssim"].append(ssim(reconstruction, images).cpu())

@@ -631,11 +631,11 @@ def main(argv: list[str] | None = None) -> int:
     prints its message on one line and exits with 2; `MEDIATOK_TRACEBACK=1` shows the
     traceback instead."""
     args = build_parser().parse_args(argv)
-    if os.environ.get("MEDIATOK_TRACEBACK"):
-        return args.run(args)
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError) as error:  # ConfigError, TokenFileError, ... too
+        if os.environ.get("MEDIATOK_TRACEBACK"):
+            raise
         print(f"{PROGRAM} {args.command}: error: {error}", file=sys.stderr)
         print("(MEDIATOK_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
         return 2

@@ -109,18 +109,18 @@ def item_seed(seed: int, epoch: int, index: int, draw: int = 0) -> int:
 class MediaFolder(Dataset):
     """Base of `ImageFolder` and `AudioFolder`: the files of `root`, read one per item.
 
-        A file that cannot be read either stops the job (`on_error="stop"`: the reader's
-        `MediaReadError` naming it) or is skipped (`"skip"`): a warning on the `"mediatok.data"`
-        logger names it, it is appended to `skipped`, and the item is the next readable file in
-        listing order (wrapping around), so the substitution is deterministic. Known-bad files are
-        not read again. Subclasses set `noun` and implement `_read(path)` and
+    A file that cannot be read either stops the job (`on_error="stop"`: the reader's
+    `MediaReadError` naming it) or is skipped (`"skip"`): a warning on the `"mediatok.data"`
+    logger names it, it is appended to `skipped`, and the item is the next readable file in
+    listing order (wrapping around), so the substitution is deterministic. Known-bad files are
+    not read again. Subclasses set `noun` and implement `_read(path)` and
     `_item(data, index, draw)`.
 
-        Args:
-            root: the directory.
-            paths: its files, in listing order.
-            on_error: `"skip"` or `"stop"`.
-            seed: non-negative base seed of random crops (see `item_seed`).
+    Args:
+        root: the directory.
+        paths: its files, in listing order.
+        on_error: `"skip"` or `"stop"`.
+        seed: non-negative base seed of random crops (see `item_seed`).
     """
 
     noun: ClassVar[str]  # one file's kind in messages: "image", "audio file"

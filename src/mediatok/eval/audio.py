@@ -247,8 +247,8 @@ def multi_resolution_stft_distance(
     `mean |log|S| − log|Ŝ||` (eq. 3); the result is their sum averaged over the resolutions
     (eq. 4). The defaults are FFT sizes 512, 1024 and 2048 with window = FFT size and hop a
     quarter of it, not the paper's (windows 240, 600, 1200; hops 50, 120, 240, at FFT sizes 512,
-    1024, 2048). Unlike the training loss, which
-    averages over the batch, every term here is per item.
+    1024, 2048). Unlike the training loss, which averages over the batch, every term here is
+    per item.
 
     Args:
         prediction: `(B, T)` or `(B, 1, T)` float waveform, sample rate free.

@@ -17,8 +17,9 @@ id there). RoPE coordinates come from `SequenceLayout.coordinates`; the prefix s
 every axis (`mediatok.nn.rope.with_prefix`).
 
 End token: id V, the head's row V (the head has V + 1 rows rounded up to a multiple of 64;
-the logits of the rows past V are sliced off); for 1-D layouts a valid prediction at tokens 1..L and the
-target right after a sample's last token when it is shorter than L; never for fixed layouts.
+the logits of the rows past V are sliced off); for 1-D layouts a valid prediction at tokens
+1..L and the target right after a sample's last token when it is shorter than L; never for
+fixed layouts.
 
 Layout: ids `(B, n)` in read order (n <= L); lengths `(B,)` along `spec.length_axis`; logits
 `(B, n + 1, V + 1)`; KV cache `(B, heads, 1 + L, head_dim)` per layer; samples `(B, *shape)`.
