@@ -4,6 +4,7 @@ channel count in, source durations out, bad files named, long files chunked."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -206,7 +207,7 @@ def test_encode_reads_a_few_batches_ahead_not_the_whole_folder(checkpoint, tmp_p
 
 def test_decode_refuses_tokens_of_another_frame_rate(checkpoint, clips, tmp_path):
     """75 and 40 tokens per second share the vocabulary and layout: decoding one's tokens with
-    the other would write audio of the wrong speed, silently."""
+    the other would write audio of the wrong speed, silently. So would another vocabulary."""
     tokens = tmp_path / "tokens"
     encode(checkpoint, clips, tokens)
     torch.manual_seed(0)
@@ -214,6 +215,16 @@ def test_decode_refuses_tokens_of_another_frame_rate(checkpoint, clips, tmp_path
     other = slower.save_pretrained(tmp_path / "hop-600")
     out = tmp_path / "decoded"
     args = ["decode", str(other), str(tokens), "-o", str(out), "--device", "cpu"]
-    with pytest.raises(SystemExit, match=r"hop_length.*320.*600|hop_length.*600.*320"):
+    expected = re.escape(
+        f"{other} cannot decode the tokens in {tokens}: expected geometry {{'hop_length': 600}}, "
+        "got {'hop_length': 320}"
+    )
+    with pytest.raises(ValueError, match=expected):  # one line from `main`, exit status 2
+        main(args)
+    assert not out.exists()
+    bigger = {**TINY_WAVTOKENIZER, "quantizer": {"kind": "vq", "options": {"codebook_size": 128}}}
+    other = build_codec("wavtokenizer", bigger).save_pretrained(tmp_path / "vocabulary-128")
+    args = ["decode", str(other), str(tokens), "-o", str(out), "--device", "cpu"]
+    with pytest.raises(ValueError, match=r"expected vocabulary \[128\], got \[64\]"):
         main(args)
     assert not out.exists()

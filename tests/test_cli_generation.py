@@ -92,6 +92,10 @@ def test_image_tokens_train_and_sample_reproducibly(generator, tmp_path):
     assert isinstance(model, ARTransformer if generator == "ar" else MaskedTransformer)
     run = generator_run(checkpoint)
     assert run["token_shape"] == [8] and run["spec"]["layout"] == "N"
+    # Every image has TiTok's 8 tokens: the AR model must never end one early, and its
+    # checkpoint says so (a masked generator always fills every position).
+    if generator == "ar":
+        assert run["model"]["variable_length"] is False and not model.variable_length
     assert list((tmp_path / f"run-{generator}").glob("samples-0000003/*.png"))
 
     args = ["sample", str(checkpoint), "-n", "3", "--device", "cpu", "--seed", "5"]
@@ -112,14 +116,17 @@ def test_audio_tokens_train_on_windows_and_sample_wavs(tmp_path):
     with pytest.raises(ValueError, match=r"set data\.window"):
         train(tmp_path, "ar", tokens, codec)
     checkpoint = train(tmp_path, "ar", tokens, codec, window=40)
-    assert generator_run(checkpoint)["token_shape"] == [40]
+    run = generator_run(checkpoint)
+    # Every clip (3.4 s or more) is longer than a window: the model trains on full windows
+    # only, never learns to end, and samples whole windows.
+    assert run["token_shape"] == [40] and run["model"]["variable_length"] is False
     out = tmp_path / "wavs"
     main(["sample", str(checkpoint), "-n", "2", "--device", "cpu", "-o", str(out)])
     wavs = sorted(out.glob("*.wav"))
     assert len(wavs) == 2
     for wav in wavs:
         info = soundfile.info(str(wav))
-        assert info.samplerate == 24000 and 0 < info.frames <= 40 * 320
+        assert info.samplerate == 24000 and info.frames == 40 * 320
 
 
 def test_sample_without_a_codec_says_how_to_name_one(tmp_path):
@@ -162,6 +169,13 @@ def test_sample_rejects_bad_requests(tmp_path):
     other = build_codec("titok", other).save_pretrained(tmp_path / "other-codec")
     with pytest.raises(ValueError, match=r"expected a codec of the generator's tokens"):
         sample(checkpoint, 2, codec=other)  # would decode into plausible garbage
+    # The same vocabulary and layout, another image size: the check used to stop at the
+    # vocabulary, and the samples decoded into images of the wrong size.
+    assert generator_run(checkpoint)["spec"]["geometry"]["image_size"] == 32
+    larger = build_codec("titok", {**TINY_TITOK, "image_size": 64})
+    larger = larger.save_pretrained(tmp_path / "codec-64")
+    with pytest.raises(ValueError, match=r"expected geometry \{'image_size': 32\}, got \{'image_"):
+        sample(checkpoint, 2, codec=larger)
     with pytest.raises(ValueError, match="expected a codec checkpoint to decode with"):
         sample(checkpoint, 2, codec=checkpoint)
 
@@ -202,6 +216,56 @@ def saved_generator(tmp: Path, generator: str = "ar", num_classes: int = 0) -> P
         "sample": {"steps": 4},
     }
     return save_checkpoint(tmp / f"gen-{generator}", model, {"kind": "generator", "task": task})
+
+
+def test_a_generator_refuses_a_codec_of_another_frame_rate():
+    """Audio at 40 and 75 tokens per second (hop 600 and 320) shares the vocabulary and layout;
+    a generator trained on one's tokens, decoded by the other, would sample speech of the wrong
+    speed. `check_decodes` serves `sample` and the samples drawn at each evaluation."""
+    from mediatok.training.generator_task import check_decodes
+
+    fast = build_codec("wavtokenizer", {**TINY_WAVTOKENIZER, "hop_length": 320})
+    slow = build_codec("wavtokenizer", {**TINY_WAVTOKENIZER, "hop_length": 600})
+    assert check_decodes(fast, fast.token_spec, "gen") is fast
+    with pytest.raises(
+        ValueError,
+        match=r"^gen: expected a codec of the generator's tokens, got one of other tokens: "
+        r"expected geometry \{'hop_length': 320\}, got \{'hop_length': 600\}$",
+    ):
+        check_decodes(slow, fast.token_spec, "gen")
+
+
+def test_a_generator_checkpoint_without_geometry_still_samples_and_decodes(tmp_path):
+    """A checkpoint whose recorded spec has no geometry is checked on vocabulary and layout."""
+    checkpoint = saved_generator(tmp_path)
+    config = json.loads((checkpoint / "config.json").read_text())
+    del config["task"]["spec"]["geometry"]
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    samples = sample(checkpoint, 2)
+    assert samples.codec is not None and samples.codes.shape == (2, 8)
+
+
+def test_decode_with_a_generator_checkpoint_says_so(tmp_path):
+    # `mediatok decode GENERATOR TOKENS` used to stop with an AttributeError on `token_spec`.
+    from mediatok.tokens import TokenWriter
+
+    checkpoint = saved_generator(tmp_path)
+    codec = load(tmp_path / "codec")
+    with TokenWriter(tmp_path / "tokens", codec.token_spec, codec=codec.name) as writer:
+        writer.add_batch(torch.randint(64, (2, 8)), keys=["a", "b"])
+    args = ["decode", str(checkpoint), str(tmp_path / "tokens"), "-o", str(tmp_path / "out")]
+    with pytest.raises(ValueError, match="expected a codec checkpoint to decode with, got a gen"):
+        main(args)
+
+
+def test_an_ar_checkpoint_from_before_variable_length_samples_as_before(tmp_path):
+    """Checkpoints saved before `model.variable_length` existed lack it: a 1-D model then may
+    end early, as it did."""
+    checkpoint = saved_generator(tmp_path)
+    assert "variable_length" not in generator_run(checkpoint)["model"]
+    model = load(checkpoint)
+    assert model.config.variable_length is None and model.variable_length
+    assert sample(checkpoint, 2, seed=0).codes.shape == (2, 8)
 
 
 @pytest.mark.parametrize("generator", ["ar", "masked"])
@@ -282,3 +346,13 @@ def test_more_masked_steps_than_tokens_fail_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"sample\.steps=8 .* 6 tokens"):
         main(["train", str(config)])
     assert not out.exists()  # nothing trained
+
+
+def test_a_codec_of_other_tokens_fails_before_training(tmp_path):
+    # The run's codec decodes the samples at each evaluation: one of another image size (same
+    # vocabulary) used to be refused only there, after the training steps before it.
+    _, tokens = encoded(tmp_path, "titok", TINY_TITOK, ROOT / "assets" / "images")
+    other = build_codec("titok", {**TINY_TITOK, "image_size": 64}).save_pretrained(tmp_path / "c")
+    with pytest.raises(ValueError, match=r"expected geometry .*32.*, got .*64"):
+        train(tmp_path, "ar", tokens, other)
+    assert not (tmp_path / "run-ar").exists()  # nothing trained

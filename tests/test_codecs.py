@@ -218,8 +218,15 @@ def test_decode_refuses_tokens_of_another_geometry(name):
     key = "hop_length" if "hop_length" in geometry else "image_size"
     geometry[key] *= 2
     other = type(spec)(vocab_sizes=spec.vocab_sizes, layout=spec.layout, geometry=geometry)
-    with pytest.raises(ValueError, match=rf"{name}: expected tokens with geometry .*{key}"):
+    with pytest.raises(
+        ValueError, match=rf"{name}: cannot decode these tokens: expected geometry .*{key}"
+    ):
         codec.decode(Tokens(tokens.codes, other))
+    bigger = type(spec)(vocab_sizes=[2 * size for size in spec.vocab_sizes], layout=spec.layout)
+    with pytest.raises(
+        ValueError, match=rf"{name}: cannot decode these tokens: expected vocabulary"
+    ):
+        codec.decode(Tokens(tokens.codes, bigger))
     # A spec without geometry (built by hand) is taken on its vocabulary alone.
     bare = type(spec)(vocab_sizes=spec.vocab_sizes, layout=spec.layout)
     assert torch.equal(codec.decode(Tokens(tokens.codes, bare)), codec.decode(tokens))

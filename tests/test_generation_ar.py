@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from mediatok.generation import ar
+from mediatok.generation import ar, build_generator
 from mediatok.generation.ar import ARConfig, ARTransformer, _Draw, build_ar_transformer
 from mediatok.generation.sampling import (
     cfg_logits,
@@ -23,6 +23,7 @@ from mediatok.generation.sampling import (
 )
 from mediatok.nn.rope import apply_rope, rope_tables, with_prefix
 from mediatok.tokens import TokenSpec
+from mediatok.training.generator_task import resolve_variable_length
 
 SPECS = {
     "1d": (TokenSpec([16]), (7,)),
@@ -253,6 +254,78 @@ def test_end_token_gives_variable_lengths_and_padding():
     assert short.shape == (4, 5) and int(short_lengths.max()) <= 5
 
 
+def end_token_wins(model: ARTransformer) -> ARTransformer:
+    """`model` with a head whose end row has a bias of 1e4: wherever the end token is not masked,
+    it is drawn, at any temperature and under guidance."""
+    head = torch.nn.Linear(model.config.dim, model.head.out_features)
+    with torch.no_grad():
+        head.weight.copy_(model.head.weight)
+        head.bias.zero_()
+        head.bias[model.end_id] = 1e4
+    model.head = head
+    return model
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"temperature": 1.0}, {"temperature": 0.0}, {"cfg_scale": 3.0, "top_p": 0.9}],
+    ids=["temperature 1", "greedy", "cfg"],
+)
+def test_a_fixed_length_1d_model_never_ends_a_sample_early(options):
+    """TiTok's K tokens: an image of K - 1 tokens does not decode. The end token used to be a
+    valid prediction at tokens 1..L-1 of every 1-D layout, and a row that drew it came back short
+    and padded with code 0."""
+    labels = torch.tensor([0, 1, 2, 0])
+    generator = torch.Generator().manual_seed(0)
+    fixed = end_token_wins(tiny(TokenSpec([8]), (6,), num_classes=3, variable_length=False))
+    codes, lengths = fixed.generate(labels=labels, generator=generator, **options)
+    assert codes.shape == (4, 6) and lengths.tolist() == [6] * 4
+    assert int(codes.max()) < 8  # no end id (8) in the codes either
+    logits = fixed.logits(codes.reshape(4, 6), labels)  # (B, L + 1, V + 1)
+    assert torch.isinf(logits[:, :6, fixed.end_id]).all()  # -inf at every token
+    # The same forced head on a variable-length model ends every row at its first chance.
+    variable = end_token_wins(tiny(TokenSpec([8]), (6,), num_classes=3, variable_length=True))
+    codes, lengths = variable.generate(labels=labels, generator=generator, **options)
+    assert lengths.tolist() == [1] * 4 and not bool(codes[:, 1:].any())
+    with pytest.raises(ValueError, match="expected max_tokens None or 6 for this fixed-length"):
+        fixed.generate(2, labels=[0, 1], max_tokens=3)
+    assert variable.generate(labels=[0, 1], max_tokens=3).codes.shape == (2, 3)
+
+
+def test_a_fixed_length_1d_model_trains_no_end_token():
+    fixed = tiny(TokenSpec([8]), (6,), variable_length=False)
+    variable = tiny(TokenSpec([8]), (6,), variable_length=True)
+    variable.load_state_dict(fixed.state_dict())
+    ids = torch.randint(8, (3, 6), generator=torch.Generator().manual_seed(0))
+    lengths = torch.tensor([6, 4, 2])
+    # fixed: the mean over the 12 real tokens alone, the padding after a short sample untrained
+    logits = fixed.logits(ids)[:, :6]  # (B, L, V + 1)
+    real = torch.arange(6) < lengths[:, None]  # (B, L)
+    expected = torch.nn.functional.cross_entropy(logits[real], ids[real])
+    torch.testing.assert_close(fixed.loss(ids, lengths=lengths), expected)
+    assert not torch.allclose(variable.loss(ids, lengths=lengths), expected)  # + 2 end targets
+    # Full rows: no end target either way, but the variable-length model's softmax keeps some
+    # mass for the end token at tokens 1..L-1 (the same weights, one more finite logit).
+    assert fixed.loss(ids) < variable.loss(ids)
+
+
+def test_variable_length_is_for_1d_layouts_and_none_keeps_the_old_rule():
+    for spec, shape in SPECS.values():
+        one_axis = spec.ndim == 1
+        assert tiny(spec, shape).variable_length == one_axis  # None: checkpoints before the field
+        assert not tiny(spec, shape, variable_length=False).variable_length
+        if one_axis:
+            assert tiny(spec, shape, variable_length=True).variable_length
+        else:
+            with pytest.raises(
+                ValueError, match=f"variable_length None or False for layout {spec.layout!r}"
+            ):
+                tiny(spec, shape, variable_length=True)
+    # An old checkpoint's config has no such key.
+    old = build_generator("ar", {"dim": 32, "depth": 1, "heads": 4}, TokenSpec([8]), (6,))
+    assert old.config.variable_length is None and old.variable_length
+
+
 def test_training_memorizes_one_sequence_per_class():
     model = tiny(TokenSpec([16]), (8,), num_classes=3).train()
     ids = torch.tensor(
@@ -287,6 +360,23 @@ def test_loss_takes_codes_and_ignores_padding_along_the_length_axis(name):
     padded[0, :, 2:], padded[2, :, 1:] = 3, 1
     assert torch.equal(model.loss(codes, lengths=lengths), model.loss(padded, lengths=lengths))
     assert not torch.equal(model.loss(codes), model.loss(padded))
+
+
+# --------------------------------------------------------------------------------------------
+# the training task decides variable_length from the shards
+
+
+def test_variable_length_is_resolved_from_the_training_lengths():
+    one_d, grid = TokenSpec([8], layout="N"), TokenSpec([8], layout="H W")
+    # TiTok-like: every sample has the model's 6 tokens; fixed-length.
+    assert resolve_variable_length(one_d, (6,), [6, 6, 6]) is False
+    # Audio-like, windows of 6: a 3-token clip is followed by the end token in training.
+    assert resolve_variable_length(one_d, (6,), [6, 3, 9]) is True
+    # Clips all at least a window long train on full random windows only, none of which ends
+    # where its clip does: nothing teaches an end, so the model is fixed-length.
+    assert resolve_variable_length(one_d, (6,), [6, 8, 9]) is False
+    assert resolve_variable_length(one_d, (10,), [6, 8, 9]) is True
+    assert resolve_variable_length(grid, (2, 3), [2, 1]) is False
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,6 +461,17 @@ def test_compiled_step_matches_eager_with_end_token_top_p_and_linear_schedule():
         labels=labels, generator=torch.Generator().manual_seed(5), compile_step=True, **options
     )
     assert torch.equal(eager.codes, compiled.codes) and torch.equal(eager.lengths, compiled.lengths)
+
+
+@pytest.mark.slow
+def test_compiled_sampling_of_a_fixed_length_1d_model_never_ends_early():
+    model = end_token_wins(tiny(TokenSpec([16]), (12,), num_classes=3, variable_length=False))
+    labels, options = torch.tensor([0, 1, 2]), {"cfg_scale": 2.0, "top_k": 8}
+    eager = model.generate(labels=labels, generator=torch.Generator().manual_seed(1), **options)
+    compiled = model.generate(
+        labels=labels, generator=torch.Generator().manual_seed(1), compile_step=True, **options
+    )
+    assert compiled.lengths.tolist() == [12] * 3 and torch.equal(eager.codes, compiled.codes)
 
 
 @pytest.mark.slow

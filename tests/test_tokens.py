@@ -75,6 +75,31 @@ def test_spec_validates_and_round_trips() -> None:
         TokenSpec.from_dict({"vocab_sizes": [4], "vocab": 4})
 
 
+def test_spec_describes_what_keeps_codes_from_decoding() -> None:
+    """One answer to "can this codec decode these tokens?": vocabulary, layout and geometry; the
+    vocabulary and layout may agree while the media differ (hop 320 vs 600, two image sizes)."""
+    audio = TokenSpec([4096], "T", geometry={"sample_rate": 24000, "hop_length": 320})
+    assert audio.describe_mismatch(audio) is None
+    slower = TokenSpec([4096], "T", geometry={"sample_rate": 24000, "hop_length": 600})
+    assert audio.same_vocabulary(slower)  # what the generator's check used to stop at
+    assert audio.describe_mismatch(slower) == (
+        "expected geometry {'hop_length': 320}, got {'hop_length': 600}"
+    )
+    # Geometry is compared only when both sides record one (a spec built by hand, an old file).
+    assert audio.describe_mismatch(TokenSpec([4096], "T")) is None
+    assert TokenSpec([4096], "T").describe_mismatch(slower) is None
+    # The order is how a generator reads the codes, not what they mean.
+    levels = TokenSpec([16, 16], "Q T")
+    assert levels.describe_mismatch(TokenSpec([16, 16], "Q T", order="T Q")) is None
+    # A key one side lacks is a difference; every differing field is named, in one message.
+    image = TokenSpec([64], "N", geometry={"image_size": 32, "num_tokens": 8})
+    other = TokenSpec([16, 16], "Q N", geometry={"image_size": 32, "grid": 4})
+    assert image.describe_mismatch(other) == (
+        "expected vocabulary [64], got [16, 16]; expected layout 'N', got 'Q N'; "
+        "expected geometry {'num_tokens': 8}, got {'grid': 4}"
+    )
+
+
 # ------------------------------------------------------------------------------------------
 # round trips
 

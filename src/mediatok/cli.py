@@ -254,7 +254,7 @@ def command_decode(args: argparse.Namespace) -> int:
 
     device = _device(args.device)
     codec = load(args.checkpoint, device=device)
-    dataset = TokenDataset(args.tokens, codec.token_spec)
+    dataset = TokenDataset(args.tokens)
     _check_decodes(codec, dataset, args.checkpoint)
     out = Path(args.output)
     if codec.modality == "image":
@@ -284,19 +284,30 @@ def command_decode(args: argparse.Namespace) -> int:
 
 
 def _check_decodes(codec, dataset, checkpoint) -> None:
-    """Refuse tokens that another kind of codec wrote: the vocabulary may agree (75 and 40
-    tokens per second, two image sizes) while the media would come out at the wrong speed or
-    size. Another checkpoint of the same codec gets a warning (a retrained decoder is fine)."""
-    written_by, geometry = dataset.metadata["codec"], dict(dataset.spec.geometry)
-    expected = dict(codec.token_spec.geometry)
-    if (written_by is not None and written_by != codec.name) or geometry != expected:
-        raise SystemExit(
-            f"{PROGRAM} decode: {dataset.directory} holds tokens of {written_by} with geometry "
-            f"{geometry}; {checkpoint} is {codec.name} with geometry {expected}: decode with "
-            "the checkpoint that encoded them"
-        )
+    """Refuse tokens that `codec` does not decode: another vocabulary, layout or geometry
+    (`TokenSpec.describe_mismatch`; the vocabulary may agree, at 75 and 40 tokens per second or
+    two image sizes, while the media would come out at the wrong speed or size), or another
+    codec than the one that wrote them (which a spec does not record). Another checkpoint of the
+    same codec gets a warning (a retrained decoder is fine)."""
     from mediatok.api import checkpoint_sha256
+    from mediatok.codecs import Codec
 
+    if not isinstance(codec, Codec):
+        raise ValueError(
+            f"{checkpoint}: expected a codec checkpoint to decode with, got a generator"
+        )
+    written_by = dataset.metadata["codec"]
+    problems = []
+    if written_by is not None and written_by != codec.name:
+        problems.append(f"expected tokens of {codec.name}, got tokens of {written_by}")
+    mismatch = codec.token_spec.describe_mismatch(dataset.spec)
+    if mismatch is not None:
+        problems.append(mismatch)
+    if problems:
+        raise ValueError(
+            f"{checkpoint} cannot decode the tokens in {dataset.directory}: "
+            f"{'; '.join(problems)}; decode with the checkpoint that encoded them"
+        )
     if dataset.metadata["checkpoint_sha256"] not in (None, checkpoint_sha256(checkpoint)):
         print(
             f"{PROGRAM} decode: warning: {dataset.directory} was encoded with another checkpoint "

@@ -91,26 +91,16 @@ class Codec(nn.Module):
                 module.training = training
 
     def _codes(self, tokens: Tokens | torch.Tensor) -> torch.Tensor:
-        """The codes of `tokens`, after checking they belong to this codec's vocabulary, layout
-        and (when the tokens carry one) geometry: two configs may share a vocabulary while their
-        tokens mean other media (two image sizes; 75 and 40 tokens per second)."""
+        """The codes of `tokens`, after checking (`TokenSpec.describe_mismatch`) they belong to
+        this codec's vocabulary, layout and (when the tokens carry one) geometry: two configs may
+        share a vocabulary while their tokens mean other media (two image sizes; 75 and 40
+        tokens per second)."""
         if isinstance(tokens, Tokens):
-            own = self.token_spec
-            if tuple(tokens.spec.vocab_sizes) != tuple(own.vocab_sizes):
+            mismatch = self.token_spec.describe_mismatch(tokens.spec)
+            if mismatch is not None:
                 raise ValueError(
-                    f"{self.name}: expected tokens with vocabulary {list(own.vocab_sizes)}, "
-                    f"got {list(tokens.spec.vocab_sizes)}"
-                )
-            if tokens.spec.layout != own.layout:
-                raise ValueError(
-                    f"{self.name}: expected tokens with layout {own.layout!r}, got "
-                    f"{tokens.spec.layout!r}"
-                )
-            geometry = dict(tokens.spec.geometry)
-            if geometry and geometry != dict(own.geometry):
-                raise ValueError(
-                    f"{self.name}: expected tokens with geometry {dict(own.geometry)}, got "
-                    f"{geometry}: decode with the codec that encoded them"
+                    f"{self.name}: cannot decode these tokens: {mismatch}; decode with the codec "
+                    "that encoded them"
                 )
             return tokens.codes
         if isinstance(tokens, torch.Tensor):

@@ -7,8 +7,10 @@ order, the class as the first token, classifier-free guidance from class dropout
 How we differ: the model reads any `TokenSpec` through `SequenceLayout`, so one class serves 1-D
 tokens (TiTok, audio), grids (`"H W"`, axial 2-D RoPE from the grid coordinates) and several
 quantizer levels (`"Q T"` read as `"T Q"`: one combined vocabulary, a level embedding, and the
-logits of ids of other levels masked to -inf). 1-D layouts (`"N"`, `"T"`) may end early with an
-end token. Unconditional models read a learned start token instead of a class token.
+logits of ids of other levels masked to -inf). A 1-D layout (`"N"`, `"T"`) may be variable-length
+(`ARConfig.variable_length`: audio clips of different durations), its samples then end early with
+an end token; fixed-length data (TiTok's K tokens, every grid) always samples all L tokens.
+Unconditional models read a learned start token instead of a class token.
 
 Sequence and positions: one prefix token (class or start) at slot 0, token i at slot i + 1.
 Slot s's output predicts token s: logits[:, 0] gives token 0 from the prefix alone, logits[:, i]
@@ -17,9 +19,11 @@ id there). RoPE coordinates come from `SequenceLayout.coordinates`; the prefix s
 every axis (`mediatok.nn.rope.with_prefix`).
 
 End token: id V, the head's row V (the head has V + 1 rows rounded up to a multiple of 64;
-the logits of the rows past V are sliced off); for 1-D layouts a valid prediction at tokens
-1..L and the target right after a sample's last token when it is shorter than L; never for
-fixed layouts.
+the logits of the rows past V are sliced off). Variable-length models: a valid prediction at
+tokens 1..L-1 (and at L) and the target right after a sample's last token when it is shorter
+than L. Fixed-length models: -inf at every token 0..L-1, never a target, never drawn; it stays
+the only finite logit at L, after the last token, which nothing reads (a row of -inf only would
+make the log-softmax there NaN).
 
 Layout: ids `(B, n)` in read order (n <= L); lengths `(B,)` along `spec.length_axis`; logits
 `(B, n + 1, V + 1)`; KV cache `(B, heads, 1 + L, head_dim)` per layer; samples `(B, *shape)`.
@@ -72,6 +76,13 @@ class ARConfig:
         max_tokens: sequence length L without the prefix; None takes it from the token shape.
         qk_norm: RMSNorm on queries and keys per head.
         dropout: dropout on the embeddings, attention weights and residual branches.
+        variable_length: whether samples may end before L tokens with the end token. True for
+            data of different lengths (audio clips); False for a fixed token count (TiTok's K
+            tokens: 31 of 32 do not decode), then every sample has all L tokens. Only 1-D
+            layouts may be True. None: True for 1-D layouts, False otherwise — the behaviour
+            of checkpoints saved before this field, which load with None; `mediatok train`
+            resolves None from the training shards (`resolve_variable_length`) and saves the
+            value.
     """
 
     dim: int = 768
@@ -85,6 +96,7 @@ class ARConfig:
     max_tokens: int | None = None
     qk_norm: bool = False
     dropout: float = 0.0
+    variable_length: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("dim", "depth", "heads", "mlp_hidden", "max_tokens", "num_classes"):
@@ -137,7 +149,7 @@ class ARTransformer(nn.Module):
     Attributes:
         layout: the `SequenceLayout`; max_tokens: L; vocab_size: V; end_id: V;
         null_class: the label of the null class (= num_classes) of a conditional model;
-        variable_length: whether sequences may end early (1-D layouts).
+        variable_length: whether samples may end early (`ARConfig.variable_length`, resolved).
     """
 
     def __init__(self, config: ARConfig, spec: TokenSpec, token_shape: Sequence[int] | None = None):
@@ -149,11 +161,17 @@ class ARTransformer(nn.Module):
                 f"expected a token_shape for layout {spec.layout!r} (1-D: or config.max_tokens) "
                 f"and max_tokens None or its size, got {token_shape}, {config.max_tokens}"
             )
+        if config.variable_length and spec.ndim != 1:
+            raise ValueError(
+                f"expected variable_length None or False for layout {spec.layout!r} (only 1-D "
+                "layouts may end early), got True"
+            )
         self.config, self.spec = config, spec
         self.layout = SequenceLayout(spec, token_shape)
         length, vocab = self.layout.length, self.layout.vocab_size
         self.max_tokens, self.vocab_size, self.end_id = length, vocab, vocab
-        self.variable_length, self.null_class = spec.ndim == 1, config.num_classes
+        variable = spec.ndim == 1 if config.variable_length is None else config.variable_length
+        self.variable_length, self.null_class = variable, config.num_classes
         self.token_embedding = nn.Embedding(vocab, config.dim)
         levels = spec.num_levels
         self.level_embedding = nn.Embedding(levels, config.dim) if levels > 1 else None
@@ -186,8 +204,8 @@ class ARTransformer(nn.Module):
         self.extent = self.layout.token_shape[spec.length_axis]
         column = self.layout.coordinate_axes.index(spec.axes[spec.length_axis])
         self.register_buffer("extent_index", self.layout.coordinates[:, column], persistent=False)
-        # Valid outputs, one row per kind of position: each level's ids (and the end token for
-        # 1-D layouts after token 0), then the end token alone (position L).
+        # Valid outputs, one row per kind of position: each level's ids (and the end token after
+        # token 0 when variable-length), then the end token alone (position L).
         allowed, rows = F.pad(self.layout.vocab_mask, (0, 1), value=False), level_ids  # (Q, V + 1)
         if self.variable_length:  # one level: row 0 for token 0, row 1 (with end) for the rest
             with_end = allowed.clone()
@@ -246,8 +264,9 @@ class ARTransformer(nn.Module):
             tokens: codes `(B, *token_shape)` in layout order, or combined ids `(B, n)` in read
                 order, right-padded (for 1-D layouts, as from `pad_collate`, the two coincide).
             labels: as in `logits`.
-            lengths: as in `logits`. A 1-D sample shorter than L is followed by the end token,
-                which is a target too.
+            lengths: as in `logits`. For a variable-length model a sample shorter than L is
+                followed by the end token, which is a target too; for a fixed-length one the
+                positions past its length are padding only.
 
         Returns:
             A scalar (fp32).
@@ -392,7 +411,8 @@ class ARTransformer(nn.Module):
             cfg_schedule: "constant" (s_t = s) or "linear" (s_t = 1 + (s − 1) · t / (T − 1)).
             temperature, top_k, top_p: see `mediatok.generation.sampling.sample`.
             generator: random source on the model's device; the same seed gives the same samples.
-            max_tokens: tokens to sample, <= L; only 1-D layouts may ask for fewer than L.
+            max_tokens: tokens to sample, <= L; only variable-length models may ask for fewer
+                than L.
             compile_step: compile each sampling step — guidance, the draw, the end-token
                 bookkeeping and the decode of the drawn token — with `torch.compile` (True:
                 "reduce-overhead", i.e. one CUDA graph per step, on CUDA; "default" elsewhere; a
@@ -404,9 +424,9 @@ class ARTransformer(nn.Module):
                 the fused kernels.
 
         Returns:
-            `(codes, lengths)`: codes `(B, *token_shape)` in layout order (1-D: `(B, max_tokens)`,
-            code 0 after a sample's end), lengths `(B,)` int64 tokens before the end token (the
-            full extent along the length axis for fixed-length layouts).
+            `(codes, lengths)`: codes `(B, *token_shape)` in layout order (variable-length:
+            `(B, max_tokens)`, code 0 after a sample's end), lengths `(B,)` int64 tokens before
+            the end token (fixed-length: always the full extent along the length axis).
         """
         device = self.head.weight.device
         batch = num_samples if labels is None else len(labels)
@@ -426,7 +446,10 @@ class ARTransformer(nn.Module):
         steps = most if max_tokens is None else max_tokens
         if not (1 <= steps <= most if self.variable_length else steps == most):
             valid = f"in [1, {most}]" if self.variable_length else f"{most}"
-            raise ValueError(f"expected max_tokens None or {valid} for this layout, got {steps}")
+            kind = "variable-length" if self.variable_length else "fixed-length"
+            raise ValueError(
+                f"expected max_tokens None or {valid} for this {kind} model, got {steps}"
+            )
         if guided:  # (2B,): the labels' rows, then as many null-class rows
             labels = torch.cat([labels, torch.full_like(labels, self.null_class)])
         rows = len(labels) if guided else batch

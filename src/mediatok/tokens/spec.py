@@ -170,8 +170,48 @@ class TokenSpec:
         return f"vocab_sizes {list(self.vocab_sizes)} layout {self.layout!r}"
 
     def same_vocabulary(self, other: TokenSpec) -> bool:
-        """Whether two specs mean the same codes: same vocabulary sizes and layout."""
+        """Whether two specs have the same vocabulary sizes and layout (their geometries may
+        still differ: `describe_mismatch` says whether the codes mean the same media)."""
         return self.vocab_sizes == other.vocab_sizes and self.layout == other.layout
+
+    def describe_mismatch(self, got: TokenSpec) -> str | None:
+        """What keeps codes written under `got` from meaning the same under this spec, or None.
+
+        The one answer to "can this codec decode these tokens?" (a codec's `decode`, `mediatok
+        decode`, a generator's codec). Compares the vocabulary sizes, the layout and the
+        geometry: two codecs may share a vocabulary and layout while their codes mean other
+        media (two image sizes; 75 and 40 tokens per second). The geometry is compared only
+        when both specs carry one (a spec built by hand has none). `order` is not compared: it
+        is how a generator reads the codes, not what they mean.
+
+        Args:
+            got: the spec of the codes at hand; this spec is the one expected.
+
+        Returns:
+            None when they match; else one `expected ..., got ...` clause per differing field,
+            joined by "; ", the geometry narrowed to the keys that differ, e.g.
+            `expected geometry {'hop_length': 600}, got {'hop_length': 320}`.
+        """
+        clauses = []
+        if self.vocab_sizes != got.vocab_sizes:
+            clauses.append(
+                f"expected vocabulary {list(self.vocab_sizes)}, got {list(got.vocab_sizes)}"
+            )
+        if self.layout != got.layout:
+            clauses.append(f"expected layout {self.layout!r}, got {got.layout!r}")
+        if self.geometry and got.geometry:
+            differing = [
+                key
+                for key in sorted(set(self.geometry) | set(got.geometry))
+                if key not in self.geometry
+                or key not in got.geometry
+                or self.geometry[key] != got.geometry[key]
+            ]
+            if differing:
+                expected = {key: self.geometry[key] for key in differing if key in self.geometry}
+                came = {key: got.geometry[key] for key in differing if key in got.geometry}
+                clauses.append(f"expected geometry {expected}, got {came}")
+        return "; ".join(clauses) or None
 
 
 def _check_vocab_sizes(vocab_sizes: Any) -> tuple[int, ...]:

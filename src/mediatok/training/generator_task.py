@@ -5,6 +5,11 @@ The shards are what `mediatok encode` wrote with any codec; the generator sees o
 shards (audio, 1-D variable-length codecs) are cut into windows of `data.window` tokens along the
 spec's length axis. Class labels are used when the shards have them.
 
+Whether an AR model may end a sample early (`ARConfig.variable_length`) comes from the shards
+when the config leaves it None (`resolve_variable_length`): a 1-D model of L tokens is
+variable-length iff some training sample has fewer than L tokens. The run config saved with the
+checkpoint records the resolved value, so `mediatok sample` knows it.
+
 Layout: batches `{"codes": (B, *token_shape) int64, "lengths": (B,), "labels": (B,)?}`.
 """
 
@@ -161,6 +166,28 @@ class TokenWindows(Dataset):
         return out
 
 
+def resolve_variable_length(spec: TokenSpec, token_shape: tuple[int, ...], lengths: Any) -> bool:
+    """Whether an AR generator of `token_shape` trained on samples of `lengths` tokens may end
+    samples early: for a 1-D layout, True iff some sample is shorter than the model's L tokens;
+    never for a multi-axis layout.
+
+    A sample longer than L trains on random windows of exactly L tokens (`TokenWindows`): none
+    of them is cut short, and where a window stops is not where the sample ends, so the end
+    token is never their target; only a sample shorter than L teaches where to stop. Shards of
+    one length (TiTok's K tokens; audio clips all at least `data.window` long) thus give a
+    fixed-length model, which always samples all L tokens.
+
+    Args:
+        spec: the shards' token contract.
+        token_shape: the model's sample shape (for windows: the window along the length axis).
+        lengths: `(num_samples,)` tokens per sample (`TokenDataset.lengths`).
+    """
+    if spec.ndim != 1:
+        return False
+    lengths = torch.as_tensor(lengths)
+    return bool(lengths.numel()) and int(lengths.min()) < token_shape[0]
+
+
 class GeneratorTask(Task):
     """Trains generator `generator` ("ar" or "masked") with config overrides `model` on
     samples of `token_shape` under `spec`."""
@@ -216,29 +243,31 @@ class GeneratorTask(Task):
             names = [f"sample-{i:03d}" for i in range(count)]
             folder = Path(out_dir) / f"samples-{step:07d}"
             lengths = getattr(out, "lengths", None)  # AR samples end at their end token
-            write_decoded(self._load_codec(device), out.codes, folder, names, lengths)
+            write_decoded(self.codec_on(device), out.codes, folder, names, lengths)
         return metrics
 
-    def _load_codec(self, device: torch.device):
+    def codec_on(self, device: torch.device):
         if self._codec is None:
             from mediatok.codecs import load_codec
 
-            codec = load_codec(self.codec_path).to(device)
-            self._codec = check_decodes(codec, self.spec, self.codec_path)
-        return self._codec
+            self._codec = check_decodes(load_codec(self.codec_path), self.spec, self.codec_path)
+        return self._codec.to(device)
 
 
 def check_decodes(codec: Any, spec: TokenSpec, where: str | Path) -> Any:
-    """`codec` if it is a codec whose tokens are `spec`'s; else a `ValueError` naming `where`
-    (a codec of another vocabulary would decode the samples into plausible-looking garbage)."""
+    """`codec` if it is a codec that decodes tokens of `spec` (`TokenSpec.describe_mismatch`:
+    vocabulary, layout, and geometry when both record one); else a `ValueError` naming `where`.
+    A codec of another vocabulary would decode the samples into plausible-looking garbage, one of
+    another geometry into media of the wrong size or speed."""
     from mediatok.codecs import Codec
 
     if not isinstance(codec, Codec):
         raise ValueError(f"{where}: expected a codec checkpoint to decode with, got a generator")
-    if not codec.token_spec.same_vocabulary(spec):
+    mismatch = spec.describe_mismatch(codec.token_spec)
+    if mismatch is not None:
         raise ValueError(
-            f"{where}: expected a codec of the generator's tokens, {spec.describe()}; this "
-            f"codec's are {codec.token_spec.describe()}"
+            f"{where}: expected a codec of the generator's tokens, got one of other tokens: "
+            f"{mismatch}"
         )
     return codec
 
@@ -254,7 +283,7 @@ def write_decoded(
     """Decode codes with `codec` and write one file per row: PNG for images, WAV/FLAC for audio.
 
     Args:
-        codec: the codec the codes belong to (its `TokenSpec` vocabulary must match).
+        codec: the codec the codes belong to (see `check_decodes`).
         codes: `(B, *token_shape)` int64.
         directory: created if needed.
         names: B file names without suffix.

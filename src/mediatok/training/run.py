@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 
 from mediatok.codecs import CODECS
@@ -22,7 +23,12 @@ from mediatok.config import ConfigError, from_dict, load_config, to_dict
 from mediatok.generation import GENERATORS
 from mediatok.tokens import TokenDataset, TokenSpec
 from mediatok.training.audio_task import AudioCodecTask, AudioDataConfig, AudioLossConfig
-from mediatok.training.generator_task import GeneratorDataConfig, GeneratorTask, SampleConfig
+from mediatok.training.generator_task import (
+    GeneratorDataConfig,
+    GeneratorTask,
+    SampleConfig,
+    resolve_variable_length,
+)
 from mediatok.training.loop import TrainConfig, Trainer
 from mediatok.training.tasks import CodecLossConfig, CodecTask, ImageDataConfig
 
@@ -187,7 +193,11 @@ def train_generator(config: GeneratorRunConfig, resume: bool = False) -> Trainer
     model = dict(config.model)
     if tokens.labels is not None and "num_classes" not in model:
         model["num_classes"] = int(tokens.labels.max()) + 1
-    model_config = from_dict(GENERATORS[config.generator][0], model, where="model")
+    config_class = GENERATORS[config.generator][0]
+    if hasattr(config_class, "variable_length") and model.get("variable_length") is None:
+        # Decided from the shards here, so the checkpoint's config records it for sampling.
+        model["variable_length"] = resolve_variable_length(spec, shape, tokens.lengths)
+    model_config = from_dict(config_class, model, where="model")
     classes = model_config.num_classes
     if tokens.labels is None and classes:
         # An AR model would train the null class alone without a word (and then sample classes
@@ -240,6 +250,8 @@ def train_generator(config: GeneratorRunConfig, resume: bool = False) -> Trainer
         codec=config.codec,
         seed=config.train.seed,
     )
+    if config.codec is not None:  # a wrong codec is reported now, not at the first evaluation
+        task.codec_on(torch.device("cpu"))
     trainer = Trainer(task, config.train, task_config=config, resume=resume)
     trainer.fit()
     return trainer
