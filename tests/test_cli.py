@@ -14,19 +14,9 @@ from PIL import Image
 from mediatok.cli import main
 from mediatok.codecs import build_codec, load_codec
 from mediatok.tokens import TokenDataset
+from tiny_configs import TITOK as TINY_TITOK
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "images"
-TINY_TITOK = {
-    "image_size": 32,
-    "patch_size": 8,
-    "size": "custom",
-    "width": 32,
-    "depth": 1,
-    "heads": 4,
-    "num_tokens": 8,
-    "token_dim": 6,
-    "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
-}
 
 
 @pytest.fixture

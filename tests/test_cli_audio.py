@@ -19,20 +19,10 @@ from mediatok.codecs import build_codec, load_codec
 from mediatok.data import read_audio, write_audio
 from mediatok.data.audio import resample
 from mediatok.tokens import TokenDataset
+from tiny_configs import WAVTOKENIZER as TINY_WAVTOKENIZER
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT / "assets" / "speech"
-TINY_WAVTOKENIZER = {
-    "hop_length": 320,
-    "channels": 4,
-    "latent_dim": 16,
-    "encoder_attention_layers": 1,
-    "decoder_dim": 16,
-    "decoder_intermediate": 32,
-    "decoder_layers": 1,
-    "attention_heads": 2,
-    "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
-}
 
 
 @pytest.fixture(scope="module")

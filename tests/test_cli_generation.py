@@ -15,30 +15,11 @@ from mediatok.api import generator_run, load, sample
 from mediatok.cli import main
 from mediatok.codecs import build_codec
 from mediatok.generation import ARTransformer, MaskedTransformer
+from tiny_configs import GENERATOR as TINY_MODEL
+from tiny_configs import TITOK as TINY_TITOK
+from tiny_configs import WAVTOKENIZER as TINY_WAVTOKENIZER
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_TITOK = {
-    "image_size": 32,
-    "patch_size": 8,
-    "size": "custom",
-    "width": 32,
-    "depth": 1,
-    "heads": 4,
-    "num_tokens": 8,
-    "token_dim": 6,
-    "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
-}
-TINY_WAVTOKENIZER = {
-    "channels": 4,
-    "latent_dim": 16,
-    "encoder_attention_layers": 1,
-    "decoder_dim": 16,
-    "decoder_intermediate": 32,
-    "decoder_layers": 1,
-    "attention_heads": 2,
-    "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
-}
-TINY_MODEL = {"dim": 32, "depth": 1, "heads": 4}
 
 
 def encoded(tmp: Path, codec_name: str, options: dict, media: Path) -> tuple[Path, Path]:

@@ -25,22 +25,12 @@ from mediatok.training import TrainConfig
 from mediatok.training.checkpoint import save_checkpoint
 from mediatok.training.generator_task import GeneratorDataConfig, GeneratorTask, SampleConfig
 from mediatok.training.run import GeneratorRunConfig, train_generator
+from tiny_configs import GENERATOR as TINY_AR
+from tiny_configs import TITOK as TINY_TITOK
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SPEC = TokenSpec([64], layout="N")
 SHAPE = (8,)
-TINY_AR = {"dim": 32, "depth": 1, "heads": 4}
-TINY_TITOK = {
-    "image_size": 32,
-    "patch_size": 8,
-    "size": "custom",
-    "width": 32,
-    "depth": 1,
-    "heads": 4,
-    "num_tokens": 8,
-    "token_dim": 6,
-    "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
-}
 TINY_WAVTOKENIZER = {
     "sample_rate": 16000,
     "hop_length": 8,

@@ -1,0 +1,32 @@
+"""The tiny models the end-to-end tests build (seconds on a CPU), shared so that they stay one."""
+
+from __future__ import annotations
+
+# A 32×32 TiTok with 8 tokens of a 64-code VQ.
+TITOK = {
+    "image_size": 32,
+    "patch_size": 8,
+    "size": "custom",
+    "width": 32,
+    "depth": 1,
+    "heads": 4,
+    "num_tokens": 8,
+    "token_dim": 6,
+    "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
+}
+
+# A 24 kHz, 75 tokens/s WavTokenizer (the default strides) with a 64-code VQ.
+WAVTOKENIZER = {
+    "hop_length": 320,
+    "channels": 4,
+    "latent_dim": 16,
+    "encoder_attention_layers": 1,
+    "decoder_dim": 16,
+    "decoder_intermediate": 32,
+    "decoder_layers": 1,
+    "attention_heads": 2,
+    "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
+}
+
+# A one-layer generator (AR or masked).
+GENERATOR = {"dim": 32, "depth": 1, "heads": 4}
