@@ -4,6 +4,7 @@ causality, a tight receptive field, default strides and input errors (all fp32 o
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -274,3 +275,26 @@ def test_bad_input_raises():
         codec.decode(torch.full((1, 3), 64))
     with pytest.raises(ValueError, match="chunk_seconds > 0"):
         codec.encode_long(torch.zeros(1, 1, 64), chunk_seconds=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_at_init_the_latents_of_speech_are_not_one_vector(seed):
+    # With PyTorch's default conv init the encoder shrank the signal and added its biases: the
+    # latents of speech all pointed one way (mean cosine to their mean 0.99), k-means fitted the
+    # codebook to that speck, and training collapsed it to 1-3 codes within 10 steps.
+    import yaml
+
+    from mediatok.data import read_audio
+
+    root = Path(__file__).resolve().parents[1]
+    model = yaml.safe_load((root / "configs/audio/demo-wavtokenizer.yaml").read_text())["model"]
+    torch.manual_seed(seed)
+    codec = build_codec("wavtokenizer", model).eval()
+    clips = [
+        read_audio(path, 24000)[0][:, : 37 * 320]
+        for path in sorted(root.glob("assets/speech/*.flac"))
+    ]
+    with torch.no_grad():
+        latents = codec.encoder(torch.stack(clips[:6])).flatten(0, 1)  # (6 × 37, D)
+    cosine = torch.nn.functional.cosine_similarity(latents, latents.mean(0, keepdim=True))
+    assert cosine.mean() < 0.6
