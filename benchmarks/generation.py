@@ -21,8 +21,9 @@ The model is GPT-B-sized (LlamaGen's class-conditional B: 12 layers, width 768, 
   step as one CUDA graph) by default on CUDA, since the target below is about it, and with
   `--compile` on a CPU (mode "default" there, no CUDA graphs); `--no-compile-sampling` skips it.
   Warm-up calls are not timed (the compiled path's first call compiles and records the graph).
-  The "N" layout is variable-length: a row may draw the end token early, and the loop runs all
-  256 steps unless every row ended; `mean_length` in the JSON says how long samples were.
+  The model is fixed-length (`variable_length=False`, as `mediatok train` sets for TiTok's
+  tokens and as the reference's 16 × 16 grid is): every row has all 256 tokens, so no early end
+  shortens the timed loop; `mean_length` in the JSON says so.
 - `--masked`: a MaskGIT model of the same width and depth (mlp ratio 4): training tokens/s and
   MFU as above, and sampling 64 × 256 in 8 steps with CFG 2.0 (eager: `MaskedTransformer`
   has no compiled path).
@@ -75,7 +76,8 @@ def build_model(kind: str, sizes: dict) -> nn.Module:
     spec, shape = TokenSpec([sizes["vocab"]], layout="N"), (sizes["tokens"],)
     width = {"dim": sizes["dim"], "depth": sizes["depth"], "heads": sizes["heads"]}
     if kind == "ar":
-        return ARTransformer(ARConfig(**width, num_classes=sizes["classes"]), spec, shape)
+        config = ARConfig(**width, num_classes=sizes["classes"], variable_length=False)
+        return ARTransformer(config, spec, shape)
     return MaskedTransformer(MaskedConfig(**width, num_classes=sizes["classes"]), spec, shape)
 
 
