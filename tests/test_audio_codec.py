@@ -8,27 +8,19 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from mediatok.codecs import build_codec
 from mediatok.codecs.audio import StreamState, WavTokenizer, WavTokenizerConfig
+from mediatok.data import read_audio
+from tiny_configs import WAVTOKENIZER_16K
 
-HOP = 8
 TINY = {
-    "sample_rate": 16000,
-    "hop_length": HOP,
-    "strides": [2, 4],
-    "channels": 4,
-    "latent_dim": 16,
-    "decoder_dim": 32,
-    "decoder_intermediate": 64,
-    "decoder_layers": 2,
-    "encoder_attention_layers": 1,
-    "decoder_attention_layers": 1,
-    "attention_window": 4,
-    "attention_heads": 2,
+    **WAVTOKENIZER_16K,
     # k-means init on one training batch spreads the codes, so that code equality means something
     "quantizer": {"kind": "vq", "options": {"codebook_size": 64, "kmeans_init": True}},
 }
+HOP = TINY["hop_length"]
 
 
 def audio(batch: int, samples: int, seed: int = 1) -> torch.Tensor:
@@ -282,10 +274,6 @@ def test_at_init_the_latents_of_speech_are_not_one_vector(seed):
     # With PyTorch's default conv init the encoder shrank the signal and added its biases: the
     # latents of speech all pointed one way (mean cosine to their mean 0.99), k-means fitted the
     # codebook to that speck, and training collapsed it to 1-3 codes within 10 steps.
-    import yaml
-
-    from mediatok.data import read_audio
-
     root = Path(__file__).resolve().parents[1]
     model = yaml.safe_load((root / "configs/audio/demo-wavtokenizer.yaml").read_text())["model"]
     torch.manual_seed(seed)

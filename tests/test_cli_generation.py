@@ -281,25 +281,34 @@ def test_sample_into_a_folder_of_other_samples_refuses(tmp_path):
         assert torch.equal(stored[index]["codes"], expected.codes[row])
 
 
-@pytest.mark.parametrize("generator", ["ar", "masked"])
-def test_classes_without_labelled_shards_fail_before_training(generator, tmp_path):
-    # An AR model trained the null class alone without a word; a masked one stopped at its
-    # first batch with an error about its labels argument.
+def unlabelled_run(
+    tmp: Path, generator: str, model: dict, eval_every: int, sample: dict | None = None
+) -> tuple[Path, Path]:
+    """A one-step generator run config over four unlabelled 6-token samples of 16 codes: the
+    YAML's path and the run's out_dir."""
     from mediatok.tokens import TokenSpec, TokenWriter
 
-    with TokenWriter(tmp_path / "tokens", TokenSpec([16])) as writer:
+    with TokenWriter(tmp / "tokens", TokenSpec([16])) as writer:
         writer.add_batch(torch.randint(16, (4, 6)), keys=[f"k{i}" for i in range(4)])
-    config = tmp_path / "run.yaml"
-    out = tmp_path / "run"
+    config, out = tmp / "run.yaml", tmp / "run"
     train = {"steps": 1, "batch_size": 2, "num_workers": 0, "out_dir": str(out), "device": "cpu"}
     run = {
         "task": "generator",
         "generator": generator,
-        "model": {**TINY_MODEL, "num_classes": 3},
-        "data": {"tokens": str(tmp_path / "tokens")},
-        "train": {**train, "eval_every": 0, "tensorboard": False},
+        "model": {**TINY_MODEL, **model},
+        "data": {"tokens": str(tmp / "tokens")},
+        **({} if sample is None else {"sample": sample}),
+        "train": {**train, "eval_every": eval_every, "tensorboard": False},
     }
     config.write_text(json.dumps(run))
+    return config, out
+
+
+@pytest.mark.parametrize("generator", ["ar", "masked"])
+def test_classes_without_labelled_shards_fail_before_training(generator, tmp_path):
+    # An AR model trained the null class alone without a word; a masked one stopped at its
+    # first batch with an error about its labels argument.
+    config, out = unlabelled_run(tmp_path, generator, {"num_classes": 3}, eval_every=0)
     with pytest.raises(ValueError, match="num_classes=3 needs shards with labels"):
         main(["train", str(config)])
     assert not out.exists()  # nothing trained
@@ -308,22 +317,8 @@ def test_classes_without_labelled_shards_fail_before_training(generator, tmp_pat
 def test_more_masked_steps_than_tokens_fail_before_training(tmp_path):
     # A masked generator unmasks at least one token per step: sample.steps > tokens used to
     # stop the run at its first evaluation, after the training steps before it.
-    from mediatok.tokens import TokenSpec, TokenWriter
-
-    with TokenWriter(tmp_path / "tokens", TokenSpec([16])) as writer:
-        writer.add_batch(torch.randint(16, (4, 6)), keys=[f"k{i}" for i in range(4)])
-    config = tmp_path / "run.yaml"
-    out = tmp_path / "run"
-    train = {"steps": 1, "batch_size": 2, "num_workers": 0, "out_dir": str(out), "device": "cpu"}
-    run = {
-        "task": "generator",
-        "generator": "masked",
-        "model": TINY_MODEL,
-        "data": {"tokens": str(tmp_path / "tokens")},
-        "sample": {"steps": 8, "num_samples": 2},
-        "train": {**train, "eval_every": 1, "tensorboard": False},
-    }
-    config.write_text(json.dumps(run))
+    sample = {"steps": 8, "num_samples": 2}
+    config, out = unlabelled_run(tmp_path, "masked", {}, eval_every=1, sample=sample)
     with pytest.raises(ValueError, match=r"sample\.steps=8 .* 6 tokens"):
         main(["train", str(config)])
     assert not out.exists()  # nothing trained

@@ -6,19 +6,10 @@ import pytest
 import torch
 
 from mediatok.codecs import CODECS, Tokens, build_codec, load_codec
+from tiny_configs import TITOK, WAVTOKENIZER_16K
 
 TINY = {
-    "titok": {
-        "image_size": 32,
-        "patch_size": 8,
-        "size": "custom",
-        "width": 32,
-        "depth": 2,
-        "heads": 4,
-        "num_tokens": 8,
-        "token_dim": 6,
-        "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
-    },
+    "titok": {**TITOK, "depth": 2},
     "vqgan": {
         "image_size": 32,
         "channels": 16,
@@ -27,21 +18,7 @@ TINY = {
         "latent_dim": 8,
         "quantizer": {"kind": "vq", "options": {"codebook_size": 32}},
     },
-    "wavtokenizer": {
-        "sample_rate": 16000,
-        "hop_length": 8,
-        "strides": [2, 4],
-        "channels": 4,
-        "latent_dim": 16,
-        "decoder_dim": 32,
-        "decoder_intermediate": 64,
-        "decoder_layers": 2,
-        "encoder_attention_layers": 1,
-        "decoder_attention_layers": 1,
-        "attention_window": 4,
-        "attention_heads": 2,
-        "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
-    },
+    "wavtokenizer": WAVTOKENIZER_16K,
 }
 
 

@@ -27,34 +27,15 @@ from mediatok.training.generator_task import GeneratorDataConfig, GeneratorTask,
 from mediatok.training.run import GeneratorRunConfig, train_generator
 from tiny_configs import GENERATOR as TINY_AR
 from tiny_configs import TITOK as TINY_TITOK
+from tiny_configs import WAVTOKENIZER_16K
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SPEC = TokenSpec([64], layout="N")
 SHAPE = (8,)
-TINY_WAVTOKENIZER = {
-    "sample_rate": 16000,
-    "hop_length": 8,
-    "strides": [2, 4],
-    "channels": 4,
-    "latent_dim": 16,
-    "decoder_dim": 32,
-    "decoder_intermediate": 64,
-    "decoder_layers": 1,
-    "encoder_attention_layers": 1,
-    "decoder_attention_layers": 1,
-    "attention_window": 4,
-    "attention_heads": 2,
-    "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
-}
+TINY_WAVTOKENIZER = {**WAVTOKENIZER_16K, "decoder_layers": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models gain nothing from intra-op threads on a shared two-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_tokens(directory: Path, spec: TokenSpec = SPEC, count: int = 4, **writer) -> Path:

@@ -33,14 +33,7 @@ SPECS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared two-core machine the
-    # OpenMP barriers of a second thread made these tests 50x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(spec: TokenSpec, shape, num_classes: int = 0, seed: int = 0, **overrides) -> ARTransformer:
@@ -324,6 +317,10 @@ def test_variable_length_is_for_1d_layouts_and_none_keeps_the_old_rule():
     # An old checkpoint's config has no such key.
     old = build_generator("ar", {"dim": 32, "depth": 1, "heads": 4}, TokenSpec([8]), (6,))
     assert old.config.variable_length is None and old.variable_length
+    with pytest.raises(TypeError, match="expected variable_length None, True or False, got 'no'"):
+        ARConfig(variable_length="no")
+    with pytest.raises(TypeError, match="got 1"):
+        ARConfig(variable_length=1)
 
 
 def test_training_memorizes_one_sequence_per_class():

@@ -23,14 +23,7 @@ SHAPE = (4, 4)
 TWO_LEVELS = TokenSpec([5, 7], layout="Q T", order="T Q")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine two threads that
-    spin-wait for each other make these tests tens of times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(spec=SPEC, shape=SHAPE, seed=0, **config) -> MaskedTransformer:

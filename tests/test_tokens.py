@@ -98,6 +98,8 @@ def test_spec_describes_what_keeps_codes_from_decoding() -> None:
         "expected vocabulary [64], got [16, 16]; expected layout 'N', got 'Q N'; "
         "expected geometry {'num_tokens': 8}, got {'grid': 4}"
     )
+    with pytest.raises(TypeError, match="expected a TokenSpec to compare with, got dict"):
+        image.describe_mismatch(image.to_dict())
 
 
 # ------------------------------------------------------------------------------------------

@@ -28,5 +28,23 @@ WAVTOKENIZER = {
     "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
 }
 
+# A 16 kHz WavTokenizer with a hop of 8 samples (strides 2, 4) and a 64-code VQ: codes of a few
+# hundred random samples, for the codec's own tests.
+WAVTOKENIZER_16K = {
+    "sample_rate": 16000,
+    "hop_length": 8,
+    "strides": [2, 4],
+    "channels": 4,
+    "latent_dim": 16,
+    "decoder_dim": 32,
+    "decoder_intermediate": 64,
+    "decoder_layers": 2,
+    "encoder_attention_layers": 1,
+    "decoder_attention_layers": 1,
+    "attention_window": 4,
+    "attention_heads": 2,
+    "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
+}
+
 # A one-layer generator (AR or masked).
 GENERATOR = {"dim": 32, "depth": 1, "heads": 4}

@@ -108,6 +108,10 @@ class ARConfig:
         for name in ("class_dropout", "dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"expected {name} in [0, 1), got {getattr(self, name)}")
+        if not (self.variable_length is None or isinstance(self.variable_length, bool)):
+            raise TypeError(
+                f"expected variable_length None, True or False, got {self.variable_length!r}"
+            )
 
     @property
     def hidden(self) -> int:

@@ -192,6 +192,8 @@ class TokenSpec:
             joined by "; ", the geometry narrowed to the keys that differ, e.g.
             `expected geometry {'hop_length': 600}, got {'hop_length': 320}`.
         """
+        if not isinstance(got, TokenSpec):
+            raise TypeError(f"expected a TokenSpec to compare with, got {type(got).__name__}")
         clauses = []
         if self.vocab_sizes != got.vocab_sizes:
             clauses.append(
