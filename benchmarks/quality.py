@@ -183,6 +183,8 @@ class WallClockBudget(Task):
         return self.task.find_unused_parameters
 
     def _check(self, step: int) -> None:
+        if self.deadline == float("inf"):  # --minutes 0: only --steps bounds the run
+            return
         now, (first, last) = time.monotonic(), self.calibrate
         if step == first and self._timer_started is None:
             self._timer_started = now

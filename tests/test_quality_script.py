@@ -85,6 +85,17 @@ def test_budget_keeps_the_schedule_after_warmup(quality, monkeypatch):
     assert budget.fitted_steps is None and train.steps == 1000
 
 
+def test_no_budget_leaves_the_run_alone(quality, monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(quality.time, "monotonic", lambda: now[0])
+    train = TrainConfig(steps=1000, warmup_steps=50)
+    budget = quality.WallClockBudget(_Task(), train, deadline=float("inf"), calibrate=(2, 6))
+    for step in range(8):
+        now[0] = float(step)
+        budget.losses(None, None, step)
+    assert budget.fitted_steps is None and budget.stopped_at is None and train.steps == 1000
+
+
 def _photos(root: Path, counts: dict[str, int]) -> None:
     generator = torch.Generator().manual_seed(0)
     for folder, count in counts.items():

@@ -15,7 +15,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
 from mediatok.config import ConfigError, from_dict
+from mediatok.quantize import build_quantizer
 from mediatok.training import (
+    EMA,
     EpochBatches,
     Losses,
     Task,
@@ -29,6 +31,7 @@ from mediatok.training import (
     save_checkpoint,
 )
 from mediatok.training import checkpoint as checkpoint_module
+from mediatok.training.ema import averaged_buffer_names
 
 DIM = 6
 
@@ -218,12 +221,58 @@ def test_ema_follows_the_formula(tmp_path: Path) -> None:
     assert trainer.ema is not None
     p0, p1, p2 = history
     ema = trainer.ema.state_dict()
+    d0, d1 = 1 / 10, 2 / 11  # warming up: min(decay, (1 + n) / (10 + n)) after n updates
+    assert trainer.ema.updates == 2 and trainer.ema.current_decay() == pytest.approx(3 / 12)
     for key in p0:
-        expected = decay * (decay * p0[key] + (1 - decay) * p1[key]) + (1 - decay) * p2[key]
+        expected = d1 * (d0 * p0[key] + (1 - d0) * p1[key]) + (1 - d1) * p2[key]
         torch.testing.assert_close(ema[key], expected, rtol=1e-6, atol=1e-7)
     assert not torch.allclose(ema["0.weight"], p2["0.weight"])
     _, saved = load_checkpoint(trainer.checkpoint_dir, ema=True)
     assert all(torch.equal(saved[key], ema[key]) for key in ema)
+
+
+def test_ema_decay_warms_up_to_its_value() -> None:
+    model = torch.nn.Linear(2, 2)
+    assert EMA(model, 0.999).current_decay() == pytest.approx(0.1)
+    assert EMA(model, 0.999, updates=1000).current_decay() == pytest.approx(1001 / 1010)
+    assert EMA(model, 0.9, updates=1000).current_decay() == 0.9
+    with pytest.raises(ValueError, match="updates"):
+        EMA(model, 0.9, updates=-1)
+
+
+class WithWeightBuffer(torch.nn.Module):
+    averaged_buffers = ("centers", "hits")  # `hits` is an integer count: copied all the same
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("centers", torch.zeros(3))
+        self.register_buffer("hits", torch.zeros(3, dtype=torch.int64))
+        self.register_buffer("clock", torch.zeros(3))
+
+
+def test_ema_averages_the_buffers_a_module_lists_and_copies_the_rest() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), WithWeightBuffer())
+    ema = EMA(model, 0.5, updates=100)
+    model[1].centers.fill_(4.0), model[1].hits.fill_(7), model[1].clock.fill_(9.0)
+    ema.update()
+    shadow = ema.module[1]
+    assert torch.equal(shadow.centers, torch.full((3,), 2.0))  # 0.5 · 0 + 0.5 · 4
+    assert torch.equal(shadow.hits, torch.full((3,), 7)) and torch.equal(
+        shadow.clock, model[1].clock
+    )
+
+
+def test_ema_averages_the_code_vectors_of_ema_codebooks() -> None:
+    vq = build_quantizer("vq", dim=4, codebook_size=8, codebook_dim=2)
+    assert averaged_buffer_names(vq) == {"codebook.embed"}
+    rvq = build_quantizer("rvq", dim=4, codebook_size=8, num_quantizers=2)
+    assert averaged_buffer_names(rvq) == {"levels.0.embed", "levels.1.embed"}
+    learned = build_quantizer("vq", dim=4, codebook_size=8, ema_update=False)
+    assert averaged_buffer_names(learned) == set()  # a Parameter: averaged as one already
+    ema = EMA(vq, 0.5, updates=100)
+    vq.codebook.embed.add_(1.0)
+    ema.update()
+    torch.testing.assert_close(ema.module.codebook.embed, vq.codebook.embed - 0.5)
 
 
 def test_discriminator_starts_late_and_is_frozen_in_the_generator_pass(tmp_path: Path) -> None:

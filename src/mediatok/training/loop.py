@@ -141,7 +141,9 @@ class Trainer:
                 # The run trained without one (an adversarial weight of 0 until now).
                 logger.warning("%s holds no discriminator: it starts fresh", resume_from)
                 state.pop("discriminator_optimizer", None)
-        self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
+        self.ema = None
+        if config.ema_decay > 0:
+            self.ema = EMA(self.model, config.ema_decay, updates=int(state.get("step", 0)))
         if self.ema is not None and resume_from is not None:
             self.ema.load_state_dict(ckpt.load_weights(resume_from / ckpt.EMA_NAME))
 
