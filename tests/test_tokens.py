@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from mediatok.tokens import (
     pad_collate,
     read_shard,
 )
+from mediatok.tokens.writer import written_keys
 
 SPEC = TokenSpec(vocab_sizes=[4096], layout="N")
 
@@ -358,6 +360,60 @@ def test_two_ranks_and_merge(tmp_path: Path) -> None:
         assert int(item["key"][1:]) == item["label"]
         np.testing.assert_array_equal(item["codes"].numpy(), samples[item["label"]])
     dataset.verify()
+
+
+def test_fewer_ranks_finish_a_directory_that_more_ranks_left_unfinished(tmp_path: Path) -> None:
+    """Rank 1 of an earlier 2-rank job was killed (one shard listed, one renamed but not yet
+    listed, one source skipped); one process, skipping every key written, finishes the rest."""
+    samples = random_samples(6, lambda i: (3,))
+    earlier = TokenWriter(tmp_path, SPEC, shard_size=1, rank=1, world_size=2)
+    earlier.add(samples[0], key="k0")
+    earlier.skip("k5", "could not decode")
+    earlier.add(samples[1], key="k1")
+    part = tmp_path / "manifest-r001.json"
+    manifest = json.loads(part.read_text())
+    manifest["shards"] = manifest["shards"][:1]  # killed before listing k1's shard
+    part.write_text(json.dumps(manifest))
+    written = written_keys(tmp_path, SPEC)
+    assert written == {"k0", "k1"}
+    with TokenWriter(tmp_path, SPEC) as writer:  # rank 0 of 1
+        for index in range(2, 6):
+            writer.add(samples[index], key=f"k{index}")
+    dataset = TokenDataset(tmp_path)
+    assert sorted(dataset.keys) == [f"k{i}" for i in range(6)]
+    assert dataset.skipped == []  # k5 was encoded by the later job
+    dataset.verify()
+    # a rank of the last job still unclosed is refused as before
+    TokenWriter(tmp_path, SPEC, rank=0, world_size=2).close()
+    with pytest.raises(TokenFileError, match=r"\['manifest-r001.json'\] were not closed"):
+        merge_manifests(tmp_path)
+
+
+def test_one_directory_holds_the_files_of_one_source_folder(tmp_path: Path) -> None:
+    samples = random_samples(2, lambda i: (3,))
+    write_samples(tmp_path, samples[:1], source_dir="/data/a")
+    assert TokenDataset(tmp_path).metadata["source_dir"] == "/data/a"
+    with pytest.raises(ValueError, match=r"files in /data/a .*got /data/b"):
+        TokenWriter(tmp_path, SPEC, source_dir="/data/b")
+    with TokenWriter(tmp_path, SPEC, source_dir="/data/a") as writer:  # the same: resumes
+        assert writer.done_keys == {"k0"}
+        writer.add(samples[1], key="k1")
+    assert TokenDataset(tmp_path).keys == ["k0", "k1"]
+
+
+def test_finished_files_get_the_umask_mode(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        write_samples(tmp_path, random_samples(2, lambda i: (3,)))
+    finally:
+        os.umask(umask)
+    files = sorted(tmp_path.iterdir())
+    assert [path.name for path in files] == [
+        "manifest-r000.json",
+        "manifest.json",
+        "shard-r000-00000.safetensors",
+    ]
+    assert {oct(path.stat().st_mode & 0o777) for path in files} == {"0o644"}
 
 
 def test_merge_refuses_disagreeing_parts(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from mediatok.tokens import (
     TokenFileError,
     TokenSpec,
     TokenWriter,
+    merge_manifests,
     read_shard,
 )
 
@@ -126,6 +127,33 @@ def test_bad_offsets_and_dtype(tmp_path: Path) -> None:
         read_shard(path)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "part"),
+    [
+        ("shards", None, False),
+        ("skipped", {"k": "error"}, False),
+        ("num_samples", "6", False),
+        ("codec", 3, False),
+        ("spec", None, False),
+        ("shards", [{"file": "../shard.safetensors"}], False),
+        ("world_size", 0, True),
+        ("complete", "yes", True),
+        ("skipped", [{"key": None, "error": "x"}], True),
+    ],
+)
+def test_manifest_with_a_field_of_the_wrong_type(
+    shard_dir: Path, field: str, value, part: bool
+) -> None:
+    path = shard_dir / ("manifest-r000.json" if part else "manifest.json")
+    manifest = json.loads(path.read_text())
+    if field == "shards" and value:  # a whole entry, with only its file name wrong
+        value = [manifest["shards"][0] | value[0]]
+    manifest[field] = value
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(TokenFileError, match=at(path, r"corrupted manifest: ")):
+        TokenDataset(shard_dir) if not part else merge_manifests(shard_dir)
+
+
 def test_shard_in_manifest_but_missing(shard_dir: Path) -> None:
     path = shard_dir / "shard-r000-00001.safetensors"
     path.unlink()
@@ -140,13 +168,28 @@ def test_shard_on_disk_but_in_no_manifest(shard_dir: Path) -> None:
         TokenDataset(shard_dir)
 
 
-def test_missing_manifest_says_to_merge(tmp_path: Path) -> None:
+def test_missing_manifest_says_to_rerun_or_to_merge(tmp_path: Path) -> None:
     with pytest.raises(TokenFileError, match=r"no manifest\.json and no part manifests"):
         TokenDataset(tmp_path)
-    writer = TokenWriter(tmp_path, SPEC, rank=0, world_size=2)
-    writer.close()
-    with pytest.raises(TokenFileError, match=r"manifest-r000\.json.*merge_manifests"):
+    TokenWriter(tmp_path, SPEC, rank=0, world_size=2).close()
+    # rank 1 never closed: merge_manifests would fail, so the advice is to rerun the encode
+    with pytest.raises(TokenFileError) as error:
         TokenDataset(tmp_path)
+    assert re.match(
+        at(tmp_path, r".*interrupted.*ranks \[1\].*rerun `mediatok encode`"), str(error.value)
+    )
+    assert "merge_manifests" not in str(error.value)
+    unclosed = TokenWriter(tmp_path, SPEC, rank=1, world_size=2)
+    unclosed.add(np.arange(5), key="k0")
+    unclosed.abort()
+    with pytest.raises(TokenFileError, match=r"manifest-r001\.json'\] were not closed\); rerun"):
+        TokenDataset(tmp_path)
+    TokenWriter(tmp_path, SPEC, rank=1, world_size=2).close()
+    # every rank closed, only the merge is missing (a job killed before it)
+    with pytest.raises(TokenFileError, match=r"manifest-r000\.json, manifest-r001\.json.*merge_"):
+        TokenDataset(tmp_path)
+    merge_manifests(tmp_path)
+    assert TokenDataset(tmp_path).keys == ["k0"]
 
 
 def test_verify_catches_a_flipped_code_byte(shard_dir: Path) -> None:

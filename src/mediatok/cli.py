@@ -13,20 +13,31 @@ The checkpoint says whether the codec codes images or audio; the media folder is
 each file back at its source's duration).
 
 Encoding is safe to kill and rerun: finished shards are kept and their files are not encoded
-again. Under `torchrun`, each rank encodes its share of the files (chosen by a hash of each
-file's path, so files added before a rerun move no others) and writes its own shards; rank 0
-merges the manifests at the end.
+again (Ctrl-C or SIGTERM also keep the samples of the current shard encoded so far). Under
+`torchrun`, each rank encodes its share of the files (chosen by a hash of each file's path, so
+files added before a rerun move no others) and writes its own shards; rank 0 merges the
+manifests at the end. A rerun may use another number of ranks. A token directory holds the
+files of one input folder.
+
+Decoding into a folder again decodes only what is new or changed: `.mediatok-decode.json` there
+records which key each file was decoded from, so a file keeps its name across reruns.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import signal
 import sys
+import threading
+import time
 import zlib
 from collections import Counter
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
 
 import torch
 from tqdm import tqdm
@@ -100,17 +111,20 @@ def command_encode(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         rank=rank,
         world_size=world,
+        source_dir=str(root.resolve()),  # keys are paths in it: refuse another folder's
     )
     keys = [path.relative_to(root).as_posix() for path in files]
     # A file's rank follows from its key alone, so files added before a rerun leave the others
-    # where they were; and no rank redoes what any rank wrote (another world size before).
-    done = writer.done_keys if world == 1 else written_keys(args.output, codec.token_spec)
+    # where they were; and no rank redoes what any rank of any earlier run wrote (a run with
+    # another world size, a single process after torchrun: `writer.done_keys` is this rank's).
+    done = written_keys(args.output, codec.token_spec)
+    mine = [_rank_of(key, world) == rank for key in keys]
     todo = [
         path
-        for path, key in zip(files, keys, strict=True)
-        if key not in done and _rank_of(key, world) == rank
+        for path, key, is_mine in zip(files, keys, mine, strict=True)
+        if is_mine and key not in done
     ]
-    mine = sum(key in writer.done_keys for key in keys)
+    finished = sum(key in done for key, is_mine in zip(keys, mine, strict=True) if is_mine)
 
     def fail(path: Path, message: str) -> None:
         key = path.relative_to(root).as_posix()
@@ -124,21 +138,31 @@ def command_encode(args: argparse.Namespace) -> int:
 
     unit = "img" if codec.modality == "image" else "file"
     progress = tqdm(
-        total=mine + len(todo), initial=mine, desc="encode", unit=unit,
+        total=finished + len(todo), initial=finished, desc="encode", unit=unit,
         disable=rank != 0 or None,
     )  # fmt: skip
     encode_batches = _encode_images if codec.modality == "image" else _encode_audio
     try:
-        encode_batches(codec, todo, root, writer, fail, progress, device, args)
-    except BaseException:
-        # --on-error stop, Ctrl-C, an error: keep what was encoded, but claim no finished
-        # directory (no manifest.json for a reader to take for the whole folder)
-        writer.abort()
-        raise
-    else:
-        writer.close()
-    finally:
-        progress.close()
+        with _sigterm_stops_between_batches() as check_stop:
+            try:
+                encode_batches(codec, todo, root, writer, fail, progress, device, args, check_stop)
+            except BaseException:
+                # --on-error stop, Ctrl-C, SIGTERM, an error: keep what was encoded, but claim
+                # no finished directory (no manifest.json for a reader to take for the whole
+                # folder)
+                writer.abort()
+                raise
+            else:
+                writer.close()
+            finally:
+                progress.close()
+    except _Terminated:
+        print(
+            f"{PROGRAM} encode: stopped by SIGTERM; the {len(writer.done_keys)} samples this "
+            f"rank finished are kept in {args.output}: rerun the same command to continue",
+            file=sys.stderr,
+        )
+        return 128 + signal.SIGTERM
     if world > 1:
         _wait_for_every_rank()
         if rank == 0:
@@ -155,12 +179,43 @@ def command_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived while encoding (raised between two batches, like a KeyboardInterrupt
+    that waits for the batch in flight)."""
+
+
+@contextmanager
+def _sigterm_stops_between_batches() -> Iterator[Callable[[], None]]:
+    """While encoding, SIGTERM (kill, timeout, SLURM preemption, torchrun's teardown) stops the
+    job as Ctrl-C does, so that the writer keeps the samples encoded so far, not only the
+    finished shards. Yields a check, called after each batch, that raises `_Terminated` once a
+    SIGTERM came. The handler only sets a flag, so no exception lands in the middle of a shard
+    write; the previous handler is restored on exit. Outside the main thread (where no handler
+    can be installed), or where SIGTERM is ignored, the check never raises."""
+    received: list[int] = []
+
+    def check() -> None:
+        if received:
+            raise _Terminated
+
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        yield check
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield check
+    finally:
+        # None: a handler installed from C, which Python cannot reinstall; the default then
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def _rank_of(key: str, world: int) -> int:
     """The rank that encodes source `key`: a hash of the key, the same in every run."""
     return zlib.crc32(key.encode("utf-8", "surrogateescape")) % world
 
 
-def _encode_images(codec, todo, root, writer, fail, progress, device, args) -> None:
+def _encode_images(codec, todo, root, writer, fail, progress, device, args, check_stop) -> None:
     """Encode image files in batches (JPEGs decoded on the GPU when there is one)."""
     from mediatok.data import decode_batch
 
@@ -175,9 +230,10 @@ def _encode_images(codec, todo, root, writer, fail, progress, device, args) -> N
             keys = [Path(p).relative_to(root).as_posix() for p in paths]
             writer.add_batch(codec.encode(images).codes.cpu(), keys=keys)
         progress.update(len(batch))
+        check_stop()
 
 
-def _encode_audio(codec, todo, root, writer, fail, progress, device, args) -> None:
+def _encode_audio(codec, todo, root, writer, fail, progress, device, args, check_stop) -> None:
     """Encode audio files: short ones in padded batches of similar length, long ones alone in
     chunks (`--chunk-seconds`). Files are read (mono, resampled to the codec's rate) on a few
     threads while the model runs; each one's sample count is stored so decoding restores its
@@ -231,6 +287,7 @@ def _encode_audio(codec, todo, root, writer, fail, progress, device, args) -> No
                     media_lengths=lengths,
                 )
             progress.update(len(batch))
+            check_stop()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # a stop waits for no more reading
 
@@ -251,36 +308,106 @@ def _audio_frames(path: Path) -> int:
 def command_decode(args: argparse.Namespace) -> int:
     from mediatok.api import load
     from mediatok.tokens import TokenDataset
+    from mediatok.tokens.shards import atomic_write_json
 
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(
+            f"expected -o {out} to be a folder (or a path to create one), got an existing file"
+        )
     device = _device(args.device)
     codec = load(args.checkpoint, device=device)
     dataset = TokenDataset(args.tokens)
     _check_decodes(codec, dataset, args.checkpoint)
-    out = Path(args.output)
     if codec.modality == "image":
         suffix = ".png"
     elif codec.modality == "audio":
         suffix = f".{args.format}"
     else:
         raise SystemExit(f"{PROGRAM} decode: no {codec.modality} decoding path yet")
-    targets = _targets(out, dataset.keys, suffix)
-    indices = [i for i in range(len(dataset)) if not targets[i].exists()]
+    index_path = out / DECODE_INDEX
+    decoded = _read_decode_index(index_path)  # key -> {"file", "codes"} of earlier runs
+    recorded = {key: entry["file"] for key, entry in decoded.items()}
+    names = _targets(dataset.directory, out, dataset.keys, suffix, recorded)
+
+    def is_current(i: int) -> bool:  # decoded before into its file, from the same codes
+        entry = decoded.get(dataset.keys[i])
+        return (
+            entry is not None
+            and entry["file"] == names[i]
+            and (out / names[i]).is_file()
+            and entry["codes"] == _codes_digest(dataset, i)
+        )
+
+    indices = [i for i in range(len(dataset)) if not is_current(i)]
     if codec.modality == "audio":  # similar lengths share a batch: less padding
         indices.sort(key=lambda i: int(dataset.lengths[i]))
-    written = 0
-    for start in tqdm(range(0, len(indices), args.batch_size), desc="decode", disable=None):
-        batch = indices[start : start + args.batch_size]
-        items = [dataset[i] | {"target": targets[i]} for i in batch]
-        if codec.modality == "image":
-            codes = torch.stack([item["codes"] for item in items]).to(device)
-            for item, image in zip(items, codec.decode(codes).clamp(-1, 1).cpu(), strict=True):
-                _write_decoded(item["target"], image, None)
-        else:
-            _decode_audio(codec, items, device, args)
-        written += len(items)
+    written, saved = 0, time.monotonic()
+    try:
+        for start in tqdm(range(0, len(indices), args.batch_size), desc="decode", disable=None):
+            batch = indices[start : start + args.batch_size]
+            dataset.check_codes(batch)  # a damaged shard: its name, not the quantizer's error
+            items = [dataset[i] | {"target": out / names[i]} for i in batch]
+            if codec.modality == "image":
+                codes = torch.stack([item["codes"] for item in items]).to(device)
+                for item, image in zip(items, codec.decode(codes).clamp(-1, 1).cpu(), strict=True):
+                    _write_decoded(item["target"], image, None)
+            else:
+                _decode_audio(codec, items, device, args)
+            for i in batch:
+                decoded[dataset.keys[i]] = {"file": names[i], "codes": _codes_digest(dataset, i)}
+            written += len(items)
+            if time.monotonic() - saved > _DECODE_INDEX_SECONDS:
+                atomic_write_json(index_path, {"format_version": 1, "files": decoded})
+                saved = time.monotonic()
+    finally:  # also when stopped: the files written so far are not decoded again
+        if written:
+            atomic_write_json(index_path, {"format_version": 1, "files": decoded})
     noun = "images" if codec.modality == "image" else "files"
     print(f"decoded {written} {noun} into {out} ({len(dataset) - written} already there)")
     return 0
+
+
+DECODE_INDEX = ".mediatok-decode.json"  # in a decode's output folder: key -> file, codes digest
+_DECODE_INDEX_SECONDS = 10.0  # at most this much decoding is redone after a kill
+
+
+def _read_decode_index(path: Path) -> dict[str, dict[str, str]]:
+    """The files that earlier decodes into this folder wrote: key -> `{"file": path relative to
+    the folder, "codes": _codes_digest}`; empty when there is no index yet."""
+    if not path.is_file():
+        return {}
+    try:
+        files = json.loads(path.read_text(encoding="utf-8")).get("files")
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        files = None
+    if not isinstance(files, dict) or not all(
+        isinstance(entry, dict)
+        and isinstance(entry.get("codes"), str)
+        and isinstance(entry.get("file"), str)
+        and _is_relative_inside(entry["file"])
+        for entry in files.values()
+    ):
+        raise ValueError(
+            f"{path}: expected the index that `{PROGRAM} decode` keeps (each key's file and "
+            "codes digest), got a damaged file; delete it (every file is then decoded again)"
+        )
+    return files
+
+
+def _codes_digest(dataset, index: int) -> str:
+    """A digest of what sample `index` decodes from: its codes, their shape, its media length."""
+    codes = dataset.sample_codes(index).astype("<i8")
+    media_length = None if dataset.media_lengths is None else int(dataset.media_lengths[index])
+    digest = hashlib.sha256(json.dumps([list(codes.shape), media_length]).encode())
+    digest.update(codes.tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _is_relative_inside(name: str) -> bool:
+    """Whether `name` is a relative path that stays inside the folder it is joined to."""
+    path = PurePosixPath(name)
+    return bool(path.parts) and not path.is_absolute() and ".." not in path.parts
 
 
 def _check_decodes(codec, dataset, checkpoint) -> None:
@@ -349,23 +476,56 @@ def _write_decoded(target: Path, media, rate, length=None) -> None:
     write_audio(target, media.float().clamp(-1, 1), rate)
 
 
-def _targets(out: Path, keys: list[str], suffix: str) -> list[Path]:
-    """Where the media decoded from each source key goes: the same relative path with the new
-    suffix (`sub/a.jpg` -> `sub/a.png`). Sources that would share a file (`a.jpg` and `a.png`,
-    `a.wav` and `a.flac`) keep their whole name and gain the suffix (`a.jpg.png`), except one
-    that already has it (`a.png` stays), so that no decoded file overwrites another."""
-    plain = [(out / key).with_suffix(suffix) for key in keys]
+def _targets(
+    tokens: Path, out: Path, keys: list[str], suffix: str, recorded: dict[str, str]
+) -> list[str]:
+    """Where the media decoded from each source key goes, relative to `out`: the same relative
+    path with the new suffix (`sub/a.jpg` -> `sub/a.png`). Sources that would share a file
+    (`a.jpg` and `a.png`, `a.wav` and `a.flac`) keep their whole name and gain the suffix
+    (`a.jpg.png`), except one that already has it (`a.png` stays), so that no decoded file
+    overwrites another. A key that an earlier decode wrote (`recorded`: key -> file) keeps its
+    file, and no other key gets that file, so that names do not change when keys are added.
+
+    Raises:
+        TokenFileError: a key that is empty, absolute or has a `..` (it would be written outside
+            `out`), naming the token directory and the key.
+    """
+    from mediatok.tokens import TokenFileError
+
+    for key in keys:
+        if not _is_relative_inside(key):
+            raise TokenFileError(
+                tokens,
+                f"sample key {key!r} is not a relative path inside the output folder (it is "
+                f"empty, absolute or has '..'): decoding writes each sample to {out}/KEY and "
+                "refuses to write elsewhere",
+            )
+    owner = {file: key for key, file in recorded.items()}  # files that earlier decodes wrote
+    plain = [PurePosixPath(key).with_suffix(suffix).as_posix() for key in keys]
     counts = Counter(plain)
-    targets = [
-        path if counts[path] == 1 or Path(key).suffix == suffix else out / f"{key}{suffix}"
-        for key, path in zip(keys, plain, strict=True)
-    ]
-    if len(set(targets)) != len(targets):
+    targets = []
+    for key, path in zip(keys, plain, strict=True):
+        earlier = recorded.get(key)
+        if earlier is not None and PurePosixPath(earlier).suffix == suffix:
+            targets.append(earlier)
+            continue
+        candidates = [f"{key}{suffix}"]
+        if counts[path] == 1 or PurePosixPath(key).suffix == suffix:
+            candidates.insert(0, path)
+        free = [name for name in candidates if owner.get(name, key) == key]
+        targets.append(free[0] if free else candidates[0])
+    if len(set(targets)) != len(targets) or any(
+        owner.get(name, key) != key for key, name in zip(keys, targets, strict=True)
+    ):
         counts = Counter(targets)
-        clashes = [key for key, path in zip(keys, targets, strict=True) if counts[path] > 1]
+        clashes = [
+            key
+            for key, name in zip(keys, targets, strict=True)
+            if counts[name] > 1 or owner.get(name, key) != key
+        ]
         raise SystemExit(
-            f"{PROGRAM} decode: sources {clashes[:4]} would decode to the same file in {out}; "
-            "rename one of them and encode again"
+            f"{PROGRAM} decode: sources {clashes[:4]} would decode to the same file in {out} as "
+            "another source; rename one of them and encode again, or decode to another folder"
         )
     return targets
 
@@ -381,7 +541,17 @@ def command_eval(args: argparse.Namespace) -> int:
                 f"{PROGRAM} eval: with --reference, give one folder of samples, not "
                 f"{args.checkpoint} and {args.input}"
             )
-        score = fid(args.checkpoint, args.reference, device=_device(args.device))
+        if args.limit is not None:
+            raise SystemExit(
+                f"{PROGRAM} eval: --limit applies to reconstructions (CKPT MEDIA_DIR); gFID with "
+                f"--reference scores every image of both folders, got --limit {args.limit}"
+            )
+        score = fid(
+            args.checkpoint,
+            args.reference,
+            batch_size=args.batch_size,
+            device=_device(args.device),
+        )
         report = {"samples": args.checkpoint, "reference": args.reference, "gfid": score}
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)

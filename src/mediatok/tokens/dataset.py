@@ -24,7 +24,9 @@ import torch
 
 from mediatok.tokens.manifest import (
     MANIFEST_NAME,
+    SOURCE_FIELD,
     identity_differences,
+    last_job_problems,
     load_manifest,
     part_manifest_paths,
 )
@@ -63,8 +65,9 @@ class TokenDataset:
         media_lengths: `(num_samples,)` int64 source lengths (samples, frames), or None.
         keys: the source key of every sample.
         skipped: `[{"key", "error"}]`, sources the writers could not read.
-        metadata: `format_version`, `codec`, `config_hash`, `checkpoint_sha256`, `num_samples`,
-            `num_tokens` from the manifest.
+        metadata: `format_version`, `codec`, `config_hash`, `checkpoint_sha256`, `source_dir`
+            (the folder the keys are paths in, or None), `num_samples`, `num_tokens` from the
+            manifest.
 
     Raises:
         TokenFileError: no manifest, wrong vocabulary, a listed shard missing or of the wrong
@@ -118,7 +121,11 @@ class TokenDataset:
         self.metadata = {
             name: manifest[name]
             for name in ("format_version", "codec", "config_hash", "checkpoint_sha256")
-        } | {"num_samples": len(self.keys), "num_tokens": int(self.lengths.sum())}
+        } | {
+            SOURCE_FIELD: manifest.get(SOURCE_FIELD),
+            "num_samples": len(self.keys),
+            "num_tokens": int(self.lengths.sum()),
+        }
         self._open: OrderedDict[int, np.ndarray] = OrderedDict()  # shard number -> codes map
 
     def __len__(self) -> int:
@@ -161,6 +168,38 @@ class TokenDataset:
         shard = self._shards[number]
         start, end = shard.offsets[local], shard.offsets[local + 1]
         return self._codes(number)[start:end].reshape(tuple(shard.shapes[local]))
+
+    def check_codes(self, indices: Sequence[int]) -> None:
+        """Cheap vocabulary check of some samples (one min and max per level over all of them),
+        for a reader about to use their codes; `verify` scans every shard.
+
+        Args:
+            indices: sample indices, each in `[-len(self), len(self))`.
+
+        Raises:
+            TokenFileError: naming the shard and the key of the first sample with a code outside
+                `[0, vocab size)` of its level.
+        """
+        samples = [self.sample_codes(index) for index in indices]
+        levels = [_levels(codes, self.spec) for codes in samples if codes.size]
+        if not levels:
+            return
+        stacked = np.concatenate(levels, axis=1)  # (Q, tokens of every sample)
+        vocab_sizes = np.asarray(self.spec.vocab_sizes)
+        if stacked.min() >= 0 and np.all(stacked.max(axis=1) < vocab_sizes):
+            return
+        for index, codes in zip(indices, samples, strict=True):
+            if not codes.size:
+                continue
+            problem = _codes_problem(_levels(codes, self.spec), self.keys[index], vocab_sizes)
+            if problem is not None:
+                index = self._normalize(index)
+                number = int(np.searchsorted(self._starts, index, side="right")) - 1
+                raise TokenFileError(
+                    self._shards[number].path,
+                    f"{problem}: the shard is damaged; run TokenDataset({str(self.directory)!r})"
+                    ".verify() to check every shard",
+                )
 
     def verify(self) -> None:
         """Full scan: recompute every shard's sha256 and check every code against the vocabulary.
@@ -250,14 +289,44 @@ class TokenDataset:
 
 
 def _no_manifest_problem(directory: Path) -> str:
-    parts = part_manifest_paths(directory)
-    if parts:
-        names = ", ".join(path.name for path in parts)
+    paths = part_manifest_paths(directory)
+    if not paths:
         return (
-            f"no {MANIFEST_NAME}, but part manifests exist ({names}): once every writer rank has "
-            "closed, run mediatok.tokens.merge_manifests on this directory"
+            f"no {MANIFEST_NAME} and no part manifests: not a token directory written by "
+            "TokenWriter"
         )
-    return f"no {MANIFEST_NAME} and no part manifests: not a token directory written by TokenWriter"
+    _, problems = last_job_problems(paths, [load_manifest(path, part=True) for path in paths])
+    if problems:
+        return (
+            f"no {MANIFEST_NAME}: encoding was interrupted ({'; '.join(problems)}); rerun "
+            "`mediatok encode` with the same arguments to finish it (it resumes where it "
+            "stopped); for your own TokenWriter, reopen and close it on each such rank"
+        )
+    names = ", ".join(path.name for path in paths)
+    return (
+        f"no {MANIFEST_NAME}, but every writer rank has closed its part manifest ({names}): run "
+        "mediatok.tokens.merge_manifests on this directory"
+    )
+
+
+def _levels(codes: np.ndarray, spec: TokenSpec) -> np.ndarray:
+    """A sample's codes as `(Q, tokens per level)`, Q = 1 for a spec of one level."""
+    if spec.level_axis is None:
+        return codes.reshape(1, -1)
+    return np.moveaxis(codes, spec.level_axis, 0).reshape(spec.num_levels, -1)
+
+
+def _codes_problem(levels: np.ndarray, key: str, vocab_sizes: np.ndarray) -> str | None:
+    """Describe the first code of `levels` `(Q, tokens)` outside its level's vocabulary."""
+    bad = (levels < 0) | (levels >= vocab_sizes[:, None])
+    if not bad.any():
+        return None
+    level, column = (int(i[0]) for i in np.nonzero(bad))
+    where = f" at level {level}" if len(vocab_sizes) > 1 else ""
+    return (
+        f"code {levels[level, column]} of sample {key!r}{where} is out of range: "
+        f"expected [0, {vocab_sizes[level]})"
+    )
 
 
 def _check_shard_codes(codes: np.ndarray, shard: _ShardIndex, spec: TokenSpec) -> None:
@@ -279,18 +348,10 @@ def _check_shard_codes(codes: np.ndarray, shard: _ShardIndex, spec: TokenSpec) -
         start, end = shard.offsets[sample], shard.offsets[sample + 1]
         if start == end:
             continue
-        levels = np.moveaxis(
-            codes[start:end].reshape(tuple(shard.shapes[sample])), spec.level_axis, 0
-        )
-        levels = levels.reshape(spec.num_levels, -1)  # (Q, tokens per level)
-        bad = (levels < 0) | (levels >= vocab_sizes[:, None])
-        if bad.any():
-            level, column = (int(i[0]) for i in np.nonzero(bad))
-            raise TokenFileError(
-                shard.path,
-                f"code {levels[level, column]} of sample {key!r} at level {level} is out of "
-                f"range: expected [0, {vocab_sizes[level]})",
-            )
+        levels = _levels(codes[start:end].reshape(tuple(shard.shapes[sample])), spec)
+        problem = _codes_problem(levels, key, vocab_sizes)
+        if problem is not None:
+            raise TokenFileError(shard.path, problem)
 
 
 def pad_collate(batch: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:

@@ -10,8 +10,14 @@ tokens/
 A part manifest holds the writer's identity (`spec`, `codec`, `config_hash`,
 `checkpoint_sha256`), its `rank`, `world_size`, whether the writer was `complete`ly closed, its
 `shards` (`file`, `num_samples`, `num_tokens`, `bytes`, `sha256`) and the `skipped` sources
-(`key`, `error`). The merged manifest holds the identity, `num_samples`, `num_tokens` and the
-shards and skipped sources of every rank.
+(`key`, `error`), and optionally `source_dir`, the folder the keys are paths in (`mediatok
+encode`'s input, resolved). The merged manifest holds the identity, `source_dir`,
+`num_samples`, `num_tokens` and the shards and skipped sources of every rank.
+
+A directory may be resumed by a job with another number of ranks. Every job has a rank 0, so
+rank 0's part manifest gives the world size of the last job; part manifests of higher ranks are
+left by an earlier job with more ranks. Their shards are whole and are kept, closed or not: the
+later job skipped every key that any shard holds (`writer.written_keys`) and wrote the rest.
 """
 
 from __future__ import annotations
@@ -22,13 +28,21 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mediatok.tokens.shards import FORMAT_VERSION, TokenFileError, atomic_write_json
+from mediatok.tokens.shards import (
+    FORMAT_VERSION,
+    TokenFileError,
+    atomic_write_json,
+    file_sha256,
+    read_shard,
+)
 from mediatok.tokens.spec import TokenSpec
 
 __all__ = [
     "IDENTITY_FIELDS",
     "MANIFEST_NAME",
+    "SOURCE_FIELD",
     "identity_differences",
+    "last_job_problems",
     "load_manifest",
     "merge_manifests",
     "part_manifest_name",
@@ -40,6 +54,8 @@ __all__ = [
 MANIFEST_NAME = "manifest.json"
 # What must agree between every shard and manifest of one directory.
 IDENTITY_FIELDS = ("spec", "codec", "config_hash", "checkpoint_sha256")
+# Optional (absent in directories written before it, or by a writer given no source folder).
+SOURCE_FIELD = "source_dir"
 _PART_FIELDS = ("rank", "world_size", "complete", "shards", "skipped")
 _MERGED_FIELDS = ("num_samples", "num_tokens", "shards", "skipped")
 _SHARD_FIELDS = ("file", "num_samples", "num_tokens", "bytes", "sha256")
@@ -82,7 +98,8 @@ def load_manifest(path: Path, *, part: bool) -> dict[str, Any]:
         The manifest with `spec` as a `TokenSpec`.
 
     Raises:
-        TokenFileError: unreadable JSON, another format version, or missing fields.
+        TokenFileError: unreadable JSON, another format version, missing fields or fields of
+            the wrong type.
     """
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -97,14 +114,69 @@ def load_manifest(path: Path, *, part: bool) -> dict[str, Any]:
     missing = [name for name in required if name not in manifest]
     if missing:
         raise TokenFileError(path, f"corrupted manifest: missing {missing}")
-    for entry in manifest["shards"]:
-        if not isinstance(entry, dict) or any(name not in entry for name in _SHARD_FIELDS):
-            raise TokenFileError(path, f"corrupted manifest: bad shard entry {entry!r}")
+    _check_field_types(path, manifest, part=part)
     try:
         manifest["spec"] = TokenSpec.from_dict(manifest["spec"])
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
         raise TokenFileError(path, f"corrupted manifest: bad spec ({error})") from None
     return manifest
+
+
+def _check_field_types(path: Path, manifest: dict[str, Any], *, part: bool) -> None:
+    """Raise TokenFileError naming the first field of `manifest` with a value of the wrong type."""
+
+    def count(value: Any) -> bool:  # bool is an int, but no count
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    def text_or_none(value: Any) -> bool:
+        return value is None or isinstance(value, str)
+
+    def file_name(value: Any) -> bool:  # a name in the directory, never a path out of it
+        return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value
+
+    checks: dict[str, tuple[Any, str]] = {
+        "spec": (lambda value: isinstance(value, dict), "a JSON object"),
+        "codec": (text_or_none, "a string or null"),
+        "config_hash": (text_or_none, "a string or null"),
+        "checkpoint_sha256": (text_or_none, "a string or null"),
+        SOURCE_FIELD: (text_or_none, "a string or null"),
+        "shards": (lambda value: isinstance(value, list), "a list"),
+        "skipped": (lambda value: isinstance(value, list), "a list"),
+    }
+    if part:
+        checks |= {
+            "rank": (count, "an integer >= 0"),
+            "world_size": (lambda value: count(value) and value >= 1, "an integer >= 1"),
+            "complete": (lambda value: isinstance(value, bool), "true or false"),
+        }
+    else:
+        checks |= {
+            "num_samples": (count, "an integer >= 0"),
+            "num_tokens": (count, "an integer >= 0"),
+        }
+    for name, (valid, expected) in checks.items():
+        if name in manifest and not valid(manifest[name]):
+            raise TokenFileError(
+                path,
+                f"corrupted manifest: expected {name!r} to be {expected}, got {manifest[name]!r}",
+            )
+    shard_checks = {
+        "file": file_name,
+        "num_samples": count,
+        "num_tokens": count,
+        "bytes": count,
+        "sha256": lambda value: isinstance(value, str),
+    }
+    for entry in manifest["shards"]:
+        if not isinstance(entry, dict) or not all(
+            name in entry and valid(entry[name]) for name, valid in shard_checks.items()
+        ):
+            raise TokenFileError(path, f"corrupted manifest: bad shard entry {entry!r}")
+    for entry in manifest["skipped"]:
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(name), str) for name in ("key", "error")
+        ):
+            raise TokenFileError(path, f"corrupted manifest: bad skipped entry {entry!r}")
 
 
 def identity_differences(existing: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -127,11 +199,45 @@ def identity_differences(existing: dict[str, Any], new: dict[str, Any]) -> list[
     return differences
 
 
+def last_job_problems(paths: list[Path], parts: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    """What keeps the last job's part manifests from being merged.
+
+    Args:
+        paths: the part manifests (`part_manifest_paths`).
+        parts: them loaded (`load_manifest(..., part=True)`).
+
+    Returns:
+        (world size of the last job: rank 0's, else the largest recorded; a description of each
+        of its ranks with no part manifest or one it did not close, empty when all closed).
+    """
+    by_rank = {part["rank"]: (path, part) for path, part in zip(paths, parts)}
+    if 0 in by_rank:
+        world_size = by_rank[0][1]["world_size"]
+    else:
+        world_size = max(part["world_size"] for part in parts)
+    problems = []
+    missing = [rank for rank in range(world_size) if rank not in by_rank]
+    if missing:
+        problems.append(f"no part manifest for ranks {missing} of world size {world_size}")
+    # A rank of the last job that is not closed, or whose part is still an earlier job's.
+    unfinished = [
+        path.name
+        for rank, (path, part) in sorted(by_rank.items())
+        if rank < world_size and not (part["complete"] and part["world_size"] == world_size)
+    ]
+    if unfinished:
+        problems.append(f"writers of {unfinished} were not closed")
+    return world_size, problems
+
+
 def merge_manifests(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """Build `manifest.json` from the part manifests of every writer rank.
 
     For a multi-rank job, call this on one rank after a barrier, once every rank closed its
-    `TokenWriter`. A single-rank writer calls it itself on `close()`.
+    `TokenWriter`. A single-rank writer calls it itself on `close()`. The ranks of the last job
+    (rank 0's world size) must all be closed; shards of higher ranks, left by an earlier job with
+    more ranks (see the module docstring), are kept, adopting those whose part manifest does not
+    list them (killed between the rename and the manifest write).
 
     Args:
         directory: the token directory.
@@ -140,8 +246,9 @@ def merge_manifests(directory: str | os.PathLike[str]) -> dict[str, Any]:
         The merged manifest as written (spec as a plain dict).
 
     Raises:
-        TokenFileError: no part manifests; parts that disagree on spec, codec, config hash or
-            checkpoint; a rank's part missing or not closed; a listed shard missing on disk.
+        TokenFileError: no part manifests; parts that disagree on spec, codec, config hash,
+            checkpoint or source folder; a rank of the last job missing or not closed; a listed
+            shard missing on disk; a damaged shard of an earlier job.
     """
     directory = Path(directory)
     paths = part_manifest_paths(directory)
@@ -157,22 +264,23 @@ def merge_manifests(directory: str | os.PathLike[str]) -> dict[str, Any]:
             raise TokenFileError(
                 path, f"disagrees with {first_path.name}: " + "; ".join(differences)
             )
-    world_size = max(part["world_size"] for part in parts)
-    missing = sorted(set(range(world_size)) - {part["rank"] for part in parts})
-    if missing:
+    sources = sorted({part.get(SOURCE_FIELD) for part in parts} - {None})
+    if len(sources) > 1:
+        raise TokenFileError(
+            directory, f"part manifests were written from different source folders: {sources}"
+        )
+    world_size, problems = last_job_problems(paths, parts)
+    if problems:
         raise TokenFileError(
             directory,
-            f"no part manifest for ranks {missing} of world size {world_size}: "
-            "merge after every rank has closed its writer (behind a barrier)",
+            f"{'; '.join(problems)}: rerun them (they resume) and merge after every rank has "
+            "closed its writer (behind a barrier)",
         )
-    unfinished = [path.name for path, part in zip(paths, parts) if not part["complete"]]
-    if unfinished:
-        raise TokenFileError(
-            directory,
-            f"writers of {unfinished} were not closed: rerun them (they resume) and "
-            "merge after every rank has closed its writer",
-        )
-    shards = sorted((entry for part in parts for entry in part["shards"]), key=_shard_sort_key)
+    shards = [entry for part in parts for entry in part["shards"]]
+    shards += _earlier_job_orphans(
+        directory, first, world_size, {entry["file"] for entry in shards}
+    )
+    shards.sort(key=_shard_sort_key)
     for entry in shards:
         if not (directory / entry["file"]).is_file():
             raise TokenFileError(directory / entry["file"], "listed in a part manifest but missing")
@@ -182,16 +290,62 @@ def merge_manifests(directory: str | os.PathLike[str]) -> dict[str, Any]:
         "codec": first["codec"],
         "config_hash": first["config_hash"],
         "checkpoint_sha256": first["checkpoint_sha256"],
+        SOURCE_FIELD: sources[0] if sources else None,
         "num_samples": sum(entry["num_samples"] for entry in shards),
         "num_tokens": sum(entry["num_tokens"] for entry in shards),
         "shards": shards,
-        "skipped": [entry for part in parts for entry in part["skipped"]],
+        "skipped": _skipped(directory, parts, shards),
     }
     # A merge killed mid-write leaves its temporary file behind; only one process merges.
     for leftover in directory.glob(f".tmp-{MANIFEST_NAME}-*"):
         leftover.unlink(missing_ok=True)
     atomic_write_json(directory / MANIFEST_NAME, manifest)
     return manifest
+
+
+def _earlier_job_orphans(
+    directory: Path, identity: dict[str, Any], world_size: int, listed: set[str]
+) -> list[dict[str, Any]]:
+    """Entries for the shards of ranks >= `world_size` (an earlier job's) that no part manifest
+    lists, each checked as the writer checks its own orphans."""
+    entries = []
+    for path in sorted(directory.glob("shard-r*-*.safetensors")):
+        parsed = shard_index(path.name)
+        if parsed is None or parsed[0] < world_size or path.name in listed:
+            continue
+        shard = read_shard(path, identity["spec"])
+        differences = identity_differences({**shard.metadata, "spec": shard.spec}, identity)
+        if shard.metadata.get("rank") != parsed[0]:
+            differences.append(f"rank {shard.metadata.get('rank')!r} vs {parsed[0]!r}")
+        if differences:
+            raise TokenFileError(
+                path,
+                "written by another setup (this shard vs the part manifests): "
+                + "; ".join(differences),
+            )
+        entries.append(
+            {
+                "file": path.name,
+                "num_samples": len(shard),
+                "num_tokens": int(shard.offsets[-1]),
+                "bytes": path.stat().st_size,
+                "sha256": file_sha256(path),
+            }
+        )
+    return entries
+
+
+def _skipped(
+    directory: Path, parts: list[dict[str, Any]], shards: list[dict[str, Any]]
+) -> list[dict[str, str]]:
+    """Every rank's skipped sources, once each, without those that a shard holds: after a change
+    of world size, a key that one rank skipped may have moved to another rank that encoded it."""
+    skipped = {entry["key"]: entry for part in parts for entry in part["skipped"]}
+    if skipped and len(parts) > 1:
+        for entry in shards:
+            for key in read_shard(directory / entry["file"]).keys:
+                skipped.pop(key, None)
+    return list(skipped.values())
 
 
 def _shard_sort_key(entry: dict[str, Any]) -> tuple[int, int, str]:

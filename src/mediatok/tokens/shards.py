@@ -320,19 +320,24 @@ def write_shard(
     Returns:
         (size in bytes, sha256 hex digest) of the written file.
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     tensors = {"codes": codes, "offsets": offsets, "shapes": shapes}
     if labels is not None:
         tensors["labels"] = labels
     if media_lengths is not None:
         tensors["media_lengths"] = media_lengths
+    # Serialized here and written with `open`, not `save_file`, which creates its file with
+    # mode 0600 whatever the umask: shards get the mode of any other file (0644 under umask 022).
+    data = save(tensors, metadata={METADATA_KEY: json.dumps(metadata)})
     temporary = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    save_file(tensors, temporary, metadata={METADATA_KEY: json.dumps(metadata)})
-    digest = file_sha256(temporary, fsync=True)
+    with open(temporary, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
     os.replace(temporary, path)
     _fsync_directory(path.parent)
-    return path.stat().st_size, digest
+    return len(data), hashlib.sha256(data).hexdigest()
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

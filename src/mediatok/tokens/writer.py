@@ -23,6 +23,7 @@ import numpy as np
 
 from mediatok.tokens.manifest import (
     MANIFEST_NAME,
+    SOURCE_FIELD,
     identity_differences,
     load_manifest,
     merge_manifests,
@@ -64,10 +65,13 @@ class TokenWriter:
         shard_size: samples per shard (the last shard of each rank may hold fewer).
         rank: this writer's rank, 0 <= rank < world_size.
         world_size: number of writer ranks; with 1, `close()` also writes `manifest.json`.
+        source_dir: the folder that the keys are paths in (`mediatok encode`'s input), recorded
+            in the manifests; None when the keys are not paths (or not said).
 
     Raises:
-        ValueError: bad arguments, or the directory holds tokens of another spec, codec, config
-            hash or checkpoint (the message names the directory and both values).
+        ValueError: bad arguments, a directory path that is an existing file, or a directory
+            that holds tokens of another spec, codec, config hash or checkpoint, or keys of
+            another source folder (the message names the directory and both values).
         TokenFileError: this rank's existing shards are damaged or missing.
 
     Example:
@@ -88,6 +92,7 @@ class TokenWriter:
         shard_size: int = 4096,
         rank: int = 0,
         world_size: int = 1,
+        source_dir: str | None = None,
     ) -> None:
         if not isinstance(spec, TokenSpec):
             raise TypeError(f"expected spec to be a TokenSpec, got {type(spec).__name__}")
@@ -98,7 +103,13 @@ class TokenWriter:
                 f"expected 0 <= rank < world_size, got rank {rank}, world size {world_size}"
             )
         self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ValueError(
+                f"expected {self.directory} to be a token directory (or a path to create one), "
+                "got an existing file; choose another path"
+            )
         self.spec = spec
+        self.source_dir = source_dir
         self.rank = rank
         self.world_size = world_size
         self.shard_size = shard_size
@@ -387,6 +398,7 @@ class TokenWriter:
                 "spec": self.spec.to_dict(),
                 "rank": self.rank,
                 "world_size": self.world_size,
+                SOURCE_FIELD: self.source_dir,
                 "complete": complete,
                 "shards": self._shards,
                 "skipped": [{"key": key, "error": error} for key, error in self._skipped.items()],
@@ -416,6 +428,15 @@ class TokenWriter:
                         f"{self.directory} holds tokens written with another setup ({path.name} "
                         f"vs this writer): {'; '.join(differences)}; write to a new directory"
                     )
+                source = existing.get(SOURCE_FIELD)
+                if None not in (source, self.source_dir) and source != self.source_dir:
+                    # Keys are paths in the source folder: another folder's `a.png` is not this
+                    # one's, and would be taken for done.
+                    raise ValueError(
+                        f"{self.directory} holds tokens of the files in {source} ({path.name}); "
+                        f"expected files of that folder, got {self.source_dir}: write the "
+                        "tokens of another folder to a new directory"
+                    )
 
     def _resume(self) -> None:
         """Load this rank's shards (listed or orphaned) so that `done_keys` and indices continue."""
@@ -424,6 +445,8 @@ class TokenWriter:
             part = load_manifest(part_path, part=True)
             self._shards = part["shards"]
             self._skipped = {entry["key"]: entry["error"] for entry in part["skipped"]}
+            if self.source_dir is None:  # a writer told nothing keeps what was recorded
+                self.source_dir = part.get(SOURCE_FIELD)
         listed = {entry["file"] for entry in self._shards}
         for entry in self._shards:
             path = self.directory / entry["file"]
