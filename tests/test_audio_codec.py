@@ -269,6 +269,22 @@ def test_bad_input_raises():
         codec.encode_long(torch.zeros(1, 1, 64), chunk_seconds=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_any_float_dtype_gives_the_codes_of_its_float32_values(dtype):
+    """float64 is what `torch.from_numpy(soundfile.read(path)[0])` gives; the first conv raised
+    "Input type (double) and bias type (float) should be the same"."""
+    codec = make(causal=True)
+    x = audio(2, 30 * HOP, seed=9).to(dtype)  # exactly representable in float32
+    expected = codec.encode(x.float()).codes
+    assert expected.unique().numel() > 5
+    assert torch.equal(codec.encode(x).codes, expected)
+    assert torch.equal(codec.encode_long(x, chunk_seconds=7 * HOP / 16000).codes, expected)
+    streamed, state = codec.encode_stream(x[..., : 12 * HOP])
+    rest, _ = codec.encode_stream(x[..., 12 * HOP :], state)
+    assert torch.equal(torch.cat([streamed, rest], dim=1), expected)
+    assert codec(x).reconstruction.dtype == torch.float32
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_at_init_the_latents_of_speech_are_not_one_vector(seed):
     # With PyTorch's default conv init the encoder shrank the signal and added its biases: the

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import pickle
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -20,6 +23,7 @@ from mediatok.data import (
     read_audio,
     write_audio,
 )
+from mediatok.data.audio import _BLOCK_FRAMES
 
 
 def sine(frequency: float, sample_rate: int, seconds: float, amplitude: float = 0.5) -> np.ndarray:
@@ -176,6 +180,135 @@ def test_a_clip_of_a_few_samples_resamples_to_at_least_one(tmp_path, rate, frame
     soundfile.write(path, np.full((frames, 2), 0.5, np.float32), rate)
     audio, new_rate = read_audio(path, sample_rate=24000)
     assert new_rate == 24000 and audio.shape == (1, expected) and audio.abs().max() > 0
+
+
+@pytest.mark.parametrize("rate", [22051, 22254])
+def test_an_awkward_rate_resamples_at_the_exact_rate_without_a_huge_kernel(
+    tmp_path, monkeypatch, rate
+):
+    """22051 / 24000 does not reduce: torchaudio's kernel would be 24000 phases x 22064 taps in
+    float64, 4 GB (a RuntimeError or an exhausted machine). The filter is evaluated sample by
+    sample instead, at the exact rate: a 1 kHz tone stays in phase to the last sample."""
+    import torchaudio.functional
+
+    original = torchaudio.functional.resample
+
+    def spy(waveform, orig_freq, new_freq, *args, **kwargs):
+        divisor = math.gcd(orig_freq, new_freq)
+        size = orig_freq // divisor * new_freq // divisor
+        assert size <= 2**20, f"torchaudio asked for a kernel of {size} phases x taps"
+        return original(waveform, orig_freq, new_freq, *args, **kwargs)
+
+    monkeypatch.setattr(torchaudio.functional, "resample", spy)
+    path = tmp_path / "odd.wav"
+    soundfile.write(path, sine(1000.0, rate, 1.0), rate, subtype="FLOAT")
+    audio, new_rate = read_audio(path, sample_rate=24000)
+    assert new_rate == 24000 and audio.shape == (1, 24000)  # round(T * 24000 / rate), T = rate
+    expected = torch.from_numpy(sine(1000.0, 24000, 1.0))
+    # The edges see the zeros beyond the file; inside, only the filter's ripple is left (a rate
+    # off by 1e-5 would drift 0.01 cycles, 0.03 in amplitude, by the end).
+    torch.testing.assert_close(audio[0, 50:-50], expected[50:-50], atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize(("old_rate", "new_rate"), [(44100, 24000), (16000, 24000), (8000, 44100)])
+def test_resampling_sample_by_sample_is_torchaudios_filter(old_rate, new_rate):
+    import torchaudio.functional
+
+    from mediatok.data.audio import _resample_directly
+
+    audio = torch.randn(2, 3, 1001, generator=torch.Generator().manual_seed(0)).double()
+    length = round(1001 * new_rate / old_rate)
+    expected = torchaudio.functional.resample(audio, old_rate, new_rate)[..., :length]
+    direct = _resample_directly(audio, old_rate, new_rate, length)
+    assert direct.shape == (2, 3, length) and direct.dtype == torch.float64
+    torch.testing.assert_close(direct, expected, atol=1e-10, rtol=0)
+
+
+def test_a_failure_to_resample_names_the_file(tmp_path, monkeypatch):
+    def fail(audio, old_rate, new_rate):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("mediatok.data.audio.resample", fail)
+    path = tmp_path / "tone.wav"
+    soundfile.write(path, sine(440.0, 16000, 0.1), 16000)
+    with pytest.raises(
+        AudioReadError, match=r"cannot resample .* to 24000 Hz: RuntimeError"
+    ) as caught:
+        read_audio(path, sample_rate=24000)
+    assert caught.value.path == path
+
+
+def flac_without_length(tmp_path, tone: np.ndarray, writer: str):
+    """A FLAC whose STREAMINFO gives 0 total samples (unknown), as a pipe writer leaves it."""
+    path = tmp_path / f"{writer}.flac"
+    if writer == "ffmpeg":
+        if shutil.which("ffmpeg") is None:
+            pytest.skip("ffmpeg is not installed")
+        wav = tmp_path / "tone.wav"
+        soundfile.write(wav, tone, 16000, subtype="PCM_16")
+        command = ["ffmpeg", "-loglevel", "error", "-i", str(wav), "-f", "flac", "-"]
+        path.write_bytes(subprocess.run(command, capture_output=True, check=True).stdout)
+    else:
+        soundfile.write(path, tone, 16000, subtype="PCM_16")
+        data = bytearray(path.read_bytes())
+        # "fLaC", a 4-byte block header, then STREAMINFO: 10 bytes of block and frame sizes,
+        # 20 bits of sample rate, 3 of channels, 5 of bits per sample, 36 of total samples.
+        fields = int.from_bytes(data[18:26], "big") & ~(2**36 - 1)
+        data[18:26] = fields.to_bytes(8, "big")
+        path.write_bytes(data)
+    assert soundfile.info(path).frames == 2**63 - 1  # libsndfile: "bumping to SF_COUNT_MAX"
+    return path
+
+
+@pytest.mark.parametrize("writer", ["patched", "ffmpeg"])
+@pytest.mark.parametrize("frames", [1000, _BLOCK_FRAMES])  # the end inside a block, at its end
+def test_a_flac_with_no_length_in_its_header_is_read_to_its_end(tmp_path, writer, frames):
+    """soundfile's read() would allocate 2**63 - 1 frames ("array is too big")."""
+    tone = np.round(sine(440.0, 16000, frames / 16000) * 32768) / 32768
+    path = flac_without_length(tmp_path, tone, writer)
+    audio, rate = read_audio(path)
+    assert rate == 16000 and audio.shape == (1, frames)
+    torch.testing.assert_close(audio[0], torch.from_numpy(tone), atol=0, rtol=0)
+
+
+def test_a_truncated_ogg_is_reported_as_truncated(tmp_path):
+    whole = tmp_path / "whole.ogg"
+    soundfile.write(whole, sine(440.0, 16000, 1.0), 16000, subtype="VORBIS")
+    data = whole.read_bytes()
+    # Cut in the middle libsndfile cannot open it; cut near the end it opens with 0 frames.
+    for size in (len(data) // 2, len(data) - 100):
+        cut = tmp_path / f"cut-{size}.ogg"
+        cut.write_bytes(data[:size])
+        with pytest.raises(AudioReadError, match=r"truncated OGG data.* last page is cut short"):
+            read_audio(cut)
+    assert read_audio(whole)[0].shape == (1, 16000)
+    empty = tmp_path / "empty.ogg"
+    soundfile.write(empty, np.zeros((0, 1), np.float32), 16000, subtype="VORBIS")
+    with pytest.raises(AudioReadError, match=r"empty audio \(0 samples\)"):
+        read_audio(empty)
+
+
+def test_a_wav_whose_data_size_is_a_zero_placeholder_is_read(tmp_path):
+    """A streaming writer that never fills in the data chunk's size leaves 0 there."""
+    tone = sine(440.0, 8000, 0.2)
+    path = tmp_path / "streamed.wav"
+    soundfile.write(path, tone, 8000, subtype="FLOAT")
+    data = bytearray(path.read_bytes())
+    size_at = data.index(b"data") + 4
+    data[size_at : size_at + 4] = bytes(4)
+    path.write_bytes(data)
+    audio, rate = read_audio(path)
+    assert rate == 8000
+    torch.testing.assert_close(audio[0], torch.from_numpy(tone), atol=0, rtol=0)
+
+    # An empty data chunk followed by another chunk is empty audio.
+    empty = tmp_path / "empty.wav"
+    soundfile.write(empty, np.zeros((0, 1), np.float32), 8000, subtype="PCM_16")
+    data = bytearray(empty.read_bytes()) + b"LIST" + (4).to_bytes(4, "little") + b"INFO"
+    data[4:8] = (len(data) - 8).to_bytes(4, "little")
+    empty.write_bytes(data)
+    with pytest.raises(AudioReadError, match=r"empty audio \(0 samples\)"):
+        read_audio(empty)
 
 
 def test_loudness_normalize_reaches_the_target_and_limits_the_peak():

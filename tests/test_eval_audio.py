@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -171,16 +172,45 @@ def test_missing_optional_packages_raise_import_error(monkeypatch: pytest.Monkey
 def test_pesq_of_a_silent_prediction_is_the_lowest_score() -> None:
     """A codec may output silence; the `pesq` package then fails inside ("cannot convert float
     NaN to integer"). Silence against speech is the worst quality: the scale's floor, no crash,
-    and no higher than the package's score for faint noise (which PESQ's level alignment
-    scores as noise at speech level)."""
+    and no higher than the package's score for anything else: a 7 kHz tone (about 1.013, below
+    the mapping of P.862's nominal raw floor −0.5, 1.043) or faint noise (which PESQ's level
+    alignment scores as noise at speech level)."""
     pytest.importorskip("pesq", reason="wide-band PESQ needs `pip install pesq`")
     from mediatok.eval.audio import PESQ_WB_FLOOR
 
     speech = speech_like(seconds=2.0)
     whisper = noise_like(speech, 100.0)  # 100 dB below the speech
-    scores = pesq(torch.cat([torch.zeros_like(speech), whisper]), speech.repeat(2, 1), SAMPLE_RATE)
-    assert scores[0] == pytest.approx(PESQ_WB_FLOOR) and 1.04 < PESQ_WB_FLOOR < 1.05
-    assert scores[0] <= scores[1] < 2.0, scores
+    t = torch.arange(speech.shape[-1]) / SAMPLE_RATE
+    tone = 0.9 * torch.sin(2 * math.pi * 7000 * t)[None]
+    predictions = torch.cat([torch.zeros_like(speech), whisper, tone])
+    scores = pesq(predictions, speech.repeat(3, 1), SAMPLE_RATE)
+    assert scores[0] == pytest.approx(PESQ_WB_FLOOR) and 1.01 < PESQ_WB_FLOOR < 1.015
+    assert scores[0] <= scores[1:].min() and scores[1:].max() < 2.0, scores
+
+
+@pytest.mark.parametrize("prediction", ["silent", "speech"])
+def test_pesq_of_a_silent_target_raises_whatever_the_prediction(prediction: str) -> None:
+    """PESQ is undefined without speech in the reference; a silent prediction got the floor
+    while any other raised the package's NoUtterancesError."""
+    speech = speech_like(seconds=1.0)
+    predictions = torch.cat([speech, speech if prediction == "speech" else speech * 0])
+    targets = torch.cat([speech, torch.zeros_like(speech)])
+    with pytest.raises(ValueError, match=r"speech in every target, got silence in items \[1\]"):
+        pesq(predictions, targets, SAMPLE_RATE)
+
+
+@pytest.mark.parametrize("metric", [pesq, stoi])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_pesq_and_stoi_reject_non_finite_samples(metric: Callable, bad: float) -> None:
+    """NaN made the `pesq` package fail inside ("cannot convert float NaN to integer"); inf made
+    it scale the reference to silence and raise NoUtterancesError."""
+    speech = speech_like(seconds=1.0).repeat(2, 1)
+    broken = speech.clone()
+    broken[1, 100] = bad
+    with pytest.raises(ValueError, match=r"expected finite prediction, got .* items \[1\]"):
+        metric(broken, speech, SAMPLE_RATE)
+    with pytest.raises(ValueError, match=r"expected finite target, got .* items \[1\]"):
+        metric(speech, broken, SAMPLE_RATE)
 
 
 def test_codec_evaluation_names_a_file_it_cannot_score(tmp_path) -> None:

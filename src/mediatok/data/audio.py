@@ -10,17 +10,25 @@ them would hide a problem of the data, and `write_audio` clips anyway). Mono is 
 the channels, not a sum (no level change for identical channels, never clips). Resampling uses
 `torchaudio.functional.resample` with its defaults: windowed-sinc interpolation with a Hann
 window, 6 zero crossings per side and a cutoff at 0.99 of the lower Nyquist frequency; the output
-is cut to `round(T * new_rate / old_rate)` samples, and never to none.
+is cut to `round(T * new_rate / old_rate)` samples, and never to none. torchaudio's kernel holds
+one filter per output phase, `new_rate / gcd` of them, each `old_rate / gcd` taps wide (4 GB from
+22051 Hz to 24 kHz); where that is large, the same filter is evaluated at each output sample's
+own position instead (exact rate, memory bounded by a block of samples).
 
 A file that cannot be decoded raises `AudioReadError`, never silence: unreadable, not audio,
-damaged, truncated (a WAV whose data chunk is shorter than its header says, or any file that
-yields fewer frames than it declares), empty (0 bytes, or 0 samples), or holding NaN or inf.
-MP3 is listed and read only where the installed libsndfile supports it (1.1 and later); its
-frame count is an estimate, so the declared-length check is skipped for it.
+damaged, truncated (a WAV whose data chunk is shorter than its header says, an OGG whose last
+page is cut short, or any file that yields fewer frames than it declares), empty (0 bytes, or 0
+samples), holding NaN or inf, or failing to resample. MP3 is listed and read only where the
+installed libsndfile supports it (1.1 and later); its frame count is an estimate, so the
+declared-length check is skipped for it. A file whose header gives no length (a FLAC that ffmpeg
+wrote to a pipe) is read to its end, with no such check either. A WAV whose data chunk size is 0,
+the placeholder of a streaming writer that never went back to fill it in, is read to the end of
+the file, unless another chunk follows (then the data chunk is empty).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -30,6 +38,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import soundfile
 import torch
 import torch.nn.functional as F
@@ -60,6 +69,19 @@ _PEAK_LIMIT = 0.99
 _WAV_SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 # Streaming writers leave these placeholders in the data chunk size; not a truncation.
 _WAV_SIZE_PLACEHOLDERS = frozenset({0, 0xFFFFFFFF})
+_WAV_ZERO_DATA = re.compile(r"^data\s*:\s*0\s*$", re.MULTILINE)
+_CHUNK_ID = re.compile(rb"[ -~]{4}")  # a RIFF chunk's name: four printable ASCII characters
+# libsndfile's SF_COUNT_MAX: "Frames : 0 (bumping to SF_COUNT_MAX)", a header with no length.
+_UNKNOWN_FRAMES = 2**63 - 1
+_SFE_BAD_SEEK = 39  # libsndfile's "Internal psf_fseek() failed."
+_BLOCK_FRAMES = 2**16
+_OGG_MAX_PAGE = 27 + 255 + 255 * 255  # header, segment table, data (RFC 3533, section 6)
+# Resampling: torchaudio's defaults, and the size of its kernel (phases x taps) beyond which the
+# filter is evaluated sample by sample (`_resample_directly`), in blocks of output samples.
+_RESAMPLE_ZERO_CROSSINGS = 6
+_RESAMPLE_ROLLOFF = 0.99
+_RESAMPLE_KERNEL_LIMIT = 2**20
+_RESAMPLE_BLOCK = 2**14
 logger = logging.getLogger("mediatok.data")
 
 
@@ -101,8 +123,9 @@ def read_audio(
         `audio` `(C, T)` float32 (C = 1 with `mono`), and its sample rate.
 
     Raises:
-        AudioReadError: the file is missing or unreadable, not audio, damaged, truncated, empty
-            or holds non-finite samples; the message names the path and the problem.
+        AudioReadError: the file is missing or unreadable, not audio, damaged, truncated, empty,
+            holds non-finite samples or fails to resample; the message names the path and the
+            problem.
         ValueError: `sample_rate` is not a positive int.
     """
     _check_sample_rate(sample_rate, "sample_rate", allow_none=True)
@@ -117,20 +140,31 @@ def read_audio(
     try:
         sound = soundfile.SoundFile(path)
     except Exception as error:
-        # libsndfile's "Format not recognised" says less than the first bytes (an HTML error
-        # page, a text file under an audio name).
-        raise AudioReadError(
-            path, f"not audio, or a format libsndfile cannot read (file starts with {head!r})"
-        ) from error
+        raise AudioReadError(path, _describe_open_failure(path, head, error)) from error
+    if sound.format in ("WAV", "WAVEX") and _WAV_ZERO_DATA.search(sound.extra_info):
+        patched = _fill_wav_data_size(path)
+        if patched is not None:
+            sound.close()
+            try:
+                sound = soundfile.SoundFile(patched)
+            except Exception as error:
+                raise AudioReadError(
+                    path,
+                    "damaged WAV data: its data chunk size is 0, and the bytes after it cannot "
+                    f"be read as samples ({error})",
+                ) from error
     with sound:
         what = f"{sound.format} data ({sound.channels} channels, {sound.samplerate} Hz)"
         try:
-            samples = sound.read(dtype="float32", always_2d=True)  # (T, C)
+            if sound.frames == _UNKNOWN_FRAMES:
+                samples = _read_to_end(sound)  # (T, C)
+            else:
+                samples = sound.read(dtype="float32", always_2d=True)  # (T, C)
         except Exception as error:
             raise AudioReadError(
                 path, f"cannot decode the {what}: {type(error).__name__}: {error}"
             ) from error
-        truncation = _describe_truncation(sound, samples.shape[0])
+        truncation = _describe_truncation(path, sound, samples.shape[0])
         native_rate = sound.samplerate
     if truncation:
         raise AudioReadError(path, f"truncated {what}: {truncation}")
@@ -142,12 +176,99 @@ def read_audio(
     if mono:
         audio = audio.mean(dim=0, keepdim=True)  # (1, T)
     if sample_rate is not None and sample_rate != native_rate:
-        audio = resample(audio, native_rate, sample_rate)
+        try:
+            audio = resample(audio, native_rate, sample_rate)
+        except Exception as error:
+            raise AudioReadError(
+                path,
+                f"cannot resample the {what} to {sample_rate} Hz: {type(error).__name__}: {error}",
+            ) from error
         native_rate = sample_rate
     return audio, native_rate
 
 
-def _describe_truncation(sound: soundfile.SoundFile, frames_read: int) -> str | None:
+def _describe_open_failure(path: Path, head: bytes, error: Exception) -> str:
+    """Why libsndfile cannot open a file that starts with `head`."""
+    container = {b"OggS": "OGG", b"fLaC": "FLAC"}.get(head[:4])
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        container = "WAV"
+    if container is None:
+        # libsndfile's "Format not recognised" says less than the first bytes (an HTML error
+        # page, a text file under an audio name).
+        return f"not audio, or a format libsndfile cannot read (file starts with {head!r})"
+    reason = getattr(error, "error_string", None) or str(error)
+    if container == "OGG" and not _ogg_ends_cleanly(path):
+        return f"truncated OGG data: its last page is cut short (libsndfile: {reason})"
+    return f"damaged or truncated {container} data (libsndfile: {reason})"
+
+
+def _ogg_ends_cleanly(path: Path) -> bool:
+    """Whether the file's last Ogg page is whole and ends its stream (RFC 3533, section 6).
+
+    Only chooses the words of an error: the capture pattern `OggS` may also occur inside a
+    page's data, which makes this answer False for a file that may be whole.
+    """
+    with open(path, "rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        file.seek(max(0, size - _OGG_MAX_PAGE))
+        tail = file.read()
+    start = tail.rfind(b"OggS")
+    if start < 0 or len(tail) < start + 27:
+        return False
+    segments = tail[start + 26]
+    table = tail[start + 27 : start + 27 + segments]
+    end_of_stream = tail[start + 5] & 0x04
+    return bool(end_of_stream) and len(tail) == start + 27 + segments + sum(table)
+
+
+def _fill_wav_data_size(path: Path) -> io.BytesIO | None:
+    """The WAV at `path` with its data chunk size 0 replaced by 0xFFFFFFFF, libsndfile's cue to
+    read the samples up to the end of the file; None when nothing follows the chunk's header
+    but another chunk (the data chunk is empty)."""
+    data = path.read_bytes()
+    if data[:4] != b"RIFF":
+        return None
+    position = 12
+    while position + 8 <= len(data):
+        size = int.from_bytes(data[position + 4 : position + 8], "little")
+        if data[position : position + 4] == b"data":
+            rest = data[position + 8 :]
+            after = int.from_bytes(rest[4:8], "little")
+            if size != 0 or not rest or (_CHUNK_ID.fullmatch(rest[:4]) and 8 + after <= len(rest)):
+                return None
+            logger.debug("%s: the WAV data chunk size is 0; reading to the end of the file", path)
+            return io.BytesIO(data[: position + 4] + b"\xff\xff\xff\xff" + rest)
+        position += 8 + size + size % 2
+    return None
+
+
+def _read_to_end(sound: soundfile.SoundFile) -> np.ndarray:
+    """Every frame of a file whose header gives no length, `(T, C)` float32, block by block.
+
+    soundfile seeks to the end of each block it reads, and libsndfile cannot seek to the end of
+    a FLAC whose length it does not know ("Internal psf_fseek() failed."): the last read raises
+    after libsndfile has filled the block. The NaN it was filled with marks what it did not
+    write (decoded samples of an unknown-length file, FLAC, are integers, always finite).
+    """
+    blocks = []
+    while True:
+        block = np.full((_BLOCK_FRAMES, sound.channels), np.nan, np.float32)  # (B, C)
+        try:
+            count = len(sound.read(out=block))
+        except soundfile.LibsndfileError as error:
+            if error.code != _SFE_BAD_SEEK:
+                raise
+            written = ~np.isnan(block[:, 0])
+            count = len(block) if written.all() else int(written.argmin())
+            blocks.append(block[:count])
+            break
+        blocks.append(block[:count])
+        if count < len(block):
+            break
+    return np.concatenate(blocks)
+
+
+def _describe_truncation(path: Path, sound: soundfile.SoundFile, frames_read: int) -> str | None:
     """Why the file looks truncated, or None."""
     if sound.format in ("WAV", "WAVEX"):
         match = _WAV_SHORT_DATA.search(sound.extra_info)
@@ -155,13 +276,19 @@ def _describe_truncation(sound: soundfile.SoundFile, frames_read: int) -> str | 
             declared, present = int(match[1]), int(match[2])
             if declared not in _WAV_SIZE_PLACEHOLDERS and present < declared:
                 return f"the data chunk holds {present} of its {declared} declared bytes"
-    if sound.format != "MP3" and frames_read < sound.frames:
+    if sound.format == "OGG" and frames_read == 0 and not _ogg_ends_cleanly(path):
+        return "its last page is cut short (libsndfile finds no samples)"
+    if sound.format != "MP3" and frames_read < sound.frames < _UNKNOWN_FRAMES:
         return f"read {frames_read} of {sound.frames} declared frames"
     return None
 
 
 def resample(audio: torch.Tensor, old_rate: int, new_rate: int) -> torch.Tensor:
     """Resample `(..., T)` with torchaudio's windowed sinc (defaults: Hann, width 6, rolloff 0.99).
+
+    Where torchaudio's kernel would be large (more than 2**20 phases x taps: rates whose
+    ratio reduces to large terms, 22051 Hz to 24 kHz), the same filter is evaluated at each
+    output sample's position by `_resample_directly`.
 
     Returns:
         `(..., round(T * new_rate / old_rate))` (at least 1 when T >= 1), same dtype and device.
@@ -171,10 +298,61 @@ def resample(audio: torch.Tensor, old_rate: int, new_rate: int) -> torch.Tensor:
     length = round(audio.shape[-1] * new_rate / old_rate)
     if audio.shape[-1]:
         length = max(length, 1)  # a click of half a sample at the new rate is not silence
+    divisor = math.gcd(old_rate, new_rate)
+    phases, taps = new_rate // divisor, old_rate // divisor
+    if phases * taps > _RESAMPLE_KERNEL_LIMIT:
+        logger.debug(
+            "resampling %d Hz to %d Hz sample by sample: torchaudio's kernel would hold %d "
+            "phases of %d taps",
+            old_rate,
+            new_rate,
+            phases,
+            taps,
+        )
+        return _resample_directly(audio, old_rate, new_rate, length)
     resampled = torchaudio.functional.resample(audio, old_rate, new_rate)
     # torchaudio returns ceil(T * new / old) samples; round() matches the duration best.
     assert resampled.shape[-1] >= length, (resampled.shape, length)
     return resampled[..., :length].contiguous()
+
+
+def _resample_directly(
+    audio: torch.Tensor, old_rate: int, new_rate: int, length: int
+) -> torch.Tensor:
+    """torchaudio's resampling filter, evaluated at each output sample's own position.
+
+    Output sample n lies at input position p = n * old_rate / new_rate and is
+    `sum_m x[m] * c * sinc(t) * cos(pi * t / 12) ** 2`, t = (m - p) * c clamped to [-6, 6], with
+    c = 0.99 * min(1, new_rate / old_rate) the cutoff as a fraction of the input's Nyquist
+    frequency: the formula of `torchaudio.functional.resample`, whose kernel tabulates it for
+    the new_rate / gcd phases that p takes. Here p is exact (integer arithmetic) and memory is
+    one block of output samples times 2 * ceil(6 / c) + 1 taps.
+
+    Args:
+        audio: `(..., T)` float.
+        length: output samples to compute.
+
+    Returns:
+        `(..., length)`, same dtype and device.
+    """
+    cutoff = _RESAMPLE_ROLLOFF * min(1.0, new_rate / old_rate)
+    width = math.ceil(_RESAMPLE_ZERO_CROSSINGS / cutoff)
+    flat = audio.reshape(math.prod(audio.shape[:-1]), audio.shape[-1])  # (N, T)
+    padded = F.pad(flat, (width, width))  # (N, T + 2·width), zeros beyond both ends
+    offsets = torch.arange(-width, width + 1, device=audio.device)  # (K,)
+    dtype = torch.promote_types(audio.dtype, torch.float32)  # of the kernel, as torchaudio's
+    blocks = [flat[:, :0]]  # (N, 0): T = 0 gives no samples
+    for start in range(0, length, _RESAMPLE_BLOCK):
+        n = torch.arange(start, min(start + _RESAMPLE_BLOCK, length), device=audio.device)
+        first = n * old_rate // new_rate  # (L,) the input sample at or before p
+        fraction = (n * old_rate % new_rate).double() / new_rate  # (L,) p - first
+        t = ((offsets.double() - fraction[:, None]) * cutoff).to(dtype)  # (L, K) zero crossings
+        t = t.clamp(-_RESAMPLE_ZERO_CROSSINGS, _RESAMPLE_ZERO_CROSSINGS)
+        window = torch.cos(t * (math.pi / (2 * _RESAMPLE_ZERO_CROSSINGS))) ** 2
+        kernel = (torch.special.sinc(t) * window * cutoff).to(audio.dtype)  # (L, K)
+        neighbours = padded[:, first[:, None] + offsets + width]  # (N, L, K)
+        blocks.append((neighbours * kernel).sum(dim=-1))  # (N, L)
+    return torch.cat(blocks, dim=-1).reshape(*audio.shape[:-1], length)
 
 
 def _check_sample_rate(value: Any, name: str, allow_none: bool = False) -> None:

@@ -15,7 +15,7 @@ is scored as it is (SI-SDR alone forgives a gain). DNSMOS, the one exception, cl
   better, 0 for identical signals.
 - `si_sdr`: scale-invariant signal-to-distortion ratio in dB (Le Roux et al. 2019, "SDR —
   half-baked or well done?", eq. 5). Higher is better; capped near ±100 dB (see `si_sdr`).
-- `pesq`: wide-band PESQ (ITU-T P.862.2) at 16 kHz through the `pesq` package; about 1.04 to
+- `pesq`: wide-band PESQ (ITU-T P.862.2) at 16 kHz through the `pesq` package; about 1.01 to
   4.64, higher is better.
 - `stoi`: short-time objective intelligibility (Taal et al. 2011) through `pystoi`; 0 to 1,
   higher is better.
@@ -50,8 +50,11 @@ STFT_MAGNITUDE_FLOOR = 1e-7  # keeps log|X| finite in silent bins
 SI_SDR_EPS = 1e-10  # caps SI-SDR at 10·log10((1 + ε) / ε) ≈ 100 dB (see `si_sdr`)
 PESQ_SAMPLE_RATE = 16000
 # The floor of wide-band PESQ: P.862.2's MOS-LQO mapping 0.999 + 4 / (1 + exp(−1.3669·x + 3.8224))
-# at the lowest raw score, x = −0.5; what a silent prediction gets (see `pesq`).
-PESQ_WB_FLOOR = 0.999 + 4.0 / (1.0 + math.exp(1.3669 * 0.5 + 3.8224))
+# at the lowest raw score the P.862 algorithm gives, x = 4.5 − 0.1·45 − 0.0309·45 = −1.3905 (its
+# two disturbance indicators are averages of frame disturbances that it clips at 45; P.862's
+# "−0.5 to 4.5" is not a bound, and poor reconstructions score below the −0.5 mapping, 1.043):
+# ≈ 1.012, what a silent prediction gets (see `pesq`).
+PESQ_WB_FLOOR = 0.999 + 4.0 / (1.0 + math.exp(-1.3669 * (4.5 - (0.1 + 0.0309) * 45) + 3.8224))
 DNSMOS_SAMPLE_RATE = 16000  # the only rate the DNSMOS models take
 DNSMOS_EXTRA = "pip install 'mediatok[dnsmos]'"
 DEFAULT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
@@ -72,6 +75,14 @@ def _check_waveform(name: str, waveform: torch.Tensor) -> torch.Tensor:
     if waveform.shape[1] == 0:
         raise ValueError(f"expected {name} with at least one sample, got length 0")
     return waveform
+
+
+def _check_finite(name: str, waveform: torch.Tensor) -> None:
+    """Raise unless every sample of `waveform (B, T)` is finite, naming the items that are not."""
+    finite = torch.isfinite(waveform).all(dim=1)  # (B,)
+    if not finite.all():
+        items = torch.nonzero(~finite).flatten().tolist()
+        raise ValueError(f"expected finite {name}, got NaN or inf in items {items}")
 
 
 def _check_pair(prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -359,14 +370,17 @@ def pesq(prediction: torch.Tensor, target: torch.Tensor, sample_rate: int) -> to
 
     Signals not at 16 kHz are resampled to 16 kHz first (`torchaudio.functional.resample`,
     its default windowed-sinc filter); wide-band PESQ is defined at 16 kHz only. The target is
-    the reference, the prediction the degraded signal. The score is the MOS-LQO mapping,
-    about 1.04 (bad) to 4.64 (identical). PESQ is designed for speech: music or synthetic
-    tones give numbers of little meaning, and a target without speech-like activity makes the
-    package raise its own error (`pesq.NoUtterancesError`), which we let through rather than
-    scoring the item as zero. A silent prediction (every sample's square is 0 in float32, the
-    package's precision), which the package cannot score (its level alignment divides by the
-    signal's power and fails on the NaN), gets the scale's floor, `PESQ_WB_FLOOR` ≈ 1.043: a
-    nearly silent one scores about 1.06.
+    the reference, the prediction the degraded signal. The score is the MOS-LQO mapping, from
+    `PESQ_WB_FLOOR` ≈ 1.012 (the mapping of the lowest raw score the algorithm gives) to 4.64
+    (identical). PESQ is designed for speech: music or synthetic tones give numbers of little
+    meaning. PESQ is undefined without speech in the reference: a silent target (every
+    sample's square is 0 in float32, the package's precision) raises a ValueError, whatever the
+    prediction; a target with samples but without speech-like activity makes the package raise
+    its own error (`pesq.NoUtterancesError`, against a prediction that is not silent), which we
+    let through rather than scoring the item as zero. A silent prediction against speech, which
+    the package cannot score (its level alignment divides by the signal's power and fails on
+    the NaN), gets the scale's floor, `PESQ_WB_FLOOR`, which no prediction scores below (a
+    7 kHz tone against speech scores about 1.013, a nearly silent prediction about 1.06).
 
     Args:
         prediction: `(B, T)` or `(B, 1, T)` float waveform in [-1, 1].
@@ -377,14 +391,25 @@ def pesq(prediction: torch.Tensor, target: torch.Tensor, sample_rate: int) -> to
         `(B,)` float32 (float64 if an input is float64) PESQ per item, on the input's device.
 
     Raises:
+        ValueError: NaN or inf in an input (the package would fail inside, or take the item for
+            silence), or a silent target; the message lists the items.
         ImportError: when the `pesq` package is not installed.
     """
     prediction, target = _check_pair(prediction, target)
     check_positive_int("sample_rate", sample_rate)
-    pesq_score = _import_scorer("pesq", "pesq", " (it compiles a C extension)")
+    _check_finite("prediction", prediction)
+    _check_finite("target", target)
     if sample_rate != PESQ_SAMPLE_RATE:
         prediction = torchaudio.functional.resample(prediction, sample_rate, PESQ_SAMPLE_RATE)
         target = torchaudio.functional.resample(target, sample_rate, PESQ_SAMPLE_RATE)
+    silent = ~target.to(torch.float32).square().any(dim=1)  # (B,)
+    if silent.any():
+        items = torch.nonzero(silent).flatten().tolist()
+        raise ValueError(
+            f"expected speech in every target, got silence in items {items}: PESQ is undefined "
+            "without speech in the reference"
+        )
+    pesq_score = _import_scorer("pesq", "pesq", " (it compiles a C extension)")
 
     def score(reference: np.ndarray, degraded: np.ndarray) -> float:
         if not np.square(degraded.astype(np.float32)).any():  # silent
@@ -419,10 +444,13 @@ def stoi(
         signals, on the input's device.
 
     Raises:
+        ValueError: NaN or inf in an input; the message lists the items.
         ImportError: when the `pystoi` package is not installed.
     """
     prediction, target = _check_pair(prediction, target)
     check_positive_int("sample_rate", sample_rate)
+    _check_finite("prediction", prediction)
+    _check_finite("target", target)
     stoi_score = _import_scorer("pystoi", "stoi")
     return _score_items(
         lambda reference, degraded: stoi_score(reference, degraded, sample_rate, extended=extended),
@@ -463,10 +491,7 @@ def dnsmos_scores(audio: torch.Tensor, sample_rate: int) -> dict[str, torch.Tens
     audio = _check_waveform("audio", audio)
     check_positive_int("sample_rate", sample_rate)
     dtype = torch.float64 if audio.dtype == torch.float64 else torch.float32
-    finite = torch.isfinite(audio).all(dim=1)  # (B,)
-    if not finite.all():
-        items = torch.nonzero(~finite).flatten().tolist()
-        raise ValueError(f"expected finite audio, got NaN or inf in items {items}")
+    _check_finite("audio", audio)
     try:
         from speechmos import dnsmos as speechmos_dnsmos
     except ImportError as error:

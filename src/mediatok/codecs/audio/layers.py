@@ -488,9 +488,11 @@ class Encoder(nn.Module):
         valid: torch.Tensor | None = None,
         state: StreamState | None = None,
     ) -> torch.Tensor:
-        """Audio `(B, 1, S)` → latents `(B, T, latent_dim)`; `valid`: `(B,)` samples per item,
-        multiples of the hop."""
-        x = self.conv_in(audio, valid, state)  # (B, C, S)
+        """Audio `(B, 1, S)` of any float dtype → latents `(B, T, latent_dim)`; `valid`: `(B,)`
+        samples per item, multiples of the hop."""
+        # float64 is what `torch.from_numpy(soundfile.read(path)[0])` gives; the weights' dtype
+        # (as the decoder casts its input) spares every caller the cast.
+        x = self.conv_in(audio.to(self.conv_in.conv.bias.dtype), valid, state)  # (B, C, S)
         for stage in self.stages:
             *units, down = stage
             for unit in units:

@@ -258,7 +258,7 @@ class WavTokenizer(Codec):
         """Audio → codes, in one pass.
 
         Args:
-            audio: `(B, 1, S)` float in [-1, 1].
+            audio: `(B, 1, S)` float in [-1, 1], any float dtype (cast to the encoder's).
             lengths: `(B,)` valid samples per item of a right-padded batch, or None (all S).
                 Each item then gets the codes it would get alone; codes past its length are 0.
 
@@ -280,7 +280,7 @@ class WavTokenizer(Codec):
         the chunk size, while activation memory stays bounded by the chunk.
 
         Args:
-            audio: `(B, 1, S)` float in [-1, 1].
+            audio: `(B, 1, S)` float in [-1, 1], any float dtype (cast to the encoder's).
             chunk_seconds: seconds of codes per chunk (at least one hop).
             lengths: as in `encode`.
 
@@ -421,7 +421,7 @@ class WavTokenizer(Codec):
         """Encode the next chunk of a stream (causal models only).
 
         Args:
-            chunk: `(B, 1, L)` float, L a positive multiple of hop.
+            chunk: `(B, 1, L)` float (any float dtype), L a positive multiple of hop.
             state: what the previous call returned; None starts a stream.
 
         Returns:
