@@ -1,7 +1,6 @@
 """Building blocks shared by every model: attention through SDPA, transformer blocks, conv blocks,
-rotary positions, `autocast_off`, `eager`."""
+rotary positions, `autocast_off`."""
 
-from mediatok.nn.compile import eager
 from mediatok.nn.conv import AttentionBlock2d, Downsample2d, ResBlock2d, Upsample2d
 from mediatok.nn.precision import autocast_off
 from mediatok.nn.rope import apply_rope, rope_tables, with_prefix
@@ -18,7 +17,6 @@ __all__ = [
     "Upsample2d",
     "apply_rope",
     "autocast_off",
-    "eager",
     "init_weights",
     "rope_tables",
     "with_prefix",

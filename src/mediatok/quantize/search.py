@@ -23,8 +23,6 @@ from typing import Literal
 
 import torch
 
-from mediatok.nn import eager
-
 Distance = Literal["l2", "cosine"]
 Backend = Literal["auto", "triton", "torch"]
 
@@ -118,7 +116,7 @@ def _triton_available() -> bool:
 # Our launcher (`_launch.CachedLauncher`) bypasses Triton's traceable `kernel[grid](...)`, so
 # dynamo could only break the graph somewhere inside it: inside a compiled model the search runs
 # eagerly, as one clean graph break.
-@eager
+@torch.compiler.disable
 def _nearest_triton(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     from mediatok.quantize._triton_search import nearest_code_triton
 

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from mediatok.config import check_positive_int
-from mediatok.nn import eager
 from mediatok.quantize.base import CodeUsage, Quantizer, Step, histogram, projections
 from mediatok.quantize.distributed import (
     all_gather_rows,
@@ -242,7 +241,7 @@ class Codebook(nn.Module):
         return Lookup(codes, quantized, losses, counts, dead)
 
     # Eager inside a compiled model, as `search._nearest_triton` (our launcher is not traceable).
-    @eager
+    @torch.compiler.disable
     def _ema_step_fused(self, x, codes, clock, dead_after, gradient) -> Lookup:
         from mediatok.quantize import _triton_vq
 
@@ -282,7 +281,7 @@ class Codebook(nn.Module):
 
     # Run eagerly even inside a compiled model (inductor on the CPU mis-compiled the random
     # sampling of `_revive` and `_kmeans_init`, seen with torch 2.11).
-    @eager
+    @torch.compiler.disable
     @torch.no_grad()
     def _revive(self, x: torch.Tensor, clock: torch.Tensor, dead_after: int) -> None:
         """Replace each code whose clock reached `dead_after` by a row of rank 0's batch
@@ -308,7 +307,7 @@ class Codebook(nn.Module):
             self.embed.data.copy_(torch.where(revived, fresh, self.embed.data))
         clock.masked_fill_(revived[:, 0], 0)
 
-    @eager
+    @torch.compiler.disable
     @torch.no_grad()
     def _kmeans_init(self, x: torch.Tensor) -> None:
         cfg = self.config
