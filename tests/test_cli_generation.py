@@ -32,6 +32,7 @@ def encoded(tmp: Path, codec_name: str, options: dict, media: Path) -> tuple[Pat
 
 def train(tmp: Path, generator: str, tokens: Path, codec: Path, sample=None, **data) -> Path:
     config = tmp / f"{generator}.yaml"
+    steps = {"steps": 4} if generator == "masked" else {}  # AR generators take no steps
     config.write_text(
         json.dumps(
             {
@@ -39,7 +40,7 @@ def train(tmp: Path, generator: str, tokens: Path, codec: Path, sample=None, **d
                 "generator": generator,
                 "model": TINY_MODEL,
                 "data": {"tokens": str(tokens), **data},
-                "sample": {"num_samples": 2, "steps": 4, **(sample or {})},
+                "sample": {"num_samples": 2, **steps, **(sample or {})},
                 "codec": str(codec),
                 "train": {
                     "steps": 3,
@@ -168,6 +169,8 @@ def test_sample_rejects_bad_requests(tmp_path):
         ("masked", {"cfg_scale": 2.0}, "needs a class-conditional generator"),
         ("masked", {"compile": True}, "compile: false for a masked generator"),
         ("masked", {"top_p": 0.9}, "top_p: null for a masked generator"),
+        # an AR generator used to ignore them without a word
+        ("ar", {"steps": 3}, "expected sample.steps unset for an 'ar' generator"),
     ],
 )
 def test_bad_sampling_settings_fail_before_training(generator, sample, message, tmp_path):
@@ -332,3 +335,146 @@ def test_a_codec_of_other_tokens_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"expected geometry .*32.*, got .*64"):
         train(tmp_path, "ar", tokens, other)
     assert not (tmp_path / "run-ar").exists()  # nothing trained
+
+
+def variable_length_audio_generator(tmp: Path) -> tuple[Path, Path]:
+    """An untrained variable-length AR generator of 40 tokens over a tiny WavTokenizer (attention
+    in its decoder), whose head gives every id and the end token the same logit: about half of
+    its samples end before 40 tokens. Returns the generator and codec checkpoints."""
+    from mediatok.generation import build_generator
+    from mediatok.training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    codec = build_codec("wavtokenizer", TINY_WAVTOKENIZER)
+    codec_path = codec.save_pretrained(tmp / "codec")
+    config = {**TINY_MODEL, "variable_length": True}
+    model = build_generator("ar", config, codec.token_spec, (40,))
+    torch.nn.init.zeros_(model.head.weight)
+    task = {
+        "generator": "ar",
+        "model": config,
+        "spec": codec.token_spec.to_dict(),
+        "token_shape": [40],
+        "codec": str(codec_path),
+    }
+    checkpoint = save_checkpoint(tmp / "gen", model, {"kind": "generator", "task": task})
+    return checkpoint, codec_path
+
+
+def test_variable_length_audio_samples_decode_without_their_padding(tmp_path):
+    """Each WAV is its tokens decoded alone. The samples used to be decoded with the code-0
+    padding after their end token, which the decoder's attention hears: every sample of a
+    batch with a shorter one changed (differences of 0.03 on a trained codec's 0.04-RMS clip)."""
+    from mediatok.tokens import TokenDataset
+    from mediatok.training.generator_task import write_decoded
+
+    checkpoint, codec_path = variable_length_audio_generator(tmp_path)
+    out = tmp_path / "out"
+    main(["sample", str(checkpoint), "-n", "6", "--device", "cpu", "-o", str(out)])
+    stored = TokenDataset(out / "tokens")  # each sample's codes up to its end token
+    assert int(stored.lengths.min()) < 40 and int(stored.lengths.max()) == 40
+    codec = load(codec_path)
+    hop = codec.config.hop_length
+    for index, key in enumerate(stored.keys):
+        codes = stored[index]["codes"]
+        alone = codec.decode(codes[None])[0, 0].clamp(-1, 1)  # (n · hop,)
+        written, rate = soundfile.read(str(out / f"{key}.wav"), dtype="float32")
+        assert rate == 24000 and written.shape == (len(codes) * hop,)
+        # 16-bit PCM: within a step of 1/32768
+        torch.testing.assert_close(torch.from_numpy(written), alone, atol=2**-14, rtol=0)
+    # The same through `write_decoded` (also what training evaluations write): padded with
+    # nonzero codes, the padding still must not count.
+    codes = torch.randint(64, (2, 40), generator=torch.Generator().manual_seed(0))
+    lengths = torch.tensor([40, 13])
+    [_, short] = write_decoded(codec, codes, tmp_path / "direct", ["a", "b"], lengths)
+    written, _ = soundfile.read(str(short), dtype="float32")
+    alone = codec.decode(codes[1:, :13])[0, 0].clamp(-1, 1)
+    torch.testing.assert_close(torch.from_numpy(written), alone, atol=2**-14, rtol=0)
+    padded = codec.decode(codes[1:])[0, 0, : 13 * hop].clamp(-1, 1)
+    assert float((padded - alone).abs().max()) > 1e-3  # the padding would have been heard
+
+
+def test_samples_tokens_carry_the_lengths(tmp_path):
+    checkpoint, _ = variable_length_audio_generator(tmp_path)
+    samples = sample(checkpoint, 4)
+    tokens = samples.tokens
+    assert torch.equal(tokens.codes, samples.codes) and torch.equal(tokens.lengths, samples.lengths)
+    for row, length in enumerate(samples.lengths.tolist()):
+        alone = samples.codec.decode(samples.codes[row : row + 1, :length])[0]
+        torch.testing.assert_close(samples.codec.decode(tokens)[row, :, : length * 320], alone)
+
+
+def test_the_recorded_codec_is_found_from_any_directory(tmp_path, monkeypatch):
+    """A run records its codec as an absolute path: `mediatok sample` from another directory
+    used to fail with "demo-output/image/checkpoint: not a codec checkpoint (no config.json)".
+    A checkpoint that records a relative path (as they all did) still samples from the directory
+    it is relative to, and elsewhere says what was not found and how to name the codec."""
+    run = tmp_path / "run"
+    codec, tokens = encoded(run, "titok", TINY_TITOK, ROOT / "assets" / "images")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(run)
+    checkpoint = train(run, "ar", tokens, Path("codec"))  # as the YAML names it
+    assert generator_run(checkpoint)["codec"] == str(codec.resolve())
+    monkeypatch.chdir(elsewhere)
+    args = ["sample", str(checkpoint), "-n", "2", "--device", "cpu"]
+    assert main([*args, "-o", "a"]) == 0
+    assert len(list((elsewhere / "a").glob("*.png"))) == 2
+
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["task"]["codec"] = "codec"  # recorded before paths were made absolute
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    message = (
+        r"the codec recorded in the generator checkpoint was not found at codec \(relative to "
+        + str(elsewhere)
+        + r"\); pass the codec checkpoint with --codec CKPT"
+    )
+    with pytest.raises(FileNotFoundError, match=message):
+        main([*args, "-o", "b"])
+    assert main([*args, "-o", "b", "--codec", str(codec)]) == 0
+    monkeypatch.chdir(run)
+    assert sample(checkpoint, 2).codec is not None
+
+
+@pytest.mark.parametrize("generator", ["ar", "masked"])
+def test_guidance_scale_one_with_a_linear_schedule_is_no_guidance(generator, tmp_path):
+    # Both generators take scale 1 as no guidance, whatever the schedule: an unconditional run
+    # used to be refused unless it also set sample.cfg_schedule: constant.
+    sample = {"cfg_scale": 1.0, "cfg_schedule": "linear", "num_samples": 2}
+    if generator == "masked":
+        sample["steps"] = 3
+    config, out = unlabelled_run(tmp_path, generator, {}, eval_every=1, sample=sample)
+    assert main(["train", str(config)]) == 0
+    assert (out / "checkpoint" / "config.json").is_file()
+
+
+def test_steps_for_an_ar_generator_are_refused(tmp_path):
+    # `mediatok sample AR_CKPT --steps 3` used to sample as without it.
+    checkpoint = saved_generator(tmp_path, "ar")  # it records steps: 4, which is no request
+    assert sample(checkpoint, 2).codes.shape == (2, 8)
+    message = r"expected no steps for an 'ar' generator .*masked generators only.*, got steps=3"
+    with pytest.raises(ValueError, match=message):
+        sample(checkpoint, 2, steps=3)
+    args = ["sample", str(checkpoint), "-n", "2", "--device", "cpu", "-o", str(tmp_path / "o")]
+    with pytest.raises(ValueError, match=message):
+        main([*args, "--steps", "3"])
+    masked = saved_generator(tmp_path / "m", "masked")
+    assert sample(masked, 2, steps=3).codes.shape == (2, 8)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"temperature": float("inf")}, r"expected a finite temperature >= 0 \(0: greedy\)"),
+        ({"cfg_scale": float("nan")}, r"expected a finite cfg_scale \(1: no guidance\)"),
+        ({"choice_temperature": float("inf")}, "expected a finite choice_temperature >= 0"),
+    ],
+)
+def test_non_finite_sampling_settings_are_refused_up_front(settings, message, tmp_path):
+    from mediatok.training.generator_task import SampleConfig
+
+    with pytest.raises(ValueError, match=message):
+        SampleConfig(**settings)
+    checkpoint = saved_generator(tmp_path, "ar", num_classes=3)
+    with pytest.raises(ValueError, match=message):
+        sample(checkpoint, 2, **settings)

@@ -16,10 +16,12 @@ from mediatok.generation.ar import ARConfig, ARTransformer, _Draw, build_ar_tran
 from mediatok.generation.sampling import (
     cfg_logits,
     cfg_scale_at,
+    check_guidance,
     draw_noise,
     filter_logits,
     pick,
     sample,
+    scale_logits,
 )
 from mediatok.nn.rope import apply_rope, rope_tables, with_prefix
 from mediatok.tokens import TokenSpec
@@ -136,6 +138,90 @@ def test_pick_with_the_noise_of_sample_draws_the_same_ids():
     assert pick(masked, torch.tensor([[0.0, 1.0, 1.0]])).item() == 2
     with pytest.raises(ValueError, match="temperature >= 0"):
         pick(logits, noise, -1.0)
+
+
+def test_non_finite_sampling_settings_are_refused():
+    logits = torch.zeros(2, 5)
+    for temperature in (float("inf"), float("nan"), -1.0):
+        with pytest.raises(ValueError, match=r"expected a finite temperature >= 0 \(0: greedy\)"):
+            sample(logits, temperature)
+    for scale in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match=r"expected a finite cfg_scale \(1: no guidance\)"):
+            check_guidance(scale, "constant")
+    check_guidance(-2.0, "linear")  # any finite scale is a valid guidance scale
+
+
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["float", "0-d fp32 tensor"])
+def test_extreme_temperatures_never_draw_a_masked_id(as_tensor):
+    """1e-40 used to overflow every logit to ±inf, so the first id won (even a -inf one after
+    top-k); 1e300 turned -inf into NaN, which argmax takes. As a 0-d fp32 tensor (a compiled
+    step's input) 1e-50 is 0 and 1e300 is inf."""
+    logits = torch.tensor([[float("-inf"), 1.0, 3.0, 2.0, float("-inf")]]).expand(4000, 5)
+    noise = draw_noise(logits.shape, "cpu", torch.Generator().manual_seed(0))
+    for temperature in (1e-40, 1e-50, 1e-300):
+        value = torch.tensor(temperature) if as_tensor else temperature
+        assert pick(logits, noise, value).unique().tolist() == [2]  # greedy
+        assert pick(logits, noise, value, top_k=2).unique().tolist() == [2]
+    for temperature in (1e30, 1e300):
+        value = torch.tensor(temperature) if as_tensor else temperature
+        drawn = pick(logits, noise, value)
+        frequencies = torch.bincount(drawn, minlength=5) / len(drawn)
+        # uniform over the three valid ids (standard error 0.0075)
+        torch.testing.assert_close(
+            frequencies, torch.tensor([0, 1, 1, 1, 0]) / 3, atol=0.03, rtol=0
+        )
+        assert set(pick(logits, noise, value, top_k=2).tolist()) == {2, 3}
+    scaled = scale_logits(torch.tensor([[float("-inf"), 0.0, 1e30]]), torch.tensor(0.0))
+    assert scaled.tolist() == [[float("-inf"), float("-inf"), 0.0]]
+
+
+def test_generate_with_extreme_temperatures_and_guidance_scales():
+    """1e-40 is greedy, 1e300 draws valid ids (it gave NaN logits, then an IndexError from the
+    embedding or all-zero codes); a NaN or infinite guidance scale is refused (NaN gave all-zero
+    codes)."""
+    spec, shape = SPECS["levels T Q"]
+    model = tiny(spec, shape, num_classes=3)
+    labels = torch.tensor([0, 1, 2, 1])
+    for options in ({}, {"cfg_scale": 3.0}, {"top_k": 3}):
+        greedy = model.generate(labels=labels, temperature=0.0, **options).codes
+        tiny_temperature = model.generate(
+            labels=labels, temperature=1e-40, generator=torch.Generator().manual_seed(0), **options
+        )
+        assert torch.equal(tiny_temperature.codes, greedy)
+        hot = model.generate(
+            labels=labels, temperature=1e300, generator=torch.Generator().manual_seed(0), **options
+        )
+        assert int(hot.codes[:, 0].max()) < 8 and int(hot.codes[:, 1].max()) < 4
+    variable = tiny(TokenSpec([8]), None, num_classes=3, max_tokens=12, variable_length=True)
+    codes, lengths = variable.generate(
+        labels=labels, temperature=1e300, generator=torch.Generator().manual_seed(0)
+    )
+    assert int(codes.max()) < 8 and int(lengths.min()) >= 1
+    for scale in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"expected a finite cfg_scale \(1: no guidance\)"):
+            model.generate(labels=labels, cfg_scale=scale)
+    with pytest.raises(ValueError, match=r"expected a finite temperature >= 0 \(0: greedy\)"):
+        model.generate(labels=labels, temperature=float("inf"))
+
+
+def test_cfg_scale_one_is_no_guidance_whatever_the_schedule():
+    """As in the masked generator: a linear schedule at scale 1 is 1 at every step. It used to
+    count as guidance: an unconditional model refused it, a conditional one ran a doubled
+    batch for nothing."""
+    spec, shape = SPECS["1d"]
+    unconditional = tiny(spec, shape)
+    plain = unconditional.generate(2, generator=torch.Generator().manual_seed(0)).codes
+    linear = unconditional.generate(
+        2, cfg_scale=1.0, cfg_schedule="linear", generator=torch.Generator().manual_seed(0)
+    ).codes
+    assert torch.equal(linear, plain)
+    conditional = tiny(spec, shape, num_classes=3)
+    rows = []
+    original = conditional.allocate_cache
+    conditional.allocate_cache = lambda batch, dtype=None: (rows.append(batch), original(batch))
+    conditional.generate(labels=[0, 1], cfg_scale=1.0, cfg_schedule="linear")
+    conditional.generate(labels=[0, 1], cfg_scale=2.0, cfg_schedule="linear")
+    assert rows == [2, 4]  # the doubled batch only under guidance
 
 
 def test_generate_reads_the_cache_in_four_spans_at_most():

@@ -118,6 +118,31 @@ def test_invalid_level_ids_are_never_predicted_or_sampled():
     assert int(samples.min()) >= 0
 
 
+def test_extreme_temperatures_and_non_finite_settings():
+    """A temperature of 1e-40 used to overflow the logits to ±inf, so that the first id won
+    rather than the largest logit (and one of another level could win); it is greedy now. A NaN
+    guidance scale gave all-zero codes; NaN and inf settings are refused."""
+    model = tiny(TWO_LEVELS, (2, 6), num_classes=2)
+    labels = torch.tensor([0, 1, 1, 0])
+    for options in ({}, {"cfg_scale": 3.0}, {"top_k": 2}):
+        options |= {"choice_temperature": 0.0, "steps": 4}  # no noise on confidences
+        greedy = model.generate(labels=labels, temperature=0.0, **options).codes
+        tiny_temperature = model.generate(
+            labels=labels, temperature=1e-40, generator=seeded(0), **options
+        ).codes
+        assert torch.equal(tiny_temperature, greedy)
+        hot = model.generate(labels=labels, temperature=1e300, generator=seeded(0), **options)
+        assert int(hot.codes[:, 0].max()) < 5 and int(hot.codes[:, 1].max()) < 7
+    finite = r"expected a finite cfg_scale \(1: no guidance\), got"
+    for scale in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=finite):
+            model.generate(labels=labels, cfg_scale=scale)
+    with pytest.raises(ValueError, match=r"expected a finite temperature >= 0 \(0: greedy\)"):
+        model.generate(labels=labels, temperature=float("inf"))
+    with pytest.raises(ValueError, match="expected a finite choice_temperature >= 0, got inf"):
+        model.generate(labels=labels, choice_temperature=float("inf"))
+
+
 def test_loss_counts_masked_positions_only():
     model = tiny(num_classes=2)
     codes = torch.randint(16, (3, *SHAPE), generator=seeded(1))
@@ -272,7 +297,7 @@ def test_bad_inputs_say_what_was_expected():
         model.generate(labels=torch.tensor([0]), cfg_schedule="cosine")
     with pytest.raises(
         ValueError,
-        match=r"expected temperature >= 0 and choice_temperature >= 0, got -1\.0 and 4\.5",
+        match=r"expected a finite temperature >= 0 \(0: greedy\), got -1\.0",
     ):
         model.generate(labels=torch.tensor([0]), temperature=-1.0)
     unconditional = tiny()

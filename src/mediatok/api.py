@@ -5,8 +5,8 @@ sample from a generator.
 >>> codec = mediatok.load("demo-output/image/checkpoint")      # doctest: +SKIP
 >>> tokens = codec.encode(images)                               # doctest: +SKIP
 >>> images = codec.decode(tokens)                               # doctest: +SKIP
->>> samples = mediatok.sample("demo-output/generation/checkpoint", 8, seed=0)  # doctest: +SKIP
->>> images = samples.codec.decode(samples.codes)                # doctest: +SKIP
+>>> samples = mediatok.api.sample("demo-output/generation/checkpoint", 8)  # doctest: +SKIP
+>>> images = samples.codec.decode(samples.tokens)               # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -122,6 +122,18 @@ class Samples:
     labels: torch.Tensor | None
     codec: Codec | None
 
+    @property
+    def tokens(self) -> Tokens:
+        """The codes with their lengths, to decode: `samples.codec.decode(samples.tokens)`
+        decodes each variable-length sample from its own tokens, not from the code-0 padding
+        after its end (which an audio decoder's attention would hear)."""
+        if self.codec is None:
+            raise ValueError(
+                "expected samples with a codec (sample(..., codec=CKPT)) to build their tokens, "
+                "got samples of a generator that records no codec"
+            )
+        return Tokens(self.codes, self.codec.token_spec, self.lengths)
+
 
 def sample(
     checkpoint: str | os.PathLike,
@@ -144,7 +156,9 @@ def sample(
         num_samples: N.
         label: class of every sample for a class-conditional generator; None cycles through
             the classes (0, 1, 2, ...). An unconditional generator refuses one.
-        codec: codec checkpoint to decode with; None: the one the run recorded, if any.
+        codec: codec checkpoint to decode with; None: the one the run recorded, if any
+            (recorded absolute since; a relative one, from older checkpoints, is read from the
+            current directory).
         seed: seeds the sampling.
         batch_size: samples per `generate` call.
         device: where to sample.
@@ -159,6 +173,14 @@ def sample(
         raise ValueError(f"expected num_samples >= 1, got {num_samples}")
     check_positive_int("batch_size", batch_size)
     run = generator_run(checkpoint)
+    if run["generator"] != "masked" and options.get("steps") is not None:
+        # `SampleConfig.options` leaves steps out for an AR generator (its checkpoint records
+        # the default), so an explicit value would be ignored without a word.
+        raise ValueError(
+            f"expected no steps for an {run['generator']!r} generator (steps, --steps on the "
+            f"command line, are the decoding steps of masked generators only), got "
+            f"steps={options['steps']!r}"
+        )
     model = load_generator(checkpoint, device=device)
     settings = from_dict(SampleConfig, {**run.get("sample", {}), **options}, where="sampling")
     num_classes = model.config.num_classes
@@ -168,6 +190,15 @@ def sample(
         raise ValueError(f"expected a class in [0, {num_classes}), got {label}")
     device = torch.device(device)
     codec_path = codec if codec is not None else run.get("codec")
+    if codec is None and codec_path and not Path(codec_path).exists():
+        # Checkpoints record the path as given to `mediatok train`: older ones relative to
+        # where training ran.
+        where = "" if Path(codec_path).is_absolute() else f" (relative to {Path.cwd()})"
+        raise FileNotFoundError(
+            f"{checkpoint}: the codec recorded in the generator checkpoint was not found at "
+            f"{codec_path}{where}; pass the codec checkpoint with --codec CKPT "
+            "(codec=... in Python)"
+        )
     decoder = None  # loaded (and checked against the generator's tokens) before sampling
     if codec_path:
         spec = TokenSpec.from_dict(run["spec"])

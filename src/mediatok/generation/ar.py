@@ -43,9 +43,9 @@ from torch import Tensor, nn
 from mediatok.config import check_choice
 from mediatok.generation.llama import Block, RMSNorm
 from mediatok.generation.sampling import (
-    CFG_SCHEDULES,
     cfg_logits,
     cfg_scale_at,
+    check_guidance,
     check_sampling,
     draw_noise,
     pick,
@@ -409,9 +409,10 @@ class ARTransformer(nn.Module):
         Args:
             num_samples: B samples of the null class (conditional) or unconditional; or None with
             labels: `(B,)` classes of a conditional model.
-            cfg_scale: guidance scale s; with labels, guidance runs when s != 1 or the schedule
-                is "linear": the labels' rows and null-class rows go through the model as one
-                batch of 2B and logits = uncond + s_t · (cond − uncond).
+            cfg_scale: guidance scale s, finite; with labels, guidance runs when s != 1: the
+                labels' rows and null-class rows go through the model as one batch of 2B and
+                logits = uncond + s_t · (cond − uncond). s = 1 is no guidance whatever the
+                schedule (as in `MaskedTransformer.generate`).
             cfg_schedule: "constant" (s_t = s) or "linear" (s_t = 1 + (s − 1) · t / (T − 1)).
             temperature, top_k, top_p: see `mediatok.generation.sampling.sample`.
             generator: random source on the model's device; the same seed gives the same samples.
@@ -439,8 +440,10 @@ class ARTransformer(nn.Module):
             got = f"num_samples={num_samples!r}, labels={labels!r}"
             raise ValueError(f"expected num_samples >= 1, or labels (of that many), got {got}")
         labels = self._check_labels(labels, batch)
-        check_choice("cfg_schedule", cfg_schedule, CFG_SCHEDULES)
-        guided = cfg_scale != 1.0 or cfg_schedule != "constant"
+        check_guidance(cfg_scale, cfg_schedule)
+        check_sampling(temperature, top_k, top_p)
+        # Scale 1 is 1 at every step of either schedule: no guidance, no doubled batch.
+        guided = cfg_scale != 1.0
         if guided and labels is None:
             got = f"cfg_scale={cfg_scale}, cfg_schedule={cfg_schedule!r} and no labels"
             raise ValueError(f"expected labels (of a class-conditional model) for CFG, got {got}")
@@ -457,7 +460,6 @@ class ARTransformer(nn.Module):
         if guided:  # (2B,): the labels' rows, then as many null-class rows
             labels = torch.cat([labels, torch.full_like(labels, self.null_class)])
         rows = len(labels) if guided else batch
-        check_sampling(temperature, top_k, top_p)
         draw = _Draw(
             guided,
             None if temperature == 0 else torch.tensor(float(temperature), device=device),

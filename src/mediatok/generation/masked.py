@@ -45,7 +45,13 @@ from einops import rearrange
 from torch import nn
 
 from mediatok.config import check_choice, from_dict
-from mediatok.generation.sampling import CFG_SCHEDULES, cfg_logits, cfg_scale_at, sample
+from mediatok.generation.sampling import (
+    cfg_logits,
+    cfg_scale_at,
+    check_guidance,
+    check_sampling,
+    sample,
+)
 from mediatok.generation.sequence import SequenceLayout
 from mediatok.nn import Transformer, init_weights
 from mediatok.tokens import TokenSpec
@@ -398,12 +404,13 @@ class MaskedTransformer(nn.Module):
             labels: `(B,)` classes in [0, num_classes] (num_classes: the null class, an
                 unconditional sample); required iff num_classes > 0.
             steps: decoding steps T, in [1, L].
-            cfg_scale: guidance scale s, logits = uncond + s·(cond - uncond); 1 is none.
+            cfg_scale: guidance scale s, finite, logits = uncond + s·(cond - uncond); 1 is none,
+                whatever the schedule.
             cfg_schedule: "constant" s, or "linear" from 1 at the first step to s at the last
                 (`sampling.cfg_scale_at`); steps at scale 1 skip the null-class rows.
-            temperature: softmax temperature of the sampled ids; 0 is greedy.
+            temperature: softmax temperature of the sampled ids, finite; 0 is greedy.
             choice_temperature: scale of the Gumbel noise on confidences at the start, falling
-                linearly to 0 at the last step; 0 keeps exactly the most confident ids.
+                linearly to 0 at the last step, finite; 0 keeps exactly the most confident ids.
             top_k: sample among the k most likely ids only; None: all.
             generator: on the model's device; the same seed gives the same samples.
             callback: called after each step with `(step, ids)`, ids `(B, L)` with `mask_id`
@@ -414,16 +421,15 @@ class MaskedTransformer(nn.Module):
         """
         labels, batch_size = self._check_batch(num_samples, labels)
         _check_int("steps", steps, 1, self.length)
-        check_choice("cfg_schedule", cfg_schedule, CFG_SCHEDULES)
+        check_guidance(cfg_scale, cfg_schedule)
         if cfg_scale != 1.0 and labels is None:
             raise ValueError(
                 f"expected cfg_scale 1.0 for an unconditional model (num_classes=0), got {cfg_scale}"
             )
-        if not (temperature >= 0 and choice_temperature >= 0):
-            raise ValueError(
-                f"expected temperature >= 0 and choice_temperature >= 0, got {temperature} and "
-                f"{choice_temperature}"
-            )
+        check_sampling(temperature, None, None)
+        # inf · Gumbel noise is ±inf, and inf + -inf NaN: the kept tokens' confidence.
+        if not (math.isfinite(choice_temperature) and choice_temperature >= 0):
+            raise ValueError(f"expected a finite choice_temperature >= 0, got {choice_temperature}")
         if top_k is not None:
             _check_int("top_k", top_k, 1)
         self._check_generator(generator)

@@ -1,8 +1,11 @@
 """Sampling helpers shared by the autoregressive and masked generators.
 
-Order of operations in `sample`: divide by the temperature, keep the top-k logits, keep the
+Order of operations in `sample`: keep the top-k logits, divide by the temperature, keep the
 nucleus (top-p) of what is left, renormalize, draw. Logits already set to -inf (ids that are
-invalid at a position) stay impossible through every step.
+invalid at a position) stay impossible through every step. The division is `scale_logits`: the
+row's largest logit is subtracted first, so that no finite temperature gives NaN or lets a
+masked id through; one so small that the quotients overflow leaves only the largest logits
+finite, i.e. greedy (ties drawn at random).
 
 The draw is the exponential race (the Gumbel-max trick in another form): with E_i ~ Exp(1) drawn
 independently, `argmax_i(logit_i − log E_i)` is id i with probability softmax(logits)_i. It needs
@@ -20,6 +23,8 @@ Layout: logits `(..., V)`, samples `(...)` int64.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from mediatok.config import check_choice
@@ -28,24 +33,66 @@ __all__ = [
     "CFG_SCHEDULES",
     "cfg_logits",
     "cfg_scale_at",
+    "check_guidance",
     "check_sampling",
     "draw_noise",
     "filter_logits",
     "pick",
     "sample",
+    "scale_logits",
 ]
 
 CFG_SCHEDULES = ("constant", "linear")
 
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Raise `ValueError` unless temperature >= 0, top_k >= 1 or None, top_p in (0, 1] or None."""
-    if not temperature >= 0:
-        raise ValueError(f"expected temperature >= 0, got {temperature}")
+    """Raise `ValueError` unless temperature is finite and >= 0, top_k >= 1 or None, top_p in
+    (0, 1] or None."""
+    if not (_is_finite(temperature) and temperature >= 0):
+        raise ValueError(f"expected a finite temperature >= 0 (0: greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"expected top_k >= 1 or None, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"expected top_p in (0, 1] or None, got {top_p}")
+
+
+def check_guidance(cfg_scale: float, cfg_schedule: str) -> None:
+    """Raise `ValueError` unless cfg_scale is finite (NaN or inf logits would be drawn as id 0)
+    and cfg_schedule is one of `CFG_SCHEDULES`."""
+    if not _is_finite(cfg_scale):
+        raise ValueError(f"expected a finite cfg_scale (1: no guidance), got {cfg_scale}")
+    check_choice("cfg_schedule", cfg_schedule, CFG_SCHEDULES)
+
+
+def _is_finite(value: object) -> bool:
+    """Whether `value` is a finite real number (a string is not)."""
+    try:
+        return math.isfinite(value)
+    except TypeError:
+        return False
+
+
+def scale_logits(logits: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
+    """`logits / temperature` in fp32, shifted so that each row's largest logit is 0.
+
+    Dividing the raw logits overflows: a temperature of 1e-40 turns every logit into ±inf (the
+    first +inf then wins the draw, not the largest logit), and one above fp32's range (1e300, as
+    a 0-d fp32 tensor inf) turns -inf into NaN. Here the row maximum is subtracted first, 0 / 0
+    (a temperature that rounds to 0 in fp32) is 0, and a -inf logit stays -inf, so the result
+    is never NaN: a tiny temperature leaves only the largest logits finite (greedy), a huge one
+    makes every finite logit 0 (uniform over the valid ids).
+
+    Args:
+        logits: `(..., V)`; at least one finite logit per row (+inf is taken as fp32's max).
+        temperature: > 0, a float or a 0-d tensor (unchecked).
+
+    Returns:
+        `(..., V)` fp32, <= 0, 0 at each row's largest logit, -inf where `logits` is -inf.
+    """
+    logits = logits.float().clamp(max=torch.finfo(torch.float32).max)  # +inf - +inf is NaN
+    shifted = logits - logits.amax(dim=-1, keepdim=True)  # (..., V), <= 0
+    scaled = (shifted / temperature).masked_fill(shifted == 0, 0.0)
+    return scaled.masked_fill(torch.isneginf(shifted), -math.inf)
 
 
 def filter_logits(
@@ -109,8 +156,8 @@ def pick(
     Args:
         logits: `(..., V)`; at least one finite logit per row.
         noise: `(..., V)` from `draw_noise`; None only with temperature 0.
-        temperature: > 0 divides the logits; 0 takes the argmax (greedy, ignores top-k/top-p
-            and the noise).
+        temperature: > 0 divides the logits (`scale_logits`); 0 takes the argmax (greedy,
+            ignores top-k/top-p and the noise).
         top_k, top_p: see `filter_logits`.
 
         temperature and top_p may be 0-d tensors, which a compiled step takes as inputs so that
@@ -126,7 +173,10 @@ def pick(
     if noise is None or noise.shape != logits.shape:
         got = None if noise is None else tuple(noise.shape)
         raise ValueError(f"expected noise of shape {tuple(logits.shape)}, got {got}")
-    logits = filter_logits(logits.float() / temperature, top_k, top_p)
+    # Top-k first: the k largest do not depend on the temperature, but after a huge one the
+    # quotients may all round to 0 and tie.
+    logits = filter_logits(logits.float(), top_k)
+    logits = filter_logits(scale_logits(logits, temperature), None, top_p)
     # argmax(logit − log E): -inf logits stay -inf, so masked ids are never drawn. E is kept
     # above 0 (exponential_ may round to 0), whose log would turn a -inf logit into NaN.
     tiny = torch.finfo(torch.float32).tiny
@@ -149,8 +199,8 @@ def sample(
 
     Args:
         logits: `(..., V)`; at least one finite logit per row.
-        temperature: > 0 divides the logits; 0 takes the argmax (greedy, ignores top-k/top-p
-            and the generator).
+        temperature: finite, > 0 divides the logits (`scale_logits`); 0 takes the argmax
+            (greedy, ignores top-k/top-p and the generator).
         top_k, top_p: see `filter_logits`.
         generator: the random source (on the logits' device); None uses the global one. The same
             generator state gives the same samples.
@@ -159,7 +209,7 @@ def sample(
         `(...)` int64 ids.
 
     Raises:
-        ValueError: a negative temperature, or a bad top_k / top_p.
+        ValueError: a negative or non-finite temperature, or a bad top_k / top_p.
     """
     check_sampling(temperature, top_k, top_p)
     noise = None if temperature == 0 else draw_noise(logits.shape, logits.device, generator)

@@ -15,6 +15,7 @@ Layout: batches `{"codes": (B, *token_shape) int64, "lengths": (B,), "labels": (
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from torch.utils.data import Dataset
 from mediatok.config import check_choice
 from mediatok.data.folder import item_seed
 from mediatok.generation import build_generator
+from mediatok.generation.sampling import check_guidance, check_sampling
 from mediatok.tokens import TokenDataset, TokenSpec
 from mediatok.training.base import Task, is_main_process
 
@@ -55,11 +57,12 @@ class SampleConfig:
     """How samples are drawn (`mediatok sample` defaults, and samples at evaluation).
 
     Attributes:
-        cfg_scale: classifier-free guidance scale (1 = none).
+        cfg_scale: classifier-free guidance scale (1 = none, whatever the schedule).
         cfg_schedule: "constant", or "linear" (the scale ramps up over the steps).
-        temperature: softmax temperature (0 = greedy, AR only).
+        temperature: softmax temperature, finite (0 = greedy).
         top_k, top_p: truncation of the distribution (None = off).
-        steps: masked generators: decoding steps.
+        steps: masked generators: decoding steps (an AR run refuses another value, and
+            `mediatok sample --steps` for an AR checkpoint too).
         choice_temperature: masked generators: Gumbel noise on confidences (annealed to 0).
         num_samples: how many samples each evaluation draws (and decodes when `codec` is set).
         precision: of `mediatok sample`: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16"
@@ -81,6 +84,14 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
+        # Checked here too, so that a bad value stops a run before training, not at its first
+        # evaluation.
+        check_guidance(self.cfg_scale, self.cfg_schedule)
+        check_sampling(self.temperature, self.top_k, self.top_p)
+        if not (math.isfinite(self.choice_temperature) and self.choice_temperature >= 0):
+            raise ValueError(
+                f"expected a finite choice_temperature >= 0, got {self.choice_temperature}"
+            )
 
     def options(self, generator: str) -> dict[str, Any]:
         """Keyword arguments of `generate` for generator kind `generator` ("ar" or "masked")."""
@@ -287,17 +298,25 @@ def write_decoded(
         codes: `(B, *token_shape)` int64.
         directory: created if needed.
         names: B file names without suffix.
-        lengths: `(B,)` valid tokens per row for variable-length samples (audio is cut there).
+        lengths: `(B,)` valid tokens per row for variable-length samples: each row is decoded
+            from its tokens alone (`Tokens.lengths`) and its audio is cut there.
         audio_format: "wav" or "flac".
 
     Returns:
         The written paths.
     """
+    from mediatok.codecs import Tokens
     from mediatok.data import write_audio, write_image
 
     directory = Path(directory)
     device = next(codec.parameters()).device
-    media = codec.decode(codes.to(device)).float().clamp(-1, 1).cpu()
+    tokens = codes.to(device)
+    if lengths is not None:
+        # Audio codecs decode each row alone to its length: with attention in the decoder, the
+        # code-0 padding after an AR sample's end token would change the whole clip. Image
+        # codecs' tokens all have the full length, which they ignore.
+        tokens = Tokens(tokens, codec.token_spec, torch.as_tensor(lengths, device=device))
+    media = codec.decode(tokens).float().clamp(-1, 1).cpu()
     paths = []
     for row, name in enumerate(names):
         if codec.modality == "image":

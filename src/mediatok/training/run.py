@@ -86,7 +86,8 @@ class GeneratorRunConfig:
         data: the token shards.
         sample: how samples are drawn at evaluation and by `mediatok sample` by default.
         codec: the codec checkpoint that wrote the shards, to decode samples (optional here;
-            `mediatok sample --codec` can name one later).
+            `mediatok sample --codec` can name one later). Saved with the checkpoint as an
+            absolute path, so that `mediatok sample` finds it from any directory.
         spec, token_shape: filled in from the shards when training starts and saved with the
             checkpoint, so sampling needs no shards.
         train: the loop's settings.
@@ -229,16 +230,22 @@ def train_generator(config: GeneratorRunConfig, resume: bool = False) -> Trainer
             f"tokens of a sample {tuple(shape)}, and a masked generator unmasks at least one "
             f"token per step; set sample.steps to at most {length}"
         )
-    guided = config.sample.cfg_scale != 1.0 or config.sample.cfg_schedule != "constant"
-    if guided and not model_config.num_classes:
+    # Scale 1 is no guidance under either schedule (both generators agree).
+    if config.sample.cfg_scale != 1.0 and not model_config.num_classes:
         raise ValueError(
-            f"{config.data.tokens}: sample.cfg_scale={config.sample.cfg_scale} "
-            f"(schedule {config.sample.cfg_schedule!r}) needs a class-conditional generator, got "
-            "shards without labels and model.num_classes 0; set sample.cfg_scale: 1.0 and "
-            "sample.cfg_schedule: constant, or write shards with labels"
+            f"{config.data.tokens}: sample.cfg_scale={config.sample.cfg_scale} needs a "
+            "class-conditional generator, got shards without labels and model.num_classes 0; "
+            "set sample.cfg_scale: 1.0, or write shards with labels"
         )
+    if config.generator != "masked" and config.sample.steps != SampleConfig.steps:
+        raise ValueError(
+            f"expected sample.steps unset for an {config.generator!r} generator (it sets the "
+            f"decoding steps of masked generators only), got {config.sample.steps}"
+        )
+    # Relative to where training runs: `mediatok sample` may run anywhere.
+    codec = None if config.codec is None else os.fspath(Path(config.codec).resolve())
     config = dataclasses.replace(
-        config, model=to_dict(model_config), spec=spec.to_dict(), token_shape=shape
+        config, model=to_dict(model_config), spec=spec.to_dict(), token_shape=shape, codec=codec
     )
     task = GeneratorTask(
         config.generator,
