@@ -420,6 +420,36 @@ def test_random_crop_follows_the_generator() -> None:
     assert len(lefts) > 10 and min(lefts) >= 0 and max(lefts) <= 200 - 16
 
 
+def test_random_resized_crops_of_a_square_image_vary_in_scale_position_and_side() -> None:
+    # A square image at the target size: every plain random crop is the whole image.
+    image = column_ramp(64, 64)
+    plain = resize_and_crop(image, 64, "random", torch.Generator().manual_seed(0))
+    assert torch.equal(plain, image)
+
+    def crop(seed: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        return resize_and_crop(image, 32, "random_resized", generator)
+
+    crops = [crop(seed) for seed in range(40)]
+    assert all(c.shape == (3, 32, 32) and c.dtype == torch.uint8 for c in crops)
+    assert torch.equal(crop(7), crop(7))
+    assert len({tuple(c[0, 0].tolist()) for c in crops}) > 30  # windows and scales differ
+    # The ramp rises left to right; a flipped crop falls. About half are flipped.
+    flipped = sum(int(c[0, 0, 0]) > int(c[0, 0, -1]) for c in crops)
+    assert 8 <= flipped <= 32
+    # A window is at least half the image's side: it spans at least ~half the ramp's range.
+    spans = [abs(int(c[0, 0, 0]) - int(c[0, 0, -1])) for c in crops]
+    assert min(spans) >= 0.4 * (int(image[0, 0, -1]) - int(image[0, 0, 0]))
+
+
+def test_random_resized_crop_keeps_the_target_aspect_on_any_image() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for height, width in [(5, 300), (300, 5), (1, 1), (40, 60)]:
+        image = torch.full((3, height, width), 9, dtype=torch.uint8)
+        out = resize_and_crop(image, (16, 24), "random_resized", generator)
+        assert out.shape == (3, 16, 24) and bool((out == 9).all())
+
+
 # --------------------------------------------------------------------------------------------
 # ImageFolder
 

@@ -240,7 +240,9 @@ def demo_generation(args: argparse.Namespace) -> None:
     tokens = out / "tokens"
     photos = list_images(args.assets)
     if not (tokens / "manifest.json").is_file():
-        crops = ImageFolder(args.assets, size, crop="random", seed=args.seed)
+        # Random-resized crops: a plain random crop of a square photo at this size is the whole
+        # photo every time, and two of the six are square (one token sequence for the class).
+        crops = ImageFolder(args.assets, size, crop="random_resized", seed=args.seed)
         with TokenWriter(tokens, codec.token_spec, codec=codec.name) as writer:
             for epoch in range(args.crops_per_photo):
                 crops.set_epoch(epoch)

@@ -7,6 +7,11 @@ Geometry policy, the same for training (`ImageFolder`), encoding (`decode_batch`
 `size` x `size` window: centred for evaluation and encoding, uniformly random for training.
 Images smaller than the target are upscaled the same way (a dataset of small images is the
 user's choice; padding would teach the codec borders that real images do not have).
+
+A random crop of a square image at the target size is the whole image, every time. For small or
+square collections (the demo's photos) training can use `"random_resized"`: a window of the
+target's aspect ratio whose side is a random 50 to 100 % of the largest that fits, at a random
+position, resized to the target and flipped left to right half of the time.
 """
 
 from __future__ import annotations
@@ -43,17 +48,21 @@ __all__ = [
     "side_by_side",
 ]
 
-CROPS = ("center", "random")
+CROPS = ("center", "random", "random_resized")
+# "random_resized": the window side, as a fraction of the largest window that fits.
+RESIZED_SIDE = (0.5, 1.0)
 logger = logging.getLogger("mediatok.data")
 
 
 def resize_and_crop(
     image: torch.Tensor,
     size: int | Sequence[int],
-    crop: Literal["center", "random"] = "center",
+    crop: Literal["center", "random", "random_resized"] = "center",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Scale an image to cover `size` (aspect ratio kept), then crop to exactly `size`.
+    """Scale an image to cover `size` (aspect ratio kept), then crop to exactly `size`
+    (`"random_resized"`: crop a random window, then scale it to `size`; see the module
+    docstring).
 
     With `size` an int the short side becomes `size` and the crop is square; with `(H, W)` the
     image is scaled by `max(H / height, W / width)`, the smallest factor that covers both. An
@@ -65,9 +74,9 @@ def resize_and_crop(
         image: `(..., C, H, W)` uint8 (torchvision's fast antialiased uint8 kernel on CPU) or
             float, on any device.
         size: target side, or `(H, W)`.
-        crop: `"center"` or `"random"`.
-        generator: random source for `"random"` (CPU or on the image's device); None uses the
-            global one.
+        crop: `"center"`, `"random"` or `"random_resized"`.
+        generator: random source for the random crops (CPU or on the image's device); None uses
+            the global one.
 
     Returns:
         `(..., C, H, W)` of the target size, same dtype and device, contiguous.
@@ -81,6 +90,8 @@ def resize_and_crop(
     old_height, old_width = image.shape[-2:]
     if old_height == 0 or old_width == 0:
         raise ValueError(f"expected a non-empty image, got shape {tuple(image.shape)}")
+    if crop == "random_resized":
+        return _random_resized_crop(image, height, width, generator)
     scale = max(height / old_height, width / old_width)
     # The covering side rounds to the target exactly; max() guards the other against rounding.
     new_height = max(height, round(old_height * scale))
@@ -99,6 +110,32 @@ def resize_and_crop(
             for limit in (new_height - height, new_width - width)
         )
     return image[..., top : top + height, left : left + width].contiguous()
+
+
+def _random_resized_crop(
+    image: torch.Tensor, height: int, width: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """A window of aspect `height / width`, its side a random fraction (`RESIZED_SIDE`) of the
+    largest that fits, at a uniformly random position, scaled to `(height, width)` and flipped
+    left to right with probability 1/2."""
+    old_height, old_width = image.shape[-2:]
+    device = generator.device if generator is not None else "cpu"
+    side, row, column, flip = torch.rand(4, generator=generator, device=device).tolist()
+    low, high = RESIZED_SIDE
+    fit = min(old_height / height, old_width / width) * (low + (high - low) * side)
+    window_height = min(old_height, max(1, round(height * fit)))
+    window_width = min(old_width, max(1, round(width * fit)))
+    top = min(int(row * (old_height - window_height + 1)), old_height - window_height)
+    left = min(int(column * (old_width - window_width + 1)), old_width - window_width)
+    image = image[..., top : top + window_height, left : left + window_width]
+    if (window_height, window_width) != (height, width):
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2.functional import resize
+
+        image = resize(image, [height, width], InterpolationMode.BICUBIC, antialias=True)
+    if flip < 0.5:
+        image = image.flip(-1)
+    return image.contiguous()
 
 
 def target_size(size: int | Sequence[int]) -> tuple[int, int]:
@@ -130,7 +167,7 @@ class ImageFolder(MediaFolder):
     Args:
         root: directory searched recursively by `list_images`.
         size: output side, or `(H, W)`; see `resize_and_crop` for the geometry.
-        crop: `"random"` (training) or `"center"`.
+        crop: `"random"` or `"random_resized"` (training), or `"center"`.
         on_error: `"skip"` or `"stop"`.
         extensions: file suffixes to include.
         seed: non-negative base seed of the random crops.
@@ -146,7 +183,7 @@ class ImageFolder(MediaFolder):
         self,
         root: str | os.PathLike[str],
         size: int | Sequence[int],
-        crop: Literal["center", "random"] = "random",
+        crop: Literal["center", "random", "random_resized"] = "random",
         on_error: Literal["skip", "stop"] = "skip",
         extensions: Iterable[str] = IMAGE_EXTENSIONS,
         seed: int = 0,
@@ -162,7 +199,7 @@ class ImageFolder(MediaFolder):
         return read_image(path)
 
     def _item(self, image: torch.Tensor, index: int, draw: int) -> dict[str, Any]:
-        generator = self.generator(index, draw) if self.crop == "random" else None
+        generator = self.generator(index, draw) if self.crop != "center" else None
         image = resize_and_crop(image, self.size, self.crop, generator)
         return {"image": to_float(image), "key": self.keys[index], "index": index}
 
@@ -171,7 +208,7 @@ def decode_batch(
     paths: Sequence[str | os.PathLike[str]],
     device: str | torch.device,
     size: int | Sequence[int],
-    crop: Literal["center", "random"] = "center",
+    crop: Literal["center", "random", "random_resized"] = "center",
     *,
     root: str | os.PathLike[str] | None = None,
     generator: torch.Generator | None = None,
@@ -189,10 +226,10 @@ def decode_batch(
         paths: image files.
         device: where the images end up; `"cuda"` enables nvjpeg.
         size: output side, or `(H, W)`.
-        crop: `"center"` (the encoding default) or `"random"`.
+        crop: `"center"` (the encoding default), `"random"` or `"random_resized"`.
         root: when given, keys are paths relative to it (as `ImageFolder` keys); else the paths
             as given.
-        generator: random source for `crop="random"`.
+        generator: random source for the random crops.
 
     Returns:
         `images` `(B, 3, H, W)` float32 in [-1, 1] on `device`, B = the files read; `keys` for

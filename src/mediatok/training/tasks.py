@@ -49,7 +49,9 @@ class ImageDataConfig:
 
     Attributes:
         train_dir: a folder of images, searched recursively.
-        crop: "random" crops for training (a new crop each time an image comes up), or "center".
+        crop: "random" crops for training (a new crop each time an image comes up),
+            "random_resized" (also a random scale and a left-right flip: for small or square
+            collections, whose random crops barely vary), or "center".
         repeat: each image appears this many times per epoch (tiny folders, like the demo's).
         on_error: "skip" unreadable files (logged) or "stop" at the first.
         val_dir: images for `evaluate` (default: train_dir, center crops).
@@ -57,7 +59,7 @@ class ImageDataConfig:
     """
 
     train_dir: str = "assets/images"
-    crop: Literal["random", "center"] = "random"
+    crop: Literal["random", "random_resized", "center"] = "random"
     repeat: int = 1
     on_error: Literal["skip", "stop"] = "skip"
     val_dir: str | None = None
