@@ -15,7 +15,6 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
 from mediatok.config import ConfigError, from_dict
-from mediatok.quantize import build_quantizer
 from mediatok.training import (
     EMA,
     EpochBatches,
@@ -31,7 +30,6 @@ from mediatok.training import (
     save_checkpoint,
 )
 from mediatok.training import checkpoint as checkpoint_module
-from mediatok.training.ema import averaged_buffer_names
 
 DIM = 6
 
@@ -238,41 +236,6 @@ def test_ema_decay_warms_up_to_its_value() -> None:
     assert EMA(model, 0.9, updates=1000).current_decay() == 0.9
     with pytest.raises(ValueError, match="updates"):
         EMA(model, 0.9, updates=-1)
-
-
-class WithWeightBuffer(torch.nn.Module):
-    averaged_buffers = ("centers", "hits")  # `hits` is an integer count: copied all the same
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("centers", torch.zeros(3))
-        self.register_buffer("hits", torch.zeros(3, dtype=torch.int64))
-        self.register_buffer("clock", torch.zeros(3))
-
-
-def test_ema_averages_the_buffers_a_module_lists_and_copies_the_rest() -> None:
-    model = torch.nn.Sequential(torch.nn.Linear(2, 2), WithWeightBuffer())
-    ema = EMA(model, 0.5, updates=100)
-    model[1].centers.fill_(4.0), model[1].hits.fill_(7), model[1].clock.fill_(9.0)
-    ema.update()
-    shadow = ema.module[1]
-    assert torch.equal(shadow.centers, torch.full((3,), 2.0))  # 0.5 · 0 + 0.5 · 4
-    assert torch.equal(shadow.hits, torch.full((3,), 7)) and torch.equal(
-        shadow.clock, model[1].clock
-    )
-
-
-def test_ema_averages_the_code_vectors_of_ema_codebooks() -> None:
-    vq = build_quantizer("vq", dim=4, codebook_size=8, codebook_dim=2)
-    assert averaged_buffer_names(vq) == {"codebook.embed"}
-    rvq = build_quantizer("rvq", dim=4, codebook_size=8, num_quantizers=2)
-    assert averaged_buffer_names(rvq) == {"levels.0.embed", "levels.1.embed"}
-    learned = build_quantizer("vq", dim=4, codebook_size=8, ema_update=False)
-    assert averaged_buffer_names(learned) == set()  # a Parameter: averaged as one already
-    ema = EMA(vq, 0.5, updates=100)
-    vq.codebook.embed.add_(1.0)
-    ema.update()
-    torch.testing.assert_close(ema.module.codebook.embed, vq.codebook.embed - 0.5)
 
 
 def test_discriminator_starts_late_and_is_frozen_in_the_generator_pass(tmp_path: Path) -> None:

@@ -163,9 +163,6 @@ class Codebook(nn.Module):
 
     # None: the fused Triton EMA step on CUDA, torch elsewhere; tests force either.
     fused: bool | None = None
-    # An EMA codebook's vectors are weights, though a buffer: EMA weights (`training.EMA`)
-    # average them with the encoder rather than copy the current ones.
-    averaged_buffers = ("embed",)
 
     def __init__(self, config: VQConfig, dim: int):
         super().__init__()
@@ -185,8 +182,7 @@ class Codebook(nn.Module):
     @property
     def vectors(self) -> torch.Tensor:
         """`(K, d)` code vectors as the search sees them (unit norm for cosine)."""
-        if self.config.distance == "cosine" and not (self.config.ema_update and self.training):
-            # A learned codebook, or an averaged EMA one (`averaged_buffers`): off the sphere.
+        if self.config.distance == "cosine" and not self.config.ema_update:
             return F.normalize(self.embed, dim=-1)
         return self.embed
 
