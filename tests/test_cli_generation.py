@@ -11,6 +11,7 @@ import pytest
 import soundfile
 import torch
 
+import mediatok
 from mediatok.api import generator_run, load, sample
 from mediatok.cli import main
 from mediatok.codecs import build_codec
@@ -225,8 +226,9 @@ def test_a_generator_checkpoint_without_geometry_still_samples_and_decodes(tmp_p
     config = json.loads((checkpoint / "config.json").read_text())
     del config["task"]["spec"]["geometry"]
     (checkpoint / "config.json").write_text(json.dumps(config))
-    samples = sample(checkpoint, 2)
+    samples = mediatok.sample(checkpoint, 2)  # the README's spelling
     assert samples.codec is not None and samples.codes.shape == (2, 8)
+    assert samples.codec.decode(samples.tokens).shape[0] == 2
 
 
 def test_decode_with_a_generator_checkpoint_says_so(tmp_path):

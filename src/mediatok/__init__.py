@@ -6,7 +6,7 @@
 >>> images = codec.decode(tokens)                            # doctest: +SKIP
 """
 
-from mediatok.api import decode, encode, evaluate_codec, load
+from mediatok.api import decode, encode, evaluate_codec, load, sample
 from mediatok.codecs import Codec, Tokens, build_codec
 from mediatok.quantize import build_quantizer, nearest_code
 from mediatok.tokens import TokenDataset, TokenSpec, TokenWriter
@@ -27,4 +27,5 @@ __all__ = [
     "evaluate_codec",
     "load",
     "nearest_code",
+    "sample",
 ]
