@@ -399,6 +399,10 @@ def test_one_directory_holds_the_files_of_one_source_folder(tmp_path: Path) -> N
         assert writer.done_keys == {"k0"}
         writer.add(samples[1], key="k1")
     assert TokenDataset(tmp_path).keys == ["k0", "k1"]
+    with TokenWriter(tmp_path, SPEC, source_dir=Path("/data/a")):  # a Path is that folder too
+        pass
+    with pytest.raises(TypeError, match="source_dir to be a path or None, got int"):
+        TokenWriter(tmp_path / "other", SPEC, source_dir=3)
 
 
 def test_finished_files_get_the_umask_mode(tmp_path: Path) -> None:

@@ -217,6 +217,13 @@ def _check_vector(
 # model
 
 
+def check_choice_temperature(value: float) -> None:
+    """Raise `ValueError` unless the confidence noise scale is finite and >= 0 (inf · Gumbel noise
+    is ±inf, and inf + -inf a NaN confidence)."""
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"expected a finite choice_temperature >= 0, got {value}")
+
+
 class MaskedTransformer(nn.Module):
     """MaskGIT over the tokens of any codec with the given `TokenSpec` and token shape.
 
@@ -427,9 +434,7 @@ class MaskedTransformer(nn.Module):
                 f"expected cfg_scale 1.0 for an unconditional model (num_classes=0), got {cfg_scale}"
             )
         check_sampling(temperature, None, None)
-        # inf · Gumbel noise is ±inf, and inf + -inf NaN: the kept tokens' confidence.
-        if not (math.isfinite(choice_temperature) and choice_temperature >= 0):
-            raise ValueError(f"expected a finite choice_temperature >= 0, got {choice_temperature}")
+        check_choice_temperature(choice_temperature)
         if top_k is not None:
             _check_int("top_k", top_k, 1)
         self._check_generator(generator)

@@ -47,6 +47,8 @@ __all__ = [
     "merge_manifests",
     "part_manifest_name",
     "part_manifest_paths",
+    "shard_differences",
+    "shard_entry",
     "shard_index",
     "shard_name",
 ]
@@ -303,6 +305,26 @@ def merge_manifests(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
+def shard_entry(name: str, num_samples: int, num_tokens: int, size: int, digest: str) -> dict:
+    """A part or merged manifest's entry for one shard file."""
+    return {
+        "file": name,
+        "num_samples": num_samples,
+        "num_tokens": num_tokens,
+        "bytes": size,
+        "sha256": digest,
+    }
+
+
+def shard_differences(shard: Any, identity: dict[str, Any], rank: int) -> list[str]:
+    """How a shard read back (`read_shard`) differs from the writer `identity` and `rank` it
+    should have: the identity fields (`identity_differences`), then the rank."""
+    differences = identity_differences({**shard.metadata, "spec": shard.spec}, identity)
+    if shard.metadata.get("rank") != rank:
+        differences.append(f"rank {shard.metadata.get('rank')!r} vs {rank!r}")
+    return differences
+
+
 def _earlier_job_orphans(
     directory: Path, identity: dict[str, Any], world_size: int, listed: set[str]
 ) -> list[dict[str, Any]]:
@@ -314,24 +336,15 @@ def _earlier_job_orphans(
         if parsed is None or parsed[0] < world_size or path.name in listed:
             continue
         shard = read_shard(path, identity["spec"])
-        differences = identity_differences({**shard.metadata, "spec": shard.spec}, identity)
-        if shard.metadata.get("rank") != parsed[0]:
-            differences.append(f"rank {shard.metadata.get('rank')!r} vs {parsed[0]!r}")
+        differences = shard_differences(shard, identity, parsed[0])
         if differences:
             raise TokenFileError(
                 path,
                 "written by another setup (this shard vs the part manifests): "
                 + "; ".join(differences),
             )
-        entries.append(
-            {
-                "file": path.name,
-                "num_samples": len(shard),
-                "num_tokens": int(shard.offsets[-1]),
-                "bytes": path.stat().st_size,
-                "sha256": file_sha256(path),
-            }
-        )
+        size, digest = path.stat().st_size, file_sha256(path)
+        entries.append(shard_entry(path.name, len(shard), int(shard.offsets[-1]), size, digest))
     return entries
 
 

@@ -352,12 +352,10 @@ def atomic_write_json(path: Path, data: Any) -> None:
     _fsync_directory(path.parent)
 
 
-def file_sha256(path: Path, *, fsync: bool = False) -> str:
-    """sha256 hex digest of a file, read in 1 MiB chunks; optionally fsync it first."""
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
-        if fsync:
-            os.fsync(file.fileno())
         while chunk := file.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()

@@ -29,6 +29,8 @@ from mediatok.tokens.manifest import (
     merge_manifests,
     part_manifest_name,
     part_manifest_paths,
+    shard_differences,
+    shard_entry,
     shard_index,
     shard_name,
 )
@@ -92,7 +94,7 @@ class TokenWriter:
         shard_size: int = 4096,
         rank: int = 0,
         world_size: int = 1,
-        source_dir: str | None = None,
+        source_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(spec, TokenSpec):
             raise TypeError(f"expected spec to be a TokenSpec, got {type(spec).__name__}")
@@ -109,7 +111,12 @@ class TokenWriter:
                 "got an existing file; choose another path"
             )
         self.spec = spec
-        self.source_dir = source_dir
+        # Recorded as text in the manifests; a wrong type fails here, not at the first flush.
+        if not (source_dir is None or isinstance(source_dir, str | os.PathLike)):
+            raise TypeError(
+                f"expected source_dir to be a path or None, got {type(source_dir).__name__}"
+            )
+        self.source_dir = None if source_dir is None else str(Path(source_dir))
         self.rank = rank
         self.world_size = world_size
         self.shard_size = shard_size
@@ -382,7 +389,7 @@ class TokenWriter:
             media_lengths,
         )
         self._next_index += 1
-        self._shards.append(_shard_entry(name, len(samples), int(offsets[-1]), size, digest))
+        self._shards.append(shard_entry(name, len(samples), int(offsets[-1]), size, digest))
         self._done_keys.update(keys)
         self._done_view = None
         self._pending_keys.difference_update(keys)
@@ -468,7 +475,7 @@ class TokenWriter:
             # Renamed into place, then killed before the manifest was written: the rename came
             # after fsync, so the file is whole; check it anyway before trusting it.
             num_samples, num_tokens = self._load_shard(path)
-            entry = _shard_entry(
+            entry = shard_entry(
                 path.name, num_samples, num_tokens, path.stat().st_size, file_sha256(path)
             )
             self._shards.append(entry)
@@ -480,10 +487,7 @@ class TokenWriter:
     def _load_shard(self, path: Path) -> tuple[int, int]:
         """Check one of this rank's shards and take its keys; returns (samples, tokens)."""
         shard = read_shard(path, self.spec)
-        stored = {**shard.metadata, "spec": shard.spec}
-        differences = identity_differences(stored, self._identity)
-        if shard.metadata.get("rank") != self.rank:
-            differences.append(f"rank {shard.metadata.get('rank')!r} vs {self.rank!r}")
+        differences = shard_differences(shard, self._identity, self.rank)
         if differences:
             raise TokenFileError(
                 path,
@@ -526,13 +530,3 @@ def written_keys(directory: str | os.PathLike[str], spec: TokenSpec | None = Non
         if shard_index(path.name) is not None:
             keys.update(read_shard(path, spec).keys)
     return keys
-
-
-def _shard_entry(name: str, num_samples: int, num_tokens: int, size: int, digest: str) -> dict:
-    return {
-        "file": name,
-        "num_samples": num_samples,
-        "num_tokens": num_tokens,
-        "bytes": size,
-        "sha256": digest,
-    }

@@ -15,7 +15,6 @@ Layout: batches `{"codes": (B, *token_shape) int64, "lengths": (B,), "labels": (
 
 from __future__ import annotations
 
-import math
 import operator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch.utils.data import Dataset
 from mediatok.config import check_choice
 from mediatok.data.folder import item_seed
 from mediatok.generation import build_generator
+from mediatok.generation.masked import check_choice_temperature
 from mediatok.generation.sampling import check_guidance, check_sampling
 from mediatok.tokens import TokenDataset, TokenSpec
 from mediatok.training.base import Task, is_main_process
@@ -88,10 +88,7 @@ class SampleConfig:
         # evaluation.
         check_guidance(self.cfg_scale, self.cfg_schedule)
         check_sampling(self.temperature, self.top_k, self.top_p)
-        if not (math.isfinite(self.choice_temperature) and self.choice_temperature >= 0):
-            raise ValueError(
-                f"expected a finite choice_temperature >= 0, got {self.choice_temperature}"
-            )
+        check_choice_temperature(self.choice_temperature)
 
     def options(self, generator: str) -> dict[str, Any]:
         """Keyword arguments of `generate` for generator kind `generator` ("ar" or "masked")."""
