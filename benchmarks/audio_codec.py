@@ -31,8 +31,8 @@ import torch
 
 from common import add_device_arguments, device_name, small_without_gpu, timed, write_report
 from mediatok.config import from_dict
-from mediatok.training.audio_discriminators import DAC_BAND_WINDOWS, KINDS
-from mediatok.training.audio_task import AudioCodecTask, AudioDataConfig, AudioLossConfig
+from mediatok.training.tasks import AudioCodecTask, AudioDataConfig, AudioLossConfig
+from mediatok.training.tasks.audio_discriminators import DAC_BAND_WINDOWS, KINDS
 
 MODELS = {
     "wavtokenizer-75": {"hop_length": 320},

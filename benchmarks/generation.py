@@ -17,9 +17,10 @@ The model is GPT-B-sized (LlamaGen's class-conditional B: 12 layers, width 768, 
   wall time per batch and tokens/s = 64 · 256 / time. By default the sampled model is a bf16
   copy of the weights, as LlamaGen's sample script casts its model; `--sample-precision
   autocast` keeps fp32 weights under bf16 autocast (the KV cache then takes the autocast dtype),
-  `fp32` neither. Eager always; compiled (`compile_step="reduce-overhead"`: the KV-cached decode
-  step as one CUDA graph) by default on CUDA, since the target below is about it, and with
-  `--compile` on a CPU (mode "default" there, no CUDA graphs); `--no-compile-sampling` skips it.
+  `fp32` neither. Eager always; compiled (`SampleSettings(compile="reduce-overhead")`: the
+  KV-cached decode step as one CUDA graph, `mediatok.generation.engine`) by default on CUDA,
+  since the target below is about it, and with `--compile` on a CPU (mode "default" there, no
+  CUDA graphs); `--no-compile-sampling` skips it.
   Warm-up calls are not timed (the compiled path's first call compiles and records the graph).
   The model is fixed-length (`variable_length=False`, as `mediatok train` sets for TiTok's
   tokens and as the reference's 16 × 16 grid is): every row has all 256 tokens, so no early end
@@ -53,7 +54,13 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 from common import add_device_arguments, device_name, small_without_gpu, timed, write_report
-from mediatok.generation import ARConfig, ARTransformer, MaskedConfig, MaskedTransformer
+from mediatok.generation import (
+    ARConfig,
+    MaskedConfig,
+    SampleSettings,
+    build_ar_transformer,
+    build_masked_transformer,
+)
 from mediatok.tokens import TokenSpec
 
 # Dense (no sparsity) bf16 tensor-core peak by `torch.cuda.get_device_name()`.
@@ -77,8 +84,10 @@ def build_model(kind: str, sizes: dict) -> nn.Module:
     width = {"dim": sizes["dim"], "depth": sizes["depth"], "heads": sizes["heads"]}
     if kind == "ar":
         config = ARConfig(**width, num_classes=sizes["classes"], variable_length=False)
-        return ARTransformer(config, spec, shape)
-    return MaskedTransformer(MaskedConfig(**width, num_classes=sizes["classes"]), spec, shape)
+        return build_ar_transformer(config, spec, shape)
+    return build_masked_transformer(
+        MaskedConfig(**width, num_classes=sizes["classes"]), spec, shape
+    )
 
 
 def non_embedding_params(model: nn.Module) -> int:
@@ -141,14 +150,15 @@ def bench_sample(kind: str, model: nn.Module, compiled: bool, args: argparse.Nam
     options = {"cfg_scale": args.cfg_scale, "cfg_schedule": "constant", "temperature": 1.0}
     options["top_k"] = None
     if kind == "ar":
-        options |= {"top_p": None, "compile_step": compiled and args.compile_mode}
+        options |= {"top_p": None, "compile": args.compile_mode if compiled else False}
     else:
         options["steps"] = args.masked_steps
+    settings = SampleSettings(**options)
     lengths = []
 
     def draw():
         with context:
-            out = model.generate(labels=labels, generator=generator, **options)
+            out = model.generate(labels=labels, settings=settings, generator=generator)
         if out.lengths is not None:
             lengths.append(out.lengths)
 
@@ -237,7 +247,7 @@ def main() -> None:
         "--compile-sampling",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="also time compile_step sampling (default: on CUDA, or with --compile)",
+        help="also time compiled sampling (default: on CUDA, or with --compile)",
     )
     parser.add_argument("--masked", action="store_true", help="a MaskGIT model too")
     parser.add_argument("--batch", type=int, default=64, help="training batch")

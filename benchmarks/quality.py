@@ -7,7 +7,7 @@ checkpoint on the corpus's validation split.
     python benchmarks/quality.py rescore bench-output/quality-image --data bench-data
 
 `image` trains `configs/image/titok-s-128.yaml` on `DATA/images-256` and reports PSNR, SSIM,
-rFID and codebook usage on `DATA/images-256-val` (`mediatok.api.evaluate_codec`, the numbers of
+rFID and codebook usage on `DATA/images-256-val` (`mediatok.pipelines.evaluate_codec`, the numbers of
 `mediatok eval`); `audio` trains `configs/audio/wavtokenizer-75.yaml` on `DATA/speech-24k` and
 reports mel and STFT distance, SI-SDR, PESQ, STOI and codebook usage on `DATA/speech-24k-val`.
 `--small` trains the demo configs (`configs/{image,audio}/demo-*.yaml`) instead, for a CPU.
@@ -51,7 +51,7 @@ import torch
 
 from common import device_argument, git_commit, write_report
 from mediatok.api import evaluate_codec, load
-from mediatok.config import load_config, to_dict
+from mediatok.config import to_dict
 from mediatok.data import (
     list_audio,
     list_images,
@@ -61,7 +61,7 @@ from mediatok.data import (
     write_image,
 )
 from mediatok.training import Task, TrainConfig, Trainer
-from mediatok.training.run import codec_task, run_config_class
+from mediatok.training.run import codec_task, load_run_config
 
 logger = logging.getLogger("quality")
 
@@ -233,7 +233,7 @@ class WallClockBudget(Task):
 def train(
     profile: Profile, overrides: list[str], deadline: float
 ) -> tuple[Trainer, WallClockBudget, dict[str, Any]]:
-    """Train the profile's YAML with `overrides` as `mediatok.training.run.train_codec` does,
+    """Train the profile's YAML with `overrides` as `mediatok.training.run.train` does,
     inside a `WallClockBudget`.
 
     Args:
@@ -246,10 +246,10 @@ def train(
         the checkpoint's `config.json`, with the steps asked for).
     """
     path = ROOT / profile.config
-    config, task = codec_task(load_config(run_config_class(path, overrides), path, overrides))
+    config, task = codec_task(load_run_config(path, overrides))
     budget = WallClockBudget(task, config.train, deadline, profile.calibrate)
     run_config = to_dict(config)  # before the budget shortens config.train.steps
-    trainer = Trainer(budget, config.train, task_config=config)
+    trainer = Trainer(budget, config.train, run_config=config)
     trainer.fit()
     return trainer, budget, run_config
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mediatok.training.audio_discriminators import (
+from mediatok.training.tasks.audio_discriminators import (
     DAC_BAND_WINDOWS,
     DEFAULT_BAND_EDGES,
     AudioDiscriminator,
@@ -21,12 +21,12 @@ from mediatok.training.audio_discriminators import (
     MultiResolutionDiscriminator,
     band_bins,
 )
-from mediatok.training.audio_losses import (
+from mediatok.training.tasks.audio_losses import (
     DEFAULT_MEL_SCALES,
     MultiScaleMelLoss,
-    discriminator_hinge_loss,
-    feature_matching_loss,
-    generator_hinge_loss,
+    feature_matching_loss_by_family,
+    hinge_discriminator_loss_by_family,
+    hinge_generator_loss_by_family,
 )
 from test_cli_audio import TINY_WAVTOKENIZER
 
@@ -121,13 +121,15 @@ def test_gradients_reach_the_input_and_every_parameter(overrides):
     with torch.no_grad():
         real_outputs = discriminator(real)
     fake_outputs = discriminator(fake)
-    loss = generator_hinge_loss(fake_outputs) + feature_matching_loss(real_outputs, fake_outputs)
+    loss = hinge_generator_loss_by_family(fake_outputs) + feature_matching_loss_by_family(
+        real_outputs, fake_outputs
+    )
     loss.backward()
     assert fake.grad is not None and torch.isfinite(fake.grad).all()
     assert fake.grad.abs().sum() > 0
 
     discriminator.zero_grad()
-    loss = discriminator_hinge_loss(discriminator(real), discriminator(fake.detach()))
+    loss = hinge_discriminator_loss_by_family(discriminator(real), discriminator(fake.detach()))
     loss.backward()
     for name, parameter in discriminator.named_parameters():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
@@ -141,16 +143,18 @@ def test_gradients_reach_the_input_and_every_parameter(overrides):
 def test_silent_audio_has_finite_gradients():
     discriminator = tiny_discriminator(band_windows=(128,), band_channels=4)
     silence = torch.zeros(1, 1, 600, requires_grad=True)
-    generator_hinge_loss(discriminator(silence)).backward()
+    hinge_generator_loss_by_family(discriminator(silence)).backward()
     assert torch.isfinite(silence.grad).all()
 
 
 def test_feature_matching_is_zero_only_for_equal_features():
     discriminator = tiny_discriminator()
     audio = tone(2, 1200)
-    same = feature_matching_loss(discriminator(audio), discriminator(audio.clone()))
+    same = feature_matching_loss_by_family(discriminator(audio), discriminator(audio.clone()))
     assert same.item() == 0.0
-    other = feature_matching_loss(discriminator(audio), discriminator(tone(2, 1200, seed=3)))
+    other = feature_matching_loss_by_family(
+        discriminator(audio), discriminator(tone(2, 1200, seed=3))
+    )
     assert other.item() > 0
 
 
@@ -158,7 +162,7 @@ def test_feature_matching_detaches_the_real_side():
     discriminator = tiny_discriminator()
     real = tone(1, 800, seed=1).requires_grad_(True)
     fake = tone(1, 800, seed=2).requires_grad_(True)
-    feature_matching_loss(discriminator(real), discriminator(fake)).backward()
+    feature_matching_loss_by_family(discriminator(real), discriminator(fake)).backward()
     assert real.grad is None and fake.grad is not None
 
 
@@ -183,22 +187,22 @@ def test_losses_average_within_a_family_and_sum_families():
         output("resolution", "resolution_1", 0.0),
     ]
     # Generator −E[D]: periods mean(1, 3) = 2, resolution −0.5.
-    assert generator_hinge_loss(fake).item() == pytest.approx(1.5)
-    assert generator_hinge_loss(fake, {"resolution": 0.1}).item() == pytest.approx(1.95)
+    assert hinge_generator_loss_by_family(fake).item() == pytest.approx(1.5)
+    assert hinge_generator_loss_by_family(fake, {"resolution": 0.1}).item() == pytest.approx(1.95)
     # Discriminator: period_2 0 + 0, period_3 1 + 0 -> mean 0.5; resolution 1 + 1.5 = 2.5.
-    assert discriminator_hinge_loss(real, fake).item() == pytest.approx(3.0)
+    assert hinge_discriminator_loss_by_family(real, fake).item() == pytest.approx(3.0)
     # Feature matching, one layer each: periods mean(1, 3) = 2, resolution 2.
-    assert feature_matching_loss(real, fake).item() == pytest.approx(4.0)
-    assert feature_matching_loss(real, fake, {"period": 0.0}).item() == pytest.approx(2.0)
+    assert feature_matching_loss_by_family(real, fake).item() == pytest.approx(4.0)
+    assert feature_matching_loss_by_family(real, fake, {"period": 0.0}).item() == pytest.approx(2.0)
     with pytest.raises(ValueError, match="'period', 'resolution', 'band', got 'mrd'"):
-        generator_hinge_loss(fake, {"mrd": 0.1})
+        hinge_generator_loss_by_family(fake, {"mrd": 0.1})
     # The task logs each family's share (`_per_family`): the shares add up to the whole.
-    from mediatok.training.audio_task import _per_family
+    from mediatok.training.tasks.audio_codec import _per_family
 
     for loss, outputs in [
-        (generator_hinge_loss, (fake,)),
-        (discriminator_hinge_loss, (real, fake)),
-        (feature_matching_loss, (real, fake)),
+        (hinge_generator_loss_by_family, (fake,)),
+        (hinge_discriminator_loss_by_family, (real, fake)),
+        (feature_matching_loss_by_family, (real, fake)),
     ]:
         shares = _per_family(loss, *outputs)
         assert list(shares) == ["period", "resolution"]
@@ -208,15 +212,15 @@ def test_losses_average_within_a_family_and_sum_families():
 def test_losses_reject_mismatched_outputs():
     real = [output("period", "period_2", 0.0), output("period", "period_3", 0.0)]
     with pytest.raises(ValueError, match="same sub-discriminators"):
-        discriminator_hinge_loss(real, real[::-1])
+        hinge_discriminator_loss_by_family(real, real[::-1])
     with pytest.raises(ValueError, match="at least one"):
-        generator_hinge_loss([])
+        hinge_generator_loss_by_family([])
     with pytest.raises(TypeError, match="list of DiscriminatorOutput"):
-        generator_hinge_loss(real[0])
+        hinge_generator_loss_by_family(real[0])
     short = tiny_discriminator()(tone(1, 700))
     long = tiny_discriminator()(tone(1, 900))
     with pytest.raises(ValueError, match="one shape"):
-        feature_matching_loss(short, long)
+        feature_matching_loss_by_family(short, long)
 
 
 def test_mel_loss_zero_grows_with_noise_and_handles_silence():
@@ -264,9 +268,9 @@ def test_bf16_autocast_gives_finite_fp32_losses():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         real_outputs, fake_outputs = discriminator(real), discriminator(fake)
         losses = [
-            discriminator_hinge_loss(real_outputs, fake_outputs),
-            generator_hinge_loss(fake_outputs),
-            feature_matching_loss(real_outputs, fake_outputs),
+            hinge_discriminator_loss_by_family(real_outputs, fake_outputs),
+            hinge_generator_loss_by_family(fake_outputs),
+            feature_matching_loss_by_family(real_outputs, fake_outputs),
             mel(fake, real),
         ]
         # The spectrograms the resolution and band discriminators see are fp32 under autocast.
@@ -425,7 +429,7 @@ def test_band_discriminator_needs_long_enough_audio():
 
 
 def test_codec_task_step_with_all_three_families():
-    from mediatok.training.audio_task import AudioCodecTask, AudioDataConfig, AudioLossConfig
+    from mediatok.training.tasks import AudioCodecTask, AudioDataConfig, AudioLossConfig
 
     bands = {"band_windows": BAND_WINDOWS, "band_channels": 4}
     loss = AudioLossConfig(discriminator=AudioDiscriminatorConfig(**{**TINY.__dict__, **bands}))

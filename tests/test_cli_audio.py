@@ -95,9 +95,9 @@ def test_chunked_file_has_the_codes_of_one_pass(checkpoint, clips, tmp_path):
     assert torch.equal(item["codes"], codec.encode(audio).codes[0])
 
 
-def test_encode_stops_on_a_bad_file_when_asked(checkpoint, clips, tmp_path):
-    with pytest.raises(SystemExit, match=r"empty\.wav"):
-        encode(checkpoint, clips, tmp_path / "t", "--on-error", "stop")
+def test_encode_stops_on_a_bad_file_when_asked(checkpoint, clips, tmp_path, capsys):
+    assert encode(checkpoint, clips, tmp_path / "t", "--on-error", "stop") == 1
+    assert re.search(r"mediatok encode: stopped at .*empty\.wav", capsys.readouterr().err)
 
 
 def test_decode_writes_flac(checkpoint, clips, tmp_path):
@@ -151,13 +151,13 @@ def test_train_two_steps_from_a_yaml(tmp_path):
 
 def test_run_configs_reject_a_wrong_task_or_modality(tmp_path):
     from mediatok.config import ConfigError
-    from mediatok.training.audio_task import AudioCodecTask, AudioDataConfig, AudioLossConfig
-    from mediatok.training.run import run_config_class
+    from mediatok.training.run import load_run_config
+    from mediatok.training.tasks import AudioCodecTask, AudioDataConfig, AudioLossConfig
 
     config = tmp_path / "x.yaml"
     config.write_text("task: audio_codek\n")
     with pytest.raises(ConfigError, match="unknown task 'audio_codek'; known tasks: audio_codec"):
-        run_config_class(config)
+        load_run_config(config)
     task = AudioCodecTask("titok", {}, AudioDataConfig(), AudioLossConfig())
     with pytest.raises(ValueError, match="'titok' codes image"):
         task.build_model()
@@ -168,7 +168,7 @@ def test_run_configs_reject_a_wrong_task_or_modality(tmp_path):
 def test_encode_reads_a_few_batches_ahead_not_the_whole_folder(checkpoint, tmp_path, monkeypatch):
     """Reading runs ahead of the model on threads; unbounded, it would hold every decoded file
     of a large collection in memory (and a stop would wait for the whole folder to be read)."""
-    import mediatok.data
+    import mediatok.modalities.audio
     from mediatok.tokens import TokenWriter
 
     root = tmp_path / "clips"
@@ -176,7 +176,7 @@ def test_encode_reads_a_few_batches_ahead_not_the_whole_folder(checkpoint, tmp_p
     for index in range(16):
         soundfile.write(root / f"{index:02d}.wav", np.full(400, 0.1, np.float32), 24000)
     reads, seen = [], []
-    real_read, real_add = mediatok.data.read_audio, TokenWriter.add_batch
+    real_read, real_add = mediatok.modalities.audio.read_audio, TokenWriter.add_batch
 
     def counting_read(*args, **kwargs):
         reads.append(args[0])
@@ -188,7 +188,7 @@ def test_encode_reads_a_few_batches_ahead_not_the_whole_folder(checkpoint, tmp_p
         seen.append(len(reads))
         return real_add(self, *args, **kwargs)
 
-    monkeypatch.setattr(mediatok.data, "read_audio", counting_read)
+    monkeypatch.setattr(mediatok.modalities.audio, "read_audio", counting_read)
     monkeypatch.setattr(TokenWriter, "add_batch", slow_add)
     assert encode(checkpoint, root, tmp_path / "tokens", "--batch-size", "1") == 0
     assert seen[0] <= 8, f"{seen[0]} of 16 files read before the first batch was written"

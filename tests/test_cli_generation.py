@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,10 @@ import soundfile
 import torch
 
 import mediatok
-from mediatok.api import generator_run, load, sample
+from mediatok.api import load, sample
 from mediatok.cli import main
 from mediatok.codecs import build_codec
-from mediatok.generation import ARTransformer, MaskedTransformer
+from mediatok.generation import ARTransformer, MaskedTransformer, read_generator_run
 from tiny_configs import GENERATOR as TINY_MODEL
 from tiny_configs import TITOK as TINY_TITOK
 from tiny_configs import WAVTOKENIZER as TINY_WAVTOKENIZER
@@ -73,12 +74,12 @@ def test_image_tokens_train_and_sample_reproducibly(generator, tmp_path):
     checkpoint = train(tmp_path, generator, tokens, codec)
     model = load(checkpoint)
     assert isinstance(model, ARTransformer if generator == "ar" else MaskedTransformer)
-    run = generator_run(checkpoint)
-    assert run["token_shape"] == [8] and run["spec"]["layout"] == "N"
+    run = read_generator_run(checkpoint)
+    assert run.token_shape == (8,) and run.spec.layout == "N"
     # Every image has TiTok's 8 tokens: the AR model must never end one early, and its
     # checkpoint says so (a masked generator always fills every position).
     if generator == "ar":
-        assert run["model"]["variable_length"] is False and not model.variable_length
+        assert run.model["variable_length"] is False and not model.variable_length
     assert list((tmp_path / f"run-{generator}").glob("samples-0000003/*.png"))
 
     args = ["sample", str(checkpoint), "-n", "3", "--device", "cpu", "--seed", "5"]
@@ -99,10 +100,10 @@ def test_audio_tokens_train_on_windows_and_sample_wavs(tmp_path):
     with pytest.raises(ValueError, match=r"set data\.window"):
         train(tmp_path, "ar", tokens, codec)
     checkpoint = train(tmp_path, "ar", tokens, codec, window=40)
-    run = generator_run(checkpoint)
+    run = read_generator_run(checkpoint)
     # Every clip (3.4 s or more) is longer than a window: the model trains on full windows
     # only, never learns to end, and samples whole windows.
-    assert run["token_shape"] == [40] and run["model"]["variable_length"] is False
+    assert run.token_shape == (40,) and run.model["variable_length"] is False
     out = tmp_path / "wavs"
     main(["sample", str(checkpoint), "-n", "2", "--device", "cpu", "-o", str(out)])
     wavs = sorted(out.glob("*.wav"))
@@ -116,11 +117,11 @@ def test_sample_without_a_codec_says_how_to_name_one(tmp_path):
     codec, tokens = encoded(tmp_path, "titok", TINY_TITOK, ROOT / "assets" / "images")
     checkpoint = train(tmp_path, "ar", tokens, codec)
     config = json.loads((checkpoint / "config.json").read_text())
-    config["task"]["codec"] = None
+    config["run"]["codec"] = None
     (checkpoint / "config.json").write_text(json.dumps(config))
     assert sample(checkpoint, 2).codec is None
     args = ["sample", str(checkpoint), "-n", "2", "--device", "cpu", "-o", str(tmp_path / "o")]
-    with pytest.raises(SystemExit, match="--codec"):
+    with pytest.raises(ValueError, match=r"records no codec to decode with; pass .* --codec CKPT"):
         main(args)
     main([*args, "--codec", str(codec)])
     assert len(list((tmp_path / "o").glob("*.png"))) == 2
@@ -150,14 +151,14 @@ def test_sample_rejects_bad_requests(tmp_path):
     assert sample(checkpoint, 2, precision="bf16", seed=1).codes.shape == (2, 8)
     other = {**TINY_TITOK, "quantizer": {"kind": "vq", "options": {"codebook_size": 128}}}
     other = build_codec("titok", other).save_pretrained(tmp_path / "other-codec")
-    with pytest.raises(ValueError, match=r"expected a codec of the generator's tokens"):
+    with pytest.raises(ValueError, match=r"cannot decode the generator's tokens: expected vocab"):
         sample(checkpoint, 2, codec=other)  # would decode into plausible garbage
     # The same vocabulary and layout, another image size: the check used to stop at the
     # vocabulary, and the samples decoded into images of the wrong size.
-    assert generator_run(checkpoint)["spec"]["geometry"]["image_size"] == 32
+    assert read_generator_run(checkpoint).spec.geometry["image_size"] == 32
     larger = build_codec("titok", {**TINY_TITOK, "image_size": 64})
     larger = larger.save_pretrained(tmp_path / "codec-64")
-    with pytest.raises(ValueError, match=r"expected geometry \{'image_size': 32\}, got \{'image_"):
+    with pytest.raises(ValueError, match=r"expected geometry \{'image_size': 64\}, got \{'image_"):
         sample(checkpoint, 2, codec=larger)
     with pytest.raises(ValueError, match="expected a codec checkpoint to decode with"):
         sample(checkpoint, 2, codec=checkpoint)
@@ -166,12 +167,12 @@ def test_sample_rejects_bad_requests(tmp_path):
 @pytest.mark.parametrize(
     ("generator", "sample", "message"),
     [
-        ("ar", {"cfg_scale": 2.0}, "needs a class-conditional generator"),
-        ("masked", {"cfg_scale": 2.0}, "needs a class-conditional generator"),
+        ("ar", {"cfg_scale": 2.0}, r"sample: expected labels \(of a class-conditional model\)"),
+        ("masked", {"cfg_scale": 2.0}, r"sample: expected labels \(of a class-conditional mod"),
         ("masked", {"compile": True}, "compile: false for a masked generator"),
         ("masked", {"top_p": 0.9}, "top_p: null for a masked generator"),
         # an AR generator used to ignore them without a word
-        ("ar", {"steps": 3}, "expected sample.steps unset for an 'ar' generator"),
+        ("ar", {"steps": 3}, "sample: expected no steps for an 'ar' generator"),
     ],
 )
 def test_bad_sampling_settings_fail_before_training(generator, sample, message, tmp_path):
@@ -184,8 +185,8 @@ def test_bad_sampling_settings_fail_before_training(generator, sample, message, 
 def saved_generator(tmp: Path, generator: str = "ar", num_classes: int = 0) -> Path:
     """An untrained tiny generator checkpoint over a tiny TiTok's tokens, saved as `mediatok
     train` saves one (no training: these tests check the sampling path, not what it learned)."""
+    from mediatok.checkpoint import save_checkpoint
     from mediatok.generation import build_generator
-    from mediatok.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     codec = build_codec("titok", TINY_TITOK)
@@ -198,33 +199,33 @@ def saved_generator(tmp: Path, generator: str = "ar", num_classes: int = 0) -> P
         "spec": codec.token_spec.to_dict(),
         "token_shape": [8],
         "codec": str(codec_path),
-        "sample": {"steps": 4},
+        "sample": {"steps": 4} if generator == "masked" else {},
     }
-    return save_checkpoint(tmp / f"gen-{generator}", model, {"kind": "generator", "task": task})
+    return save_checkpoint(tmp / f"gen-{generator}", model, kind="generator", run=task)
 
 
 def test_a_generator_refuses_a_codec_of_another_frame_rate():
     """Audio at 40 and 75 tokens per second (hop 600 and 320) shares the vocabulary and layout;
     a generator trained on one's tokens, decoded by the other, would sample speech of the wrong
     speed. `check_decodes` serves `sample` and the samples drawn at each evaluation."""
-    from mediatok.training.generator_task import check_decodes
+    from mediatok.pipelines import check_decodes
 
     fast = build_codec("wavtokenizer", {**TINY_WAVTOKENIZER, "hop_length": 320})
     slow = build_codec("wavtokenizer", {**TINY_WAVTOKENIZER, "hop_length": 600})
-    assert check_decodes(fast, fast.token_spec, "gen") is fast
+    assert check_decodes(fast, fast.token_spec, "gen", "the generator's tokens") is fast
     with pytest.raises(
         ValueError,
-        match=r"^gen: expected a codec of the generator's tokens, got one of other tokens: "
-        r"expected geometry \{'hop_length': 320\}, got \{'hop_length': 600\}$",
+        match=r"^gen cannot decode the generator's tokens: "
+        r"expected geometry \{'hop_length': 600\}, got \{'hop_length': 320\}; decode with",
     ):
-        check_decodes(slow, fast.token_spec, "gen")
+        check_decodes(slow, fast.token_spec, "gen", "the generator's tokens")
 
 
 def test_a_generator_checkpoint_without_geometry_still_samples_and_decodes(tmp_path):
     """A checkpoint whose recorded spec has no geometry is checked on vocabulary and layout."""
     checkpoint = saved_generator(tmp_path)
     config = json.loads((checkpoint / "config.json").read_text())
-    del config["task"]["spec"]["geometry"]
+    del config["run"]["spec"]["geometry"]
     (checkpoint / "config.json").write_text(json.dumps(config))
     samples = mediatok.sample(checkpoint, 2)  # the README's spelling
     assert samples.codec is not None and samples.codes.shape == (2, 8)
@@ -244,14 +245,15 @@ def test_decode_with_a_generator_checkpoint_says_so(tmp_path):
         main(args)
 
 
-def test_an_ar_checkpoint_from_before_variable_length_samples_as_before(tmp_path):
-    """Checkpoints saved before `model.variable_length` existed lack it: a 1-D model then may
-    end early, as it did."""
+def test_an_ar_checkpoint_that_does_not_say_variable_length_is_fixed_length(tmp_path):
+    """`model.variable_length` is False unless the run said (or the shards decided) otherwise:
+    a 1-D model then samples all its tokens."""
     checkpoint = saved_generator(tmp_path)
-    assert "variable_length" not in generator_run(checkpoint)["model"]
+    assert "variable_length" not in read_generator_run(checkpoint).model
     model = load(checkpoint)
-    assert model.config.variable_length is None and model.variable_length
-    assert sample(checkpoint, 2, seed=0).codes.shape == (2, 8)
+    assert model.config.variable_length is False and not model.variable_length
+    samples = sample(checkpoint, 2, seed=0)
+    assert samples.codes.shape == (2, 8) and samples.lengths.tolist() == [8, 8]
 
 
 @pytest.mark.parametrize("generator", ["ar", "masked"])
@@ -274,7 +276,7 @@ def test_sample_into_a_folder_of_other_samples_refuses(tmp_path):
     before = digests(out, "*.png")
     assert main([*args, "--seed", "5", "-o", str(out)]) == 0  # the same samples: a rerun is fine
     assert digests(out, "*.png") == before
-    with pytest.raises(SystemExit, match="already holds other samples"):
+    with pytest.raises(ValueError, match="already holds other samples"):
         main([*args, "--seed", "6", "-o", str(out)])
     assert digests(out, "*.png") == before  # nothing overwritten
     from mediatok.tokens import TokenDataset
@@ -324,7 +326,7 @@ def test_more_masked_steps_than_tokens_fail_before_training(tmp_path):
     # stop the run at its first evaluation, after the training steps before it.
     sample = {"steps": 8, "num_samples": 2}
     config, out = unlabelled_run(tmp_path, "masked", {}, eval_every=1, sample=sample)
-    with pytest.raises(ValueError, match=r"sample\.steps=8 .* 6 tokens"):
+    with pytest.raises(ValueError, match=r"sample: expected steps to be an int in \[1, 6\], got 8"):
         main(["train", str(config)])
     assert not out.exists()  # nothing trained
 
@@ -334,7 +336,7 @@ def test_a_codec_of_other_tokens_fails_before_training(tmp_path):
     # vocabulary) used to be refused only there, after the training steps before it.
     _, tokens = encoded(tmp_path, "titok", TINY_TITOK, ROOT / "assets" / "images")
     other = build_codec("titok", {**TINY_TITOK, "image_size": 64}).save_pretrained(tmp_path / "c")
-    with pytest.raises(ValueError, match=r"expected geometry .*32.*, got .*64"):
+    with pytest.raises(ValueError, match=r"expected geometry .*64.*, got .*32"):
         train(tmp_path, "ar", tokens, other)
     assert not (tmp_path / "run-ar").exists()  # nothing trained
 
@@ -343,8 +345,8 @@ def variable_length_audio_generator(tmp: Path) -> tuple[Path, Path]:
     """An untrained variable-length AR generator of 40 tokens over a tiny WavTokenizer (attention
     in its decoder), whose head gives every id and the end token the same logit: about half of
     its samples end before 40 tokens. Returns the generator and codec checkpoints."""
+    from mediatok.checkpoint import save_checkpoint
     from mediatok.generation import build_generator
-    from mediatok.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     codec = build_codec("wavtokenizer", TINY_WAVTOKENIZER)
@@ -359,7 +361,7 @@ def variable_length_audio_generator(tmp: Path) -> tuple[Path, Path]:
         "token_shape": [40],
         "codec": str(codec_path),
     }
-    checkpoint = save_checkpoint(tmp / "gen", model, {"kind": "generator", "task": task})
+    checkpoint = save_checkpoint(tmp / "gen", model, kind="generator", run=task)
     return checkpoint, codec_path
 
 
@@ -367,8 +369,8 @@ def test_variable_length_audio_samples_decode_without_their_padding(tmp_path):
     """Each WAV is its tokens decoded alone. The samples used to be decoded with the code-0
     padding after their end token, which the decoder's attention hears: every sample of a
     batch with a shorter one changed (differences of 0.03 on a trained codec's 0.04-RMS clip)."""
+    from mediatok.pipelines import write_decoded
     from mediatok.tokens import TokenDataset
-    from mediatok.training.generator_task import write_decoded
 
     checkpoint, codec_path = variable_length_audio_generator(tmp_path)
     out = tmp_path / "out"
@@ -409,33 +411,28 @@ def test_samples_tokens_carry_the_lengths(tmp_path):
 def test_the_recorded_codec_is_found_from_any_directory(tmp_path, monkeypatch):
     """A run records its codec as an absolute path: `mediatok sample` from another directory
     used to fail with "demo-output/image/checkpoint: not a codec checkpoint (no config.json)".
-    A checkpoint that records a relative path (as they all did) still samples from the directory
-    it is relative to, and elsewhere says what was not found and how to name the codec."""
+    A recorded codec that is no longer there is named, with how to name another."""
     run = tmp_path / "run"
     codec, tokens = encoded(run, "titok", TINY_TITOK, ROOT / "assets" / "images")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(run)
     checkpoint = train(run, "ar", tokens, Path("codec"))  # as the YAML names it
-    assert generator_run(checkpoint)["codec"] == str(codec.resolve())
+    assert read_generator_run(checkpoint).codec == str(codec.resolve())
     monkeypatch.chdir(elsewhere)
     args = ["sample", str(checkpoint), "-n", "2", "--device", "cpu"]
     assert main([*args, "-o", "a"]) == 0
     assert len(list((elsewhere / "a").glob("*.png"))) == 2
 
-    config = json.loads((checkpoint / "config.json").read_text())
-    config["task"]["codec"] = "codec"  # recorded before paths were made absolute
-    (checkpoint / "config.json").write_text(json.dumps(config))
+    moved = codec.rename(run / "moved-codec")
     message = (
-        r"the codec recorded in the generator checkpoint was not found at codec \(relative to "
-        + str(elsewhere)
-        + r"\); pass the codec checkpoint with --codec CKPT"
+        "the codec recorded in the generator checkpoint was not found at "
+        + re.escape(str(codec.resolve()))
+        + r"; pass the codec checkpoint with --codec CKPT"
     )
     with pytest.raises(FileNotFoundError, match=message):
         main([*args, "-o", "b"])
-    assert main([*args, "-o", "b", "--codec", str(codec)]) == 0
-    monkeypatch.chdir(run)
-    assert sample(checkpoint, 2).codec is not None
+    assert main([*args, "-o", "b", "--codec", str(moved)]) == 0
 
 
 @pytest.mark.parametrize("generator", ["ar", "masked"])
@@ -452,7 +449,7 @@ def test_guidance_scale_one_with_a_linear_schedule_is_no_guidance(generator, tmp
 
 def test_steps_for_an_ar_generator_are_refused(tmp_path):
     # `mediatok sample AR_CKPT --steps 3` used to sample as without it.
-    checkpoint = saved_generator(tmp_path, "ar")  # it records steps: 4, which is no request
+    checkpoint = saved_generator(tmp_path, "ar")
     assert sample(checkpoint, 2).codes.shape == (2, 8)
     message = r"expected no steps for an 'ar' generator .*masked generators only.*, got steps=3"
     with pytest.raises(ValueError, match=message):
@@ -473,7 +470,7 @@ def test_steps_for_an_ar_generator_are_refused(tmp_path):
     ],
 )
 def test_non_finite_sampling_settings_are_refused_up_front(settings, message, tmp_path):
-    from mediatok.training.generator_task import SampleConfig
+    from mediatok.generation import SampleConfig
 
     with pytest.raises(ValueError, match=message):
         SampleConfig(**settings)

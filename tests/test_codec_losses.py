@@ -6,14 +6,17 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mediatok.training.discriminators import (
+from mediatok.training.tasks import ImageLossConfig
+from mediatok.training.tasks.adversarial import (
     LeCam,
-    PatchDiscriminator,
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
-from mediatok.training.losses import PerceptualLoss, reconstruction_loss
-from mediatok.training.tasks import CodecLossConfig
+from mediatok.training.tasks.image_losses import (
+    PatchDiscriminator,
+    PerceptualLoss,
+    reconstruction_loss,
+)
 
 
 def test_hinge_losses():
@@ -61,4 +64,4 @@ def test_perceptual_loss_needs_weights(tmp_path):
     with pytest.raises(FileNotFoundError, match="no VGG16 weights"):
         PerceptualLoss(tmp_path / "missing.pth")
     with pytest.raises(ValueError, match="perceptual_weights"):
-        CodecLossConfig(perceptual_weight=1.0)
+        ImageLossConfig(perceptual_weight=1.0)

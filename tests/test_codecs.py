@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -155,14 +157,20 @@ def test_load_names_what_is_wrong(tmp_path):
     (tmp_path / "config.json").write_text('{"something": "else"}')
     with pytest.raises(ValueError, match=r"config\.json: expected a codec checkpoint"):
         load_codec(tmp_path)
-    (tmp_path / "config.json").write_text('{"codec": "titok", "config": {}}')
+    (tmp_path / "config.json").write_text('{"kind": "codec", "run": {"codec": "titok"}}')
+    with pytest.raises(ValueError, match=r"config\.json: expected a codec checkpoint's run"):
+        load_codec(tmp_path)
+    (tmp_path / "config.json").write_text(
+        '{"kind": "codec", "run": {"codec": "titok", "model": {}}}'
+    )
     with pytest.raises(
         FileNotFoundError, match=r"expected the codec.s weights in model\.safetensors"
     ):
         load_codec(tmp_path)
     make("titok").save_pretrained(tmp_path / "titok")
+    model = {"num_tokens": 9, "image_size": 32, "patch_size": 8}
     (tmp_path / "titok" / "config.json").write_text(
-        '{"codec": "titok", "config": {"num_tokens": 9, "image_size": 32, "patch_size": 8}}'
+        json.dumps({"kind": "codec", "run": {"codec": "titok", "model": model}})
     )
     with pytest.raises(ValueError, match="weights do not fit codec 'titok'"):
         load_codec(tmp_path / "titok")

@@ -11,7 +11,8 @@ from mediatok.codecs import build_codec
 from mediatok.config import load_config
 from mediatok.generation import build_generator
 from mediatok.tokens import TokenSpec
-from mediatok.training.run import CodecRunConfig, run_config_class
+from mediatok.training.run import load_run_config
+from mediatok.training.tasks import ImageCodecRunConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 
@@ -22,7 +23,7 @@ def test_there_are_configs():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
 def test_config_loads_and_builds(path):
-    config = load_config(run_config_class(path), path)
+    config = load_run_config(path)
     if config.task == "generator":  # the spec comes from shards: a stand-in; built on the CPU
         window = config.data.window or 128
         model = build_generator(config.generator, config.model, TokenSpec([4096]), (window,))
@@ -41,7 +42,7 @@ def test_paper_sizes():
         "titok-l-32.yaml": (1024, 32),
     }
     for name, (width, tokens) in expected.items():
-        model = load_config(CodecRunConfig, root / "image" / name).model
+        model = load_config(ImageCodecRunConfig, root / "image" / name).model
         with torch.device("meta"):
             codec = build_codec("titok", model)
         assert (codec.config.width, codec.config.num_tokens) == (width, tokens)

@@ -18,13 +18,13 @@ import soundfile
 import torch
 
 from mediatok.api import evaluate_codec, load_generator
+from mediatok.checkpoint import save_checkpoint
 from mediatok.codecs import build_codec, load_codec
-from mediatok.generation import ARConfig, build_generator
+from mediatok.generation import ARConfig, SampleConfig, build_generator
 from mediatok.tokens import TokenFileError, TokenSpec, TokenWriter
 from mediatok.training import TrainConfig
-from mediatok.training.checkpoint import save_checkpoint
-from mediatok.training.generator_task import GeneratorDataConfig, GeneratorTask, SampleConfig
-from mediatok.training.run import GeneratorRunConfig, train_generator
+from mediatok.training.run import train as train_generator
+from mediatok.training.tasks import GeneratorDataConfig, GeneratorRunConfig, GeneratorTask
 from tiny_configs import GENERATOR as TINY_AR
 from tiny_configs import TITOK as TINY_TITOK
 from tiny_configs import WAVTOKENIZER_16K
@@ -138,7 +138,7 @@ def generator_checkpoint(directory: Path, ema: bool = False) -> Path:
     model = build_generator("ar", TINY_AR, SPEC, SHAPE)
     task = {"generator": "ar", "model": TINY_AR, "spec": SPEC.to_dict(), "token_shape": [8]}
     state = model.state_dict() if ema else None
-    return save_checkpoint(directory, model, {"kind": "generator", "task": task}, ema=state)
+    return save_checkpoint(directory, model, kind="generator", run=task, ema=state)
 
 
 def test_load_generator_without_weights_names_the_missing_file(tmp_path: Path) -> None:

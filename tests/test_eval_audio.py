@@ -216,9 +216,9 @@ def test_pesq_and_stoi_reject_non_finite_samples(metric: Callable, bad: float) -
 def test_codec_evaluation_names_a_file_it_cannot_score(tmp_path) -> None:
     """A file too short for the metrics' STFTs (or one PESQ refuses: silence, < 0.25 s) stops
     the evaluation with an error that names it, not a bare metric error among many files."""
-    from mediatok.api import evaluate_audio_codec
     from mediatok.codecs import build_codec
     from mediatok.data import write_audio
+    from mediatok.pipelines import evaluate_codec
 
     tiny = {"sample_rate": SAMPLE_RATE, "hop_length": 8, "strides": [2, 4], "channels": 4}
     tiny |= {"latent_dim": 8, "decoder_dim": 16, "decoder_intermediate": 16, "decoder_layers": 1}
@@ -229,7 +229,7 @@ def test_codec_evaluation_names_a_file_it_cannot_score(tmp_path) -> None:
     write_audio(tmp_path / "clips" / "a-long.wav", sines_and_chirp(0.25)[:1], SAMPLE_RATE)
     write_audio(tmp_path / "clips" / "b-short.wav", sines_and_chirp(0.01)[:1], SAMPLE_RATE)
     out = tmp_path / "report"
-    report = evaluate_audio_codec(codec, tmp_path / "clips", out, limit=1, speech_metrics=False)
+    report = evaluate_codec(codec, tmp_path / "clips", out, limit=1, speech_metrics=False)
     assert report["num_files"] == 1 and math.isfinite(report["mel_distance"])
     with pytest.raises(ValueError, match=r"b-short\.wav: cannot score .*longer than n_fft // 2"):
-        evaluate_audio_codec(codec, tmp_path / "clips", out, speech_metrics=False)
+        evaluate_codec(codec, tmp_path / "clips", out, speech_metrics=False)

@@ -1,4 +1,4 @@
-"""`ARTransformer`, `mediatok.nn.rope` and `mediatok.generation.sampling`.
+"""`ARTransformer`, its decode engine, `mediatok.nn.rope` and `mediatok.generation.sampling`.
 
 Tiny models (dim 32, depth 2, heads 4) on CPU in fp32: the KV-cached path must give the
 teacher-forced logits, sampling must be reproducible and respect each position's vocabulary.
@@ -6,14 +6,22 @@ teacher-forced logits, sampling must be reproducible and respect each position's
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 
-from mediatok.generation import ar, build_generator
-from mediatok.generation.ar import ARConfig, ARTransformer, _Draw, build_ar_transformer
+from mediatok.generation import MaskedConfig, build_generator, engine
+from mediatok.generation.ar import (
+    ARConfig,
+    ARTransformer,
+    build_ar_transformer,
+    resolve_variable_length,
+)
+from mediatok.generation.engine import ARDecodeEngine, _Draw
 from mediatok.generation.sampling import (
+    SampleSettings,
     cfg_logits,
     cfg_scale_at,
     check_guidance,
@@ -25,7 +33,6 @@ from mediatok.generation.sampling import (
 )
 from mediatok.nn.rope import apply_rope, rope_tables, with_prefix
 from mediatok.tokens import TokenSpec
-from mediatok.training.generator_task import resolve_variable_length
 
 SPECS = {
     "1d": (TokenSpec([16]), (7,)),
@@ -183,25 +190,34 @@ def test_generate_with_extreme_temperatures_and_guidance_scales():
     model = tiny(spec, shape, num_classes=3)
     labels = torch.tensor([0, 1, 2, 1])
     for options in ({}, {"cfg_scale": 3.0}, {"top_k": 3}):
-        greedy = model.generate(labels=labels, temperature=0.0, **options).codes
+        greedy = model.generate(
+            labels=labels, settings=SampleSettings(temperature=0.0, **options)
+        ).codes
         tiny_temperature = model.generate(
-            labels=labels, temperature=1e-40, generator=torch.Generator().manual_seed(0), **options
+            labels=labels,
+            settings=SampleSettings(temperature=1e-40, **options),
+            generator=torch.Generator().manual_seed(0),
         )
         assert torch.equal(tiny_temperature.codes, greedy)
         hot = model.generate(
-            labels=labels, temperature=1e300, generator=torch.Generator().manual_seed(0), **options
+            labels=labels,
+            settings=SampleSettings(temperature=1e300, **options),
+            generator=torch.Generator().manual_seed(0),
         )
         assert int(hot.codes[:, 0].max()) < 8 and int(hot.codes[:, 1].max()) < 4
     variable = tiny(TokenSpec([8]), None, num_classes=3, max_tokens=12, variable_length=True)
     codes, lengths = variable.generate(
-        labels=labels, temperature=1e300, generator=torch.Generator().manual_seed(0)
+        labels=labels,
+        settings=SampleSettings(temperature=1e300),
+        generator=torch.Generator().manual_seed(0),
     )
     assert int(codes.max()) < 8 and int(lengths.min()) >= 1
+    # The settings are refused where they enter, before any model sees them.
     for scale in (float("nan"), float("inf")):
         with pytest.raises(ValueError, match=r"expected a finite cfg_scale \(1: no guidance\)"):
-            model.generate(labels=labels, cfg_scale=scale)
+            SampleSettings(cfg_scale=scale)
     with pytest.raises(ValueError, match=r"expected a finite temperature >= 0 \(0: greedy\)"):
-        model.generate(labels=labels, temperature=float("inf"))
+        SampleSettings(temperature=float("inf"))
 
 
 def test_cfg_scale_one_is_no_guidance_whatever_the_schedule():
@@ -212,25 +228,47 @@ def test_cfg_scale_one_is_no_guidance_whatever_the_schedule():
     unconditional = tiny(spec, shape)
     plain = unconditional.generate(2, generator=torch.Generator().manual_seed(0)).codes
     linear = unconditional.generate(
-        2, cfg_scale=1.0, cfg_schedule="linear", generator=torch.Generator().manual_seed(0)
+        2,
+        settings=SampleSettings(cfg_scale=1.0, cfg_schedule="linear"),
+        generator=torch.Generator().manual_seed(0),
     ).codes
     assert torch.equal(linear, plain)
     conditional = tiny(spec, shape, num_classes=3)
     rows = []
     original = conditional.allocate_cache
     conditional.allocate_cache = lambda batch, dtype=None: (rows.append(batch), original(batch))
-    conditional.generate(labels=[0, 1], cfg_scale=1.0, cfg_schedule="linear")
-    conditional.generate(labels=[0, 1], cfg_scale=2.0, cfg_schedule="linear")
+    conditional.generate(
+        labels=[0, 1], settings=SampleSettings(cfg_scale=1.0, cfg_schedule="linear")
+    )
+    conditional.generate(
+        labels=[0, 1], settings=SampleSettings(cfg_scale=2.0, cfg_schedule="linear")
+    )
     assert rows == [2, 4]  # the doubled batch only under guidance
 
 
 def test_generate_reads_the_cache_in_four_spans_at_most():
     for length in (1, 4, 31, 256, 1024):
         model = tiny(TokenSpec([16]), (length,))
-        spans = model._spans(length)
+        spans = model.engine.spans(length)
         assert all(step + 2 <= span <= length + 1 for step, span in enumerate(spans))
         assert len(set(spans)) <= 4 and spans == sorted(spans)
     assert sum(spans) < 0.66 * len(spans) * (length + 1)  # 1024 tokens: ~5/8 of the cache
+
+
+def test_the_engine_is_made_once_and_a_copied_model_gets_its_own():
+    model = tiny(TokenSpec([16]), (5,), num_classes=3)
+    first = model.generate(labels=[0, 1], generator=torch.Generator().manual_seed(0)).codes
+    assert isinstance(model.engine, ARDecodeEngine) and model.engine is model.engine
+    assert model.engine.model is model
+    # A compiled step samples from the model it was compiled on: the engine of a copied model
+    # (an EMA copy; `copy.deepcopy(model)` reaches the engine with the copy in its memo) is
+    # the copy's, without it.
+    model.engine._compiled = ("default", model.engine.advance)
+    twin = tiny(TokenSpec([16]), (5,), num_classes=3, seed=1)
+    engine_copy = copy.deepcopy(model.engine, {id(model): twin})
+    assert engine_copy.model is twin and engine_copy._compiled is None
+    again = model.generate(labels=[0, 1], generator=torch.Generator().manual_seed(0)).codes
+    assert torch.equal(again, first)
 
 
 def test_cfg_helpers():
@@ -264,7 +302,7 @@ def test_cached_logits_equal_teacher_forced(name, num_classes):
         torch.testing.assert_close(
             model.prefill(ids[:, :0], labels), full[:, :1], atol=1e-5, rtol=0
         )
-        spans = model._spans(model.max_tokens)
+        spans = model.engine.spans(model.max_tokens)
         for position in range(model.max_tokens):
             step = model.decode_step(ids[:, position : position + 1], torch.tensor(position))
             torch.testing.assert_close(step, full[:, position + 1], atol=1e-5, rtol=0)
@@ -296,7 +334,8 @@ def test_fixed_seed_reproduces_and_other_seed_differs():
 
     def draw(seed, **kwargs):
         generator = torch.Generator().manual_seed(seed)
-        return model.generate(labels=labels, generator=generator, top_k=8, **kwargs)
+        settings = SampleSettings(top_k=8, **kwargs)
+        return model.generate(labels=labels, settings=settings, generator=generator)
 
     codes, lengths = draw(0)
     assert codes.shape == (4, *shape) and lengths.tolist() == [3] * 4  # rows: the length axis H
@@ -315,15 +354,19 @@ def test_invalid_level_ids_are_never_sampled():
     model = tiny(spec, shape)
     # Without the mask, ids of the other level and the end token would be likely: every raw
     # logit is finite and the temperature flattens them.
-    codes, lengths = model.generate(64, temperature=5.0, generator=torch.Generator().manual_seed(0))
+    codes, lengths = model.generate(
+        64, settings=SampleSettings(temperature=5.0), generator=torch.Generator().manual_seed(0)
+    )
     assert codes.shape == (64, *shape) and lengths.tolist() == [4] * 64  # T
     assert int(codes[:, 0].max()) < 8 and int(codes[:, 1].max()) < 4
     assert len(codes[:, 1].unique()) == 4  # level 1 does get sampled, just within its range
 
 
 def test_end_token_gives_variable_lengths_and_padding():
-    model = tiny(TokenSpec([8]), None, max_tokens=12)
-    codes, lengths = model.generate(32, temperature=2.0, generator=torch.Generator().manual_seed(0))
+    model = tiny(TokenSpec([8]), None, max_tokens=12, variable_length=True)
+    codes, lengths = model.generate(
+        32, settings=SampleSettings(temperature=2.0), generator=torch.Generator().manual_seed(0)
+    )
     assert codes.shape == (32, 12)
     assert int(lengths.min()) >= 1 and int(lengths.max()) <= 12
     assert int(lengths.min()) < 12  # some samples ended early
@@ -357,14 +400,18 @@ def test_a_fixed_length_1d_model_never_ends_a_sample_early(options):
     labels = torch.tensor([0, 1, 2, 0])
     generator = torch.Generator().manual_seed(0)
     fixed = end_token_wins(tiny(TokenSpec([8]), (6,), num_classes=3, variable_length=False))
-    codes, lengths = fixed.generate(labels=labels, generator=generator, **options)
+    codes, lengths = fixed.generate(
+        labels=labels, settings=SampleSettings(**options), generator=generator
+    )
     assert codes.shape == (4, 6) and lengths.tolist() == [6] * 4
     assert int(codes.max()) < 8  # no end id (8) in the codes either
     logits = fixed.logits(codes.reshape(4, 6), labels)  # (B, L + 1, V + 1)
     assert torch.isinf(logits[:, :6, fixed.end_id]).all()  # -inf at every token
     # The same forced head on a variable-length model ends every row at its first chance.
     variable = end_token_wins(tiny(TokenSpec([8]), (6,), num_classes=3, variable_length=True))
-    codes, lengths = variable.generate(labels=labels, generator=generator, **options)
+    codes, lengths = variable.generate(
+        labels=labels, settings=SampleSettings(**options), generator=generator
+    )
     assert lengths.tolist() == [1] * 4 and not bool(codes[:, 1:].any())
     with pytest.raises(ValueError, match="expected max_tokens None or 6 for this fixed-length"):
         fixed.generate(2, labels=[0, 1], max_tokens=3)
@@ -381,36 +428,37 @@ def test_a_fixed_length_1d_model_trains_no_end_token():
     logits = fixed.logits(ids)[:, :6]  # (B, L, V + 1)
     real = torch.arange(6) < lengths[:, None]  # (B, L)
     expected = torch.nn.functional.cross_entropy(logits[real], ids[real])
-    torch.testing.assert_close(fixed.loss(ids, lengths=lengths), expected)
-    assert not torch.allclose(variable.loss(ids, lengths=lengths), expected)  # + 2 end targets
+    torch.testing.assert_close(fixed(ids, lengths=lengths), expected)
+    assert not torch.allclose(variable(ids, lengths=lengths), expected)  # + 2 end targets
     # Full rows: no end target either way, but the variable-length model's softmax keeps some
     # mass for the end token at tokens 1..L-1 (the same weights, one more finite logit).
-    assert fixed.loss(ids) < variable.loss(ids)
+    assert fixed(ids) < variable(ids)
 
 
-def test_variable_length_is_for_1d_layouts_and_none_keeps_the_old_rule():
+def test_variable_length_is_for_1d_layouts_and_off_by_default():
     for spec, shape in SPECS.values():
         one_axis = spec.ndim == 1
-        assert tiny(spec, shape).variable_length == one_axis  # None: checkpoints before the field
+        assert tiny(spec, shape).variable_length is False
         assert not tiny(spec, shape, variable_length=False).variable_length
         if one_axis:
             assert tiny(spec, shape, variable_length=True).variable_length
         else:
             with pytest.raises(
-                ValueError, match=f"variable_length None or False for layout {spec.layout!r}"
+                ValueError,
+                match=f"expected variable_length False for layout {spec.layout!r} .*, got True",
             ):
                 tiny(spec, shape, variable_length=True)
-    # An old checkpoint's config has no such key.
-    old = build_generator("ar", {"dim": 32, "depth": 1, "heads": 4}, TokenSpec([8]), (6,))
-    assert old.config.variable_length is None and old.variable_length
-    with pytest.raises(TypeError, match="expected variable_length None, True or False, got 'no'"):
+    # A config without the key is fixed-length: `mediatok train` decides it from the shards.
+    default = build_generator("ar", {"dim": 32, "depth": 1, "heads": 4}, TokenSpec([8]), (6,))
+    assert default.config.variable_length is False and not default.variable_length
+    with pytest.raises(TypeError, match="expected variable_length True or False, got 'no'"):
         ARConfig(variable_length="no")
     with pytest.raises(TypeError, match="got 1"):
         ARConfig(variable_length=1)
 
 
 def test_training_memorizes_one_sequence_per_class():
-    model = tiny(TokenSpec([16]), (8,), num_classes=3).train()
+    model = tiny(TokenSpec([16]), (8,), num_classes=3, variable_length=True).train()
     ids = torch.tensor(
         [[3, 1, 4, 1, 5, 0, 0, 0], [9, 2, 6, 5, 3, 5, 8, 9], [7, 7, 2, 0, 0, 0, 0, 0]]
     )
@@ -418,13 +466,13 @@ def test_training_memorizes_one_sequence_per_class():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(100):
-        loss = model.loss(ids.repeat(4, 1), labels.repeat(4), lengths.repeat(4))
+        loss = model(ids.repeat(4, 1), labels.repeat(4), lengths.repeat(4))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0]
-    codes, generated_lengths = model.generate(labels=labels, temperature=0)
+    codes, generated_lengths = model.generate(labels=labels, settings=SampleSettings(temperature=0))
     assert generated_lengths.tolist() == lengths.tolist()
     assert torch.equal(codes, ids)  # padding is code 0 after the end, as in `ids`
     assert model.training  # generate restored the mode
@@ -436,17 +484,17 @@ def test_loss_takes_codes_and_ignores_padding_along_the_length_axis(name):
     model = tiny(spec, shape)
     codes = torch.stack([torch.randint(8, (3, 4)), torch.randint(4, (3, 4))], dim=1)  # (B, Q, T)
     ids = model.layout.flatten(codes)
-    assert torch.equal(model.loss(codes), model.loss(ids))
-    assert math.isfinite(model.loss(codes).item())
+    assert torch.equal(model(codes), model(ids))
+    assert math.isfinite(model(codes).item())
     lengths = torch.tensor([2, 4, 1])  # time steps; later ones are padding
     padded = codes.clone()
     padded[0, :, 2:], padded[2, :, 1:] = 3, 1
-    assert torch.equal(model.loss(codes, lengths=lengths), model.loss(padded, lengths=lengths))
-    assert not torch.equal(model.loss(codes), model.loss(padded))
+    assert torch.equal(model(codes, lengths=lengths), model(padded, lengths=lengths))
+    assert not torch.equal(model(codes), model(padded))
 
 
 # --------------------------------------------------------------------------------------------
-# the training task decides variable_length from the shards
+# `mediatok train` decides variable_length from the shards
 
 
 def test_variable_length_is_resolved_from_the_training_lengths():
@@ -491,12 +539,21 @@ def test_bad_inputs_raise_with_expected_and_got():
         ValueError,
         match=r"expected labels \(of a class-conditional model\) for CFG, got cfg_scale=2.0",
     ):
-        unconditional.generate(2, cfg_scale=2.0)
+        unconditional.generate(2, settings=SampleSettings(cfg_scale=2.0))
+    # a conditional model sampling its null class (no labels) has nothing to guide either
+    with pytest.raises(ValueError, match=r"for CFG, got cfg_scale=3.0, cfg_schedule='linear'"):
+        conditional.generate(2, settings=SampleSettings(cfg_scale=3.0, cfg_schedule="linear"))
+    with pytest.raises(
+        ValueError, match=r"expected no steps for an 'ar' generator .*masked generators only"
+    ):
+        unconditional.generate(2, settings=SampleSettings(steps=4))
+    with pytest.raises(TypeError, match="expected settings a SampleSettings or None, got dict"):
+        unconditional.generate(2, settings={"temperature": 0.0})
     with pytest.raises(ValueError, match=r"expected num_samples >= 1, or labels \(of that many\)"):
         conditional.generate(3, labels=[0, 1])
     assert conditional.generate(2, labels=[0, 1]).codes.shape == (2, *shape)
     with pytest.raises(ValueError, match=r"expected lengths in \[1, 4\], got \[5, 1\]"):
-        conditional.loss(ids, lengths=torch.tensor([5, 1]))
+        conditional(ids, lengths=torch.tensor([5, 1]))
     with pytest.raises(ValueError, match="expected max_tokens None or 8"):
         unconditional.generate(2, max_tokens=4)
     with pytest.raises(ValueError, match=r"expected allocate_cache\(2\) first"):
@@ -505,17 +562,34 @@ def test_bad_inputs_raise_with_expected_and_got():
         ARTransformer(ARConfig(dim=32, depth=1, heads=4), spec)
 
 
-def test_sizes():
+def test_sizes_and_the_builder():
     config = ARConfig(dim=32, heads=4)
     assert config.hidden == 256  # 8/3 · 32 rounded up to a multiple of 256
     assert ARConfig().hidden == 2048
+    assert ARConfig(dim=32, heads=4, mlp_ratio=2.5).hidden == 80  # int(dim · mlp_ratio)
+    with pytest.raises(ValueError, match="expected mlp_ratio > 0 or None, got 0"):
+        ARConfig(mlp_ratio=0)
     with pytest.raises(ValueError, match="expected size to be one of"):
-        build_ar_transformer(TokenSpec([16]), (4,), size="M")
+        ARConfig.preset("M")
+    large = ARConfig.preset("L", num_classes=10)
+    assert (large.dim, large.depth, large.heads, large.num_classes) == (1024, 24, 16, 10)
+    # one builder signature for both generators: a config or the fields that differ from the
+    # defaults, a spec or its dict form, a token shape (1-D: None takes config.max_tokens)
+    tiny_config = {"dim": 32, "depth": 1, "heads": 4}
+    model = build_ar_transformer(tiny_config, TokenSpec([16]).to_dict(), (4,))
+    assert model.max_tokens == 4 and model.config.dim == 32 and model.spec == TokenSpec([16])
+    config = ARConfig(**tiny_config, max_tokens=5)
+    assert build_ar_transformer(config, TokenSpec([16]), None).max_tokens == 5
+    with pytest.raises(ValueError, match="heads"):
+        build_ar_transformer({"dim": 32, "haeds": 4}, TokenSpec([16]), (4,))
+    with pytest.raises(TypeError, match="expected an ARConfig, got MaskedConfig"):
+        ARTransformer(MaskedConfig(), TokenSpec([16]), (4,))
 
 
 @pytest.mark.slow
 def test_gpt_b_parameter_count():
-    model = build_ar_transformer(TokenSpec([16384]), (256,), "B", num_classes=1000)
+    config = ARConfig.preset("B", num_classes=1000)
+    model = build_ar_transformer(config, TokenSpec([16384]), (256,))
     # The head's 16,385 rows are padded to 16,448: 48,384 parameters more than LlamaGen's B.
     assert sum(p.numel() for p in model.parameters()) == 110_937_600
 
@@ -526,22 +600,32 @@ def test_compiled_decode_step_matches_eager():
     model = tiny(spec, shape, num_classes=3)
     labels = torch.tensor([0, 2])
     generator = torch.Generator()
-    eager = model.generate(labels=labels, cfg_scale=2.0, generator=generator.manual_seed(0))
+    settings = SampleSettings(cfg_scale=2.0)
+    eager = model.generate(labels=labels, settings=settings, generator=generator.manual_seed(0))
     compiled = model.generate(
-        labels=labels, cfg_scale=2.0, generator=generator.manual_seed(0), compile_step=True
+        labels=labels,
+        settings=SampleSettings(cfg_scale=2.0, compile=True),
+        generator=generator.manual_seed(0),
     )
     assert torch.equal(eager[0], compiled[0])
 
 
 @pytest.mark.slow
 def test_compiled_step_matches_eager_with_end_token_top_p_and_linear_schedule():
-    model = tiny(TokenSpec([16]), (40,), num_classes=3)  # 3 cache spans: 3 compiled graphs
-    assert len(set(model._spans(40))) == 3
+    # 3 cache spans: 3 compiled graphs
+    model = tiny(TokenSpec([16]), (40,), num_classes=3, variable_length=True)
+    assert len(set(model.engine.spans(40))) == 3
     labels, options = torch.tensor([0, 1, 2, 1]), {"cfg_scale": 3.0, "cfg_schedule": "linear"}
     options |= {"top_p": 0.9, "top_k": 8, "temperature": 1.3}
-    eager = model.generate(labels=labels, generator=torch.Generator().manual_seed(5), **options)
+    eager = model.generate(
+        labels=labels,
+        settings=SampleSettings(**options),
+        generator=torch.Generator().manual_seed(5),
+    )
     compiled = model.generate(
-        labels=labels, generator=torch.Generator().manual_seed(5), compile_step=True, **options
+        labels=labels,
+        settings=SampleSettings(**options, compile=True),
+        generator=torch.Generator().manual_seed(5),
     )
     assert torch.equal(eager.codes, compiled.codes) and torch.equal(eager.lengths, compiled.lengths)
 
@@ -550,9 +634,15 @@ def test_compiled_step_matches_eager_with_end_token_top_p_and_linear_schedule():
 def test_compiled_sampling_of_a_fixed_length_1d_model_never_ends_early():
     model = end_token_wins(tiny(TokenSpec([16]), (12,), num_classes=3, variable_length=False))
     labels, options = torch.tensor([0, 1, 2]), {"cfg_scale": 2.0, "top_k": 8}
-    eager = model.generate(labels=labels, generator=torch.Generator().manual_seed(1), **options)
+    eager = model.generate(
+        labels=labels,
+        settings=SampleSettings(**options),
+        generator=torch.Generator().manual_seed(1),
+    )
     compiled = model.generate(
-        labels=labels, generator=torch.Generator().manual_seed(1), compile_step=True, **options
+        labels=labels,
+        settings=SampleSettings(**options, compile=True),
+        generator=torch.Generator().manual_seed(1),
     )
     assert compiled.lengths.tolist() == [12] * 3 and torch.equal(eager.codes, compiled.codes)
 
@@ -560,18 +650,19 @@ def test_compiled_sampling_of_a_fixed_length_1d_model_never_ends_early():
 @pytest.mark.slow
 def test_new_temperatures_compile_nothing_and_the_graph_limit_is_a_clear_error(monkeypatch):
     torch._dynamo.reset()  # the limit counts the graphs of every model in the process
-    monkeypatch.setattr(ar, "_COMBINATIONS", 1)
-    model = tiny(TokenSpec([16]), (16,), num_classes=3)
-    graphs = len(set(model._spans(16)[:-1]))  # per combination: the last step feeds nothing
+    monkeypatch.setattr(engine, "_COMBINATIONS", 1)
+    model = tiny(TokenSpec([16]), (16,), num_classes=3, variable_length=True)
+    graphs = len(set(model.engine.spans(16)[:-1]))  # per combination: the last step feeds nothing
     labels = torch.tensor([0, 1])
     stats = torch._dynamo.utils.counters["stats"]  # counts since the process started
     before = stats["unique_graphs"]
     for temperature, top_p in ((1.0, 0.9), (0.5, 0.6), (2.0, 0.3)):
-        model.generate(labels=labels, temperature=temperature, top_p=top_p, compile_step=True)
+        settings = SampleSettings(temperature=temperature, top_p=top_p, compile=True)
+        model.generate(labels=labels, settings=settings)
     assert stats["unique_graphs"] - before == graphs
-    with pytest.raises(RuntimeError, match=r"1 combinations .* compile_step=False"):
+    with pytest.raises(RuntimeError, match=r"1 combinations .* compile=False"):
         for top_k in (4, 2):  # each new top_k: new graphs; the limit is 4 graphs
-            model.generate(labels=labels, top_k=top_k, compile_step=True)
+            model.generate(labels=labels, settings=SampleSettings(top_k=top_k, compile=True))
     torch._dynamo.reset()
 
 
@@ -579,14 +670,13 @@ def test_new_temperatures_compile_nothing_and_the_graph_limit_is_a_clear_error(m
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_generate_on_a_fresh_model_matches_eager():
     """Warm-up, recording and replays of every span, each step's outputs fed to the next."""
-    model = tiny(TokenSpec([16]), (40,), num_classes=3).cuda()
+    model = tiny(TokenSpec([16]), (40,), num_classes=3, variable_length=True).cuda()
     labels = torch.tensor([0, 1, 2], device="cuda")
     runs = [
         model.generate(
             labels=labels,
-            cfg_scale=2.0,
+            settings=SampleSettings(cfg_scale=2.0, compile=compiled),
             generator=torch.Generator("cuda").manual_seed(0),
-            compile_step=compiled,
         )
         for compiled in (True, True, False)  # the second compiled run replays recorded graphs
     ]
@@ -601,7 +691,7 @@ def test_cuda_graph_step_matches_eager(dtype):
     model = tiny(TokenSpec([16], layout="H W"), (4, 4), num_classes=3).cuda()
     labels = torch.tensor([0, 1, 2], device="cuda")
     null = torch.full_like(labels, model.null_class)
-    step = model._step_function(True, torch.device("cuda"))  # mode "reduce-overhead"
+    step = model.engine.step_function(True, torch.device("cuda"))  # mode "reduce-overhead"
     draw = _Draw(guided=True, temperature=torch.tensor(1.0, device="cuda"), top_k=None, top_p=None)
     generator = torch.Generator("cuda").manual_seed(0)
     scales = torch.full((model.max_tokens,), 2.0, device="cuda")
@@ -623,12 +713,13 @@ def test_cuda_graph_step_matches_eager(dtype):
                 lengths,
             )
             torch.compiler.cudagraph_mark_step_begin()
-            span = model._spans(model.max_tokens)[position]
+            span = model.engine.spans(model.max_tokens)[position]
             token, _, _, compiled = (out.clone() for out in step(*state, draw, span))
             # Eager from the same state: the same token, so it rewrites the same cache slot.
-            eager_token, _, _, logits = model._advance(*state, draw, span)
+            eager_token, _, _, logits = model.engine.advance(*state, draw, span)
             assert torch.equal(token, eager_token)
             tolerance = 1e-4 if dtype == torch.float32 else 5e-2
             torch.testing.assert_close(compiled, logits, atol=tolerance, rtol=0)
-        codes, lengths = model.generate(labels=labels, cfg_scale=2.0, compile_step=True)
+        settings = SampleSettings(cfg_scale=2.0, compile=True)
+        codes, lengths = model.generate(labels=labels, settings=settings)
     assert codes.shape == (3, 4, 4) and lengths.tolist() == [4] * 3

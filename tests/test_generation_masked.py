@@ -15,6 +15,7 @@ from mediatok.generation.masked import (
     mask_ratio,
     masked_count,
 )
+from mediatok.generation.sampling import SampleSettings
 from mediatok.tokens import TokenSpec
 
 TINY = {"dim": 32, "depth": 2, "heads": 4}
@@ -63,7 +64,8 @@ def test_sampler_unmasks_the_scheduled_count_each_step(schedule):
     def record(step, ids):
         seen.append((step, ids.clone()))
 
-    codes = model.generate(4, steps=steps, generator=seeded(0), callback=record).codes
+    settings = SampleSettings(steps=steps)
+    codes = model.generate(4, settings=settings, generator=seeded(0), callback=record).codes
     assert codes.shape == (4, *SHAPE) and codes.dtype == torch.int64
     assert [step for step, _ in seen] == list(range(steps))
     expected = [masked_count(t, steps, model.length, schedule) for t in range(steps)]
@@ -81,10 +83,10 @@ def test_fixed_seed_reproduces_and_another_seed_differs():
     # global RNG, so it would break reproduction) and restore the flag.
     model = tiny(num_classes=3, dropout=0.5).train()
     labels = torch.tensor([0, 1, 2, 0])
-    options = {"steps": 5, "cfg_scale": 2.0, "cfg_schedule": "linear", "top_k": 8}
-    first, lengths = model.generate(labels=labels, generator=seeded(7), **options)
-    again = model.generate(labels=labels, generator=seeded(7), **options).codes
-    other = model.generate(labels=labels, generator=seeded(8), **options).codes
+    options = SampleSettings(steps=5, cfg_scale=2.0, cfg_schedule="linear", top_k=8)
+    first, lengths = model.generate(labels=labels, settings=options, generator=seeded(7))
+    again = model.generate(labels=labels, settings=options, generator=seeded(7)).codes
+    other = model.generate(labels=labels, settings=options, generator=seeded(8)).codes
     assert torch.equal(first, again) and lengths is None
     assert not torch.equal(first, other)
     assert model.training
@@ -95,9 +97,11 @@ def test_cfg_scale_one_equals_conditional_sampling():
     labels = torch.tensor([2, 0, 1])
     conditional = model.generate(labels=labels, generator=seeded(3)).codes
     # a scale that is not 1.0 takes the doubled-batch path but guides by (numerically) 1
-    doubled = model.generate(labels=labels, cfg_scale=1.0 + 1e-12, generator=seeded(3)).codes
+    nearly_one = SampleSettings(cfg_scale=1.0 + 1e-12)
+    doubled = model.generate(labels=labels, settings=nearly_one, generator=seeded(3)).codes
     assert torch.equal(doubled, conditional)
-    guided = model.generate(labels=labels, cfg_scale=6.0, generator=seeded(3)).codes
+    six = SampleSettings(cfg_scale=6.0)
+    guided = model.generate(labels=labels, settings=six, generator=seeded(3)).codes
     assert not torch.equal(guided, conditional)
 
 
@@ -111,7 +115,9 @@ def test_invalid_level_ids_are_never_predicted_or_sampled():
     )
     # A hot temperature flattens the distribution: unmasked logits would pick wrong levels often.
     samples = model.generate(
-        labels=torch.tensor([0, 1] * 8), temperature=10.0, cfg_scale=3.0, generator=seeded(0)
+        labels=torch.tensor([0, 1] * 8),
+        settings=SampleSettings(temperature=10.0, cfg_scale=3.0),
+        generator=seeded(0),
     ).codes
     assert samples.shape == (16, 2, 6)
     assert int(samples[:, 0].max()) < 5 and int(samples[:, 1].max()) < 7
@@ -126,28 +132,37 @@ def test_extreme_temperatures_and_non_finite_settings():
     labels = torch.tensor([0, 1, 1, 0])
     for options in ({}, {"cfg_scale": 3.0}, {"top_k": 2}):
         options |= {"choice_temperature": 0.0, "steps": 4}  # no noise on confidences
-        greedy = model.generate(labels=labels, temperature=0.0, **options).codes
+        greedy = model.generate(
+            labels=labels, settings=SampleSettings(temperature=0.0, **options)
+        ).codes
         tiny_temperature = model.generate(
-            labels=labels, temperature=1e-40, generator=seeded(0), **options
+            labels=labels,
+            settings=SampleSettings(temperature=1e-40, **options),
+            generator=seeded(0),
         ).codes
         assert torch.equal(tiny_temperature, greedy)
-        hot = model.generate(labels=labels, temperature=1e300, generator=seeded(0), **options)
+        hot = model.generate(
+            labels=labels,
+            settings=SampleSettings(temperature=1e300, **options),
+            generator=seeded(0),
+        )
         assert int(hot.codes[:, 0].max()) < 5 and int(hot.codes[:, 1].max()) < 7
+    # The settings are refused where they enter, before any model sees them.
     finite = r"expected a finite cfg_scale \(1: no guidance\), got"
     for scale in (float("nan"), float("inf")):
         with pytest.raises(ValueError, match=finite):
-            model.generate(labels=labels, cfg_scale=scale)
+            SampleSettings(cfg_scale=scale)
     with pytest.raises(ValueError, match=r"expected a finite temperature >= 0 \(0: greedy\)"):
-        model.generate(labels=labels, temperature=float("inf"))
+        SampleSettings(temperature=float("inf"))
     with pytest.raises(ValueError, match="expected a finite choice_temperature >= 0, got inf"):
-        model.generate(labels=labels, choice_temperature=float("inf"))
+        SampleSettings(choice_temperature=float("inf"))
 
 
 def test_loss_counts_masked_positions_only():
     model = tiny(num_classes=2)
     codes = torch.randint(16, (3, *SHAPE), generator=seeded(1))
     labels = torch.tensor([0, 1, 1])
-    loss = model.loss(codes, labels, generator=seeded(5))
+    loss = model(codes, labels, generator=seeded(5))
     mask = model.draw_mask(3, generator=seeded(5))
     ids = model.layout.flatten(codes)
     assert 0 < int(mask.sum()) < mask.numel()
@@ -161,32 +176,32 @@ def test_loss_counts_masked_positions_only():
     row, position = (int(i) for i in torch.nonzero(mask)[0])
     changed = ids.clone()
     changed[row, position] = (changed[row, position] + 1) % 16
-    assert model.loss(changed, labels, generator=seeded(5)).item() != pytest.approx(loss.item())
+    assert model(changed, labels, generator=seeded(5)).item() != pytest.approx(loss.item())
 
     # With attention cut (its output projection zeroed), a position sees only itself: changing
     # an unmasked target then cannot move the loss, unless the loss counts unmasked positions.
     with torch.no_grad():
         for block in model.transformer.blocks:
             block.attn.proj.weight.zero_()
-    base = model.loss(ids, labels, generator=seeded(5))
+    base = model(ids, labels, generator=seeded(5))
     row, position = (int(i) for i in torch.nonzero(~mask)[0])
     changed = ids.clone()
     changed[row, position] = (changed[row, position] + 1) % 16
-    assert model.loss(changed, labels, generator=seeded(5)).item() == pytest.approx(base.item())
+    assert model(changed, labels, generator=seeded(5)).item() == pytest.approx(base.item())
 
 
 def test_class_dropout_only_in_training_mode():
     codes = torch.randint(16, (3, *SHAPE), generator=seeded(1))
     labels, null = torch.tensor([0, 1, 1]), torch.full((3,), 2)
     model = tiny(num_classes=2, class_dropout=0.999)
-    conditional = model.loss(codes, labels, generator=seeded(4))
+    conditional = model(codes, labels, generator=seeded(4))
     # the mask is drawn before the dropout, so the same seed gives the same mask in both modes
     mask = model.draw_mask(3, generator=seeded(4))
     ids = model.layout.flatten(codes)
     logits = model.logits(ids.masked_fill(mask, model.mask_id), null)
     unconditional = torch.nn.functional.cross_entropy(logits[mask], ids[mask])
     assert conditional.item() != pytest.approx(unconditional.item())
-    dropped = model.train().loss(codes, labels, generator=seeded(4))
+    dropped = model.train()(codes, labels, generator=seeded(4))
     assert dropped.item() == pytest.approx(unconditional.item(), rel=1e-5)
 
 
@@ -199,12 +214,12 @@ def test_lengths_mask_padding_out_of_the_loss():
     time = model.layout.coordinates[:, 0]
     assert not bool((mask & (time[None] >= lengths[:, None])).any())
     assert bool(mask.any(dim=1).all())
-    loss = model.loss(codes, lengths=lengths, generator=seeded(2))
+    loss = model(codes, lengths=lengths, generator=seeded(2))
     padded = codes.clone()
     padded[1, :, 3:] = 99  # out of range, but padding: not checked, not seen, not scored
-    assert model.loss(padded, lengths=lengths, generator=seeded(2)).item() == loss.item()
+    assert model(padded, lengths=lengths, generator=seeded(2)).item() == loss.item()
     with pytest.raises(ValueError, match="expected codes in"):
-        model.loss(padded)
+        model(padded)
 
 
 def test_training_learns_each_class_sequence():
@@ -228,8 +243,7 @@ def test_training_learns_each_class_sequence():
     model.eval()
     samples = model.generate(
         labels=torch.arange(num_classes).repeat(2),
-        temperature=0.1,
-        cfg_scale=2.0,
+        settings=SampleSettings(temperature=0.1, cfg_scale=2.0),
         generator=seeded(0),
     ).codes
     match = (samples == targets[torch.arange(num_classes).repeat(2)]).float().mean(dim=1)
@@ -241,7 +255,8 @@ def test_bf16_autocast_runs():
     codes = torch.stack([torch.randint(5, (2, 6)), torch.randint(7, (2, 6))], dim=1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model(codes, torch.tensor([0, 1]))
-        samples = model.generate(labels=torch.tensor([0, 1]), cfg_scale=2.0, generator=seeded(0))
+        guided = SampleSettings(cfg_scale=2.0)
+        samples = model.generate(labels=torch.tensor([0, 1]), settings=guided, generator=seeded(0))
     assert loss.dtype == torch.float32 and loss.isfinite()
     assert samples.codes.shape == (2, 2, 6)
 
@@ -251,6 +266,7 @@ def test_builder_takes_a_mapping_and_rejects_unknown_keys():
     assert model.config.schedule == "arccos" and model.length == 6 and model.vocab_size == 12
     with pytest.raises(ValueError, match="heads"):
         build_masked_transformer(TINY | {"haeds": 4}, TWO_LEVELS, (2, 3))
+    assert build_masked_transformer(MaskedConfig(**TINY), SPEC, SHAPE).config.dim == 32
 
 
 def test_bad_inputs_say_what_was_expected():
@@ -270,40 +286,50 @@ def test_bad_inputs_say_what_was_expected():
     with pytest.raises(
         ValueError, match=r"expected codes \(B, 4, 4\) or ids \(B, 16\), got shape \(2, 4, 5\)"
     ):
-        model.loss(torch.zeros(2, 4, 5, dtype=torch.int64), torch.tensor([0, 1]))
+        model(torch.zeros(2, 4, 5, dtype=torch.int64), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"expected integer codes.*got dtype torch.float32"):
-        model.loss(codes.float(), torch.tensor([0, 1]))
+        model(codes.float(), torch.tensor([0, 1]))
     bad = codes.clone()
     bad[1, 1, 1] = 16
     with pytest.raises(
         ValueError, match=r"expected codes in \[0, 16\) at level 0, got 16 in sample 1"
     ):
-        model.loss(bad, torch.tensor([0, 1]))
+        model(bad, torch.tensor([0, 1]))
     with pytest.raises(
         ValueError, match=r"expected labels \(B,\) in \[0, 2\] for num_classes=3, got None"
     ):
-        model.loss(codes)
+        model(codes)
     with pytest.raises(ValueError, match=r"expected labels in \[0, 2\], got values from 0 to 3"):
-        model.loss(codes, torch.tensor([0, 3]))
+        model(codes, torch.tensor([0, 3]))
     with pytest.raises(ValueError, match=r"expected integer labels of shape \(2,\)"):
-        model.loss(codes, torch.tensor([0, 1, 2]))
+        model(codes, torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match=r"expected lengths in \[1, 4\], got values from 0 to 2"):
-        model.loss(codes, torch.tensor([0, 1]), lengths=torch.tensor([0, 2]))
+        model(codes, torch.tensor([0, 1]), lengths=torch.tensor([0, 2]))
+    # what depends on the model is checked by `SampleSettings.check_for`, through generate
     with pytest.raises(ValueError, match=r"expected steps to be an int in \[1, 16\], got 17"):
-        model.generate(labels=torch.tensor([0]), steps=17)
+        model.generate(labels=torch.tensor([0]), settings=SampleSettings(steps=17))
+    with pytest.raises(ValueError, match="expected compile: false for a masked generator"):
+        model.generate(labels=torch.tensor([0]), settings=SampleSettings(compile=True))
+    with pytest.raises(ValueError, match="expected top_p: null for a masked generator"):
+        model.generate(labels=torch.tensor([0]), settings=SampleSettings(top_p=0.9))
     with pytest.raises(ValueError, match="expected 3 labels for num_samples=3, got 2"):
         model.generate(3, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="expected cfg_schedule to be one of 'constant', 'linear'"):
-        model.generate(labels=torch.tensor([0]), cfg_schedule="cosine")
+        SampleSettings(cfg_schedule="cosine")
     with pytest.raises(
         ValueError,
         match=r"expected a finite temperature >= 0 \(0: greedy\), got -1\.0",
     ):
-        model.generate(labels=torch.tensor([0]), temperature=-1.0)
+        SampleSettings(temperature=-1.0)
     unconditional = tiny()
     with pytest.raises(ValueError, match="expected num_samples or labels, got neither"):
         unconditional.generate()
-    with pytest.raises(ValueError, match=r"expected cfg_scale 1\.0 for an unconditional model"):
-        unconditional.generate(2, cfg_scale=2.0)
+    # one wording for both generators (the masked one said "expected cfg_scale 1.0 for an
+    # unconditional model")
+    with pytest.raises(
+        ValueError,
+        match=r"expected labels \(of a class-conditional model\) for CFG, got cfg_scale=2.0",
+    ):
+        unconditional.generate(2, settings=SampleSettings(cfg_scale=2.0))
     with pytest.raises(ValueError, match="expected no labels for an unconditional model"):
-        unconditional.loss(codes, torch.tensor([0, 1]))
+        unconditional(codes, torch.tensor([0, 1]))

@@ -24,12 +24,16 @@ ROOT_PACKAGE = "mediatok"
 LAYERS: dict[str, int] = {
     "mediatok.config": 1,
     "mediatok.nn": 1,
+    "mediatok.runtime": 1,
     "mediatok.quantize": 2,
     "mediatok.tokens": 3,
     "mediatok.data": 3,
+    "mediatok.checkpoint": 3,
     "mediatok.codecs": 4,
     "mediatok.generation": 4,
     "mediatok.eval": 4,
+    "mediatok.modalities": 5,
+    "mediatok.pipelines": 5,
     "mediatok.training": 5,
     "mediatok.cli": 6,
     "mediatok.api": 6,
@@ -39,7 +43,14 @@ LAYERS: dict[str, int] = {
 # at layer 6 and the "unmapped module" check below could never fire.
 EXACT_LAYERS: dict[str, int] = {"mediatok": 6}
 # (importer package, imported package) pairs banned even though the layers would allow them.
-FORBIDDEN: set[tuple[str, str]] = {("mediatok.generation", "mediatok.codecs")}
+# Inference never imports training: the pipelines, the modality table and the Python API run
+# where no training code is wanted.
+FORBIDDEN: set[tuple[str, str]] = {
+    ("mediatok.generation", "mediatok.codecs"),
+    ("mediatok.pipelines", "mediatok.training"),
+    ("mediatok.modalities", "mediatok.training"),
+    ("mediatok.api", "mediatok.training"),
+}
 
 
 @dataclass(frozen=True)
@@ -271,6 +282,9 @@ def test_checker_flags_bad_imports(tmp_path: Path) -> None:
         "src/mediatok/nn/attention.py:5: mediatok.nn.attention (layer 1) -> mediatok.cli (layer 6)",
         "src/mediatok/tokens/__init__.py:1: mediatok.tokens imports mediatok.newpkg, which "
         "maps to no layer",
+        # Allowed by the layers (6 -> 5), banned because inference never imports training.
+        "src/mediatok/api.py:1: mediatok.api (layer 6) -> mediatok.training.loop (layer 5): "
+        "mediatok.api must never import mediatok.training",
     ]
     for line in expected:
         assert any(problem.startswith(line) for problem in problems), (line, problems)
@@ -316,3 +330,75 @@ def test_relative_imports_resolve(
 )
 def test_layer_of(module: str, layer: int | None) -> None:
     assert layer_of(module) == layer
+
+
+# --------------------------------------------------------------------------------------------
+# the command line's shell stays at the top, the modality table is the only place that knows a
+# modality by name
+
+
+def _sources() -> dict[str, str]:
+    return {
+        module_name(path, SRC): path.read_text(encoding="utf-8")
+        for path in sorted((SRC / ROOT_PACKAGE).rglob("*.py"))
+    }
+
+
+# `python -m mediatok.demo` is a program of its own, with its own options.
+SHELLS = {"mediatok.cli", "mediatok.demo"}
+
+
+def test_no_argparse_or_system_exit_below_the_command_line() -> None:
+    found = []
+    for module, source in _sources().items():
+        if module in SHELLS:
+            continue
+        for node in ast.walk(ast.parse(source)):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Name) and node.id == "SystemExit":
+                names = ["SystemExit"]
+            found += [
+                f"{module}:{node.lineno}: {name}"
+                for name in names
+                if name in ("argparse", "SystemExit")
+            ]
+    assert not found, "argparse or SystemExit below the command line:\n" + "\n".join(found)
+
+
+def test_only_the_modality_table_branches_on_a_modality() -> None:
+    """`codec.modality == "image"` (or `!=`, `in (...)`) outside `mediatok.modalities` is a
+    branch a new modality would have to find; comparing with a variable (a task's own
+    modality) is not."""
+    found = []
+    for module, source in _sources().items():
+        if in_package(module, "mediatok.modalities"):
+            continue
+        for node in ast.walk(ast.parse(source)):
+            if not isinstance(node, ast.Compare):
+                continue
+            sides = [node.left, *node.comparators]
+            names_modality = any(
+                isinstance(side, ast.Attribute) and side.attr == "modality" for side in sides
+            )
+            literal = any(
+                isinstance(side, ast.Constant | ast.Tuple | ast.List | ast.Set) for side in sides
+            )
+            if names_modality and literal:
+                found.append(f"{module}:{node.lineno}")
+    assert not found, "branches on a modality outside the modality table:\n" + "\n".join(found)
+
+
+def test_no_two_classes_share_a_name() -> None:
+    """A class name finds one class: two `Attention`s or two `Encoder`s make readers (and
+    tracebacks) guess which one is meant."""
+    where: dict[str, list[str]] = {}
+    for module, source in _sources().items():
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.ClassDef):
+                where.setdefault(node.name, []).append(module)
+    shared = {name: modules for name, modules in where.items() if len(modules) > 1}
+    assert not shared, f"class names defined more than once: {shared}"

@@ -457,7 +457,7 @@ def test_pad_collate_and_pack(tmp_path: Path) -> None:
 
 
 def test_token_windows_negative_index_and_shape_mismatch(tmp_path: Path) -> None:
-    from mediatok.training.generator_task import TokenWindows
+    from mediatok.training.tasks import TokenWindows
 
     spec = TokenSpec([10], layout="T")
     samples = [np.arange(n) % 10 for n in (0, 1, 6, 3)]

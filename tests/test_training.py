@@ -14,6 +14,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
+from mediatok import checkpoint as checkpoint_module
+from mediatok.checkpoint import (
+    load_checkpoint,
+    load_model,
+    load_training_state,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from mediatok.config import ConfigError, from_dict
 from mediatok.training import (
     EMA,
@@ -22,14 +30,8 @@ from mediatok.training import (
     Task,
     TrainConfig,
     Trainer,
-    load_checkpoint,
-    load_model_weights,
-    load_training_state,
     lr_factor,
-    resolve_checkpoint,
-    save_checkpoint,
 )
-from mediatok.training import checkpoint as checkpoint_module
 
 DIM = 6
 
@@ -357,7 +359,9 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     directory = save_checkpoint(
         tmp_path / "checkpoint",
         compiled,
-        {"kind": "tied", "step": 5, "task": {"dim": 4}},
+        kind="tied",
+        run={"dim": 4},
+        step=5,
         ema=compiled.state_dict(),
         training_state=state,
     )
@@ -365,15 +369,16 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert names == ["config.json", "ema.safetensors", "model.safetensors", "training_state.pt"]
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint"]  # no temporary left
     config, weights_read = load_checkpoint(directory)
-    assert config["kind"] == "tied" and config["step"] == 5 and "mediatok_version" in config
+    assert config.kind == "tied" and config.step == 5 and config.run == {"dim": 4}
+    assert config.mediatok_version
     assert set(weights_read) == set(model.state_dict())  # no `_orig_mod.` prefix
 
     fresh = Tied()
-    load_model_weights(directory, fresh)
+    load_model(directory, fresh, ema=False)
     for key, value in model.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value)
     assert fresh.head.weight is fresh.embed.weight
-    load_model_weights(directory, Tied(), ema=True)
+    load_model(directory, Tied(), ema=True)
 
     loaded = torch.load(directory / "training_state.pt", weights_only=True)
     assert loaded["step"] == 5 and torch.equal(loaded["nested"]["values"][4], torch.ones(2))
@@ -382,10 +387,12 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
 
 def test_checkpoint_refuses_what_weights_only_cannot_load(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="weights_only"):
-        save_checkpoint(tmp_path / "c", Tied(), {}, training_state={"bad": {"x": object()}})
+        save_checkpoint(
+            tmp_path / "c", Tied(), kind="tied", run={}, training_state={"bad": {"x": object()}}
+        )
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(FileNotFoundError, match="ema"):
-        save_checkpoint(tmp_path / "c", Tied(), {})
+        save_checkpoint(tmp_path / "c", Tied(), kind="tied", run={})
         load_checkpoint(tmp_path / "c", ema=True)
 
 
@@ -394,27 +401,27 @@ def test_interrupted_save_leaves_the_previous_checkpoint(
 ) -> None:
     directory = tmp_path / "checkpoint"
     first = Tied()
-    save_checkpoint(directory, first, {"step": 1}, training_state={"step": 1})
+    save_checkpoint(directory, first, kind="tied", run={}, step=1, training_state={"step": 1})
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint_module, "save_file", broken)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(directory, Tied(), {"step": 2}, training_state={"step": 2})
+        save_checkpoint(directory, Tied(), kind="tied", run={}, step=2, training_state={"step": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
     config, state = load_checkpoint(directory)
-    assert config["step"] == 1 and load_training_state(directory)["step"] == 1
+    assert config.step == 1 and load_training_state(directory)["step"] == 1
     assert torch.equal(state["embed.weight"], first.embed.weight)
 
     # Killed between the two renames: readers find the previous checkpoint under `.old`.
     directory.rename(tmp_path / "checkpoint.old")
     assert resolve_checkpoint(directory) == tmp_path / "checkpoint.old"
-    assert load_checkpoint(directory)[0]["step"] == 1
+    assert load_checkpoint(directory)[0].step == 1
     monkeypatch.undo()
-    save_checkpoint(directory, Tied(), {"step": 3})
+    save_checkpoint(directory, Tied(), kind="tied", run={}, step=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
-    assert load_checkpoint(directory)[0]["step"] == 3
+    assert load_checkpoint(directory)[0].step == 3
 
 
 # --------------------------------------------------------------------------------------------
@@ -466,11 +473,18 @@ def test_task_errors_are_clear(tmp_path: Path) -> None:
 def test_tensorboard_and_checkpoint_files(tmp_path: Path) -> None:
     pytest.importorskip("tensorboard")
     cfg = config(tmp_path, steps=2, tensorboard=True)
-    Trainer(ToyTask(), cfg, task_config={"hidden": 32}).fit()
+    Trainer(ToyTask(), cfg, run_config={"hidden": 32}).fit()
     assert list((cfg.out_dir / "tensorboard").glob("events.out.tfevents.*"))
     saved = json.loads((cfg.out_dir / "checkpoint" / "config.json").read_text())
-    assert saved["kind"] == "toy" and saved["task"] == {"hidden": 32}
-    assert from_dict(TrainConfig, saved["train"]) == cfg
+    # each setting once: the loop's settings are the run's `train` section, nowhere else
+    assert (
+        saved["kind"] == "toy"
+        and saved["step"] == 2
+        and set(saved)
+        == {"mediatok_version", "format_version", "kind", "run", "step", "world_size"}
+    )
+    assert saved["run"]["hidden"] == 32 and set(saved["run"]) == {"hidden", "train"}
+    assert from_dict(TrainConfig, saved["run"]["train"]) == cfg
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,7 +510,7 @@ def test_a_non_finite_loss_at_a_save_step_keeps_the_good_checkpoint(tmp_path: Pa
     with pytest.raises(FloatingPointError, match="at step 4"):
         Trainer(NaNAt(nan_from=3), cfg).fit()
     saved, state = load_checkpoint(cfg.out_dir / "checkpoint")
-    assert saved["step"] == 2
+    assert saved.step == 2
     assert all(torch.isfinite(value).all() for value in state.values())
 
 
@@ -513,7 +527,7 @@ def test_a_non_finite_gradient_at_a_save_step_keeps_the_good_checkpoint(tmp_path
     cfg = config(tmp_path, log_every=3, save_every=2)
     with pytest.raises(FloatingPointError, match=r"at step 4 \(loss=[0-9.]+, grad_norm=nan"):
         Trainer(NaNGradient(), cfg).fit()
-    assert load_checkpoint(cfg.out_dir / "checkpoint")[0]["step"] == 2
+    assert load_checkpoint(cfg.out_dir / "checkpoint")[0].step == 2
 
 
 def test_resume_survives_a_torn_last_metrics_line(tmp_path: Path) -> None:
@@ -542,23 +556,24 @@ def labelled_tokens(directory: Path, labels: list[int]) -> Path:
 def test_generator_refuses_labels_beyond_its_classes(tmp_path: Path, generator: str) -> None:
     # Labels 0..3 with model.num_classes=3: label 3 is the null class's row, so an AR model
     # would silently train it as unconditional; a masked model would fail at some step.
-    from mediatok.training.run import GeneratorRunConfig, train_generator
+    from mediatok.training.run import train
+    from mediatok.training.tasks import GeneratorRunConfig
 
     tokens = labelled_tokens(tmp_path / "tokens", [0, 1, 2, 3] * 2)
     model = {"dim": 16, "depth": 1, "heads": 2, "num_classes": 3}
-    train = config(tmp_path, steps=1, batch_size=8)
+    loop = config(tmp_path, steps=1, batch_size=8)
     run = from_dict(
         GeneratorRunConfig,
         {"generator": generator, "model": model, "data": {"tokens": str(tokens)}},
     )
-    run = dataclasses.replace(run, train=train)
+    run = dataclasses.replace(run, train=loop)
     with pytest.raises(ValueError, match=r"labels 0 up to 3, beyond model.num_classes=3"):
-        train_generator(run)
-    assert not (train.out_dir / "checkpoint").exists()
+        train(run)
+    assert not (loop.out_dir / "checkpoint").exists()
     # num_classes 0 asks for an unconditional model: the labels are not used (they were, and
     # the model refused them at step 0).
     unconditional = dataclasses.replace(run, model={**model, "num_classes": 0})
-    assert train_generator(unconditional).model.config.num_classes == 0
+    assert train(unconditional).model.config.num_classes == 0
 
 
 @pytest.mark.parametrize(
@@ -576,9 +591,9 @@ def test_generator_refuses_labels_beyond_its_classes(tmp_path: Path, generator: 
 def test_image_codec_config_checks_its_values(
     section: str, changes: dict[str, Any], message: str
 ) -> None:
-    from mediatok.training.tasks import CodecLossConfig, ImageDataConfig
+    from mediatok.training.tasks import ImageDataConfig, ImageLossConfig
 
-    kind = ImageDataConfig if section == "data" else CodecLossConfig
+    kind = ImageDataConfig if section == "data" else ImageLossConfig
     with pytest.raises(ValueError, match=message):
         from_dict(kind, changes)
 

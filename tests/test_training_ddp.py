@@ -16,8 +16,8 @@ from typing import Any
 import torch
 import torch.multiprocessing as mp
 
+from mediatok import checkpoint as checkpoint_module
 from mediatok.training import Trainer
-from mediatok.training import checkpoint as checkpoint_module
 from mediatok.training import loop as loop_module
 from test_training import ToyGANTask, config
 

@@ -39,11 +39,13 @@ import yaml
 __all__ = [
     "ConfigError",
     "apply_overrides",
+    "build_config",
     "check_choice",
     "check_positive_int",
     "config_hash",
     "from_dict",
     "load_config",
+    "read_config_file",
     "to_dict",
 ]
 
@@ -414,11 +416,63 @@ def _set_path(current: Any, tp: Any, parts: list[str], value: Any, path: str) ->
     )
 
 
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML config file into a mapping, strictly (duplicate keys are rejected; plain
+    PyYAML keeps the last one silently). An empty file is an empty mapping.
+
+    Raises:
+        ConfigError: naming the file, on YAML syntax errors or a top level that is not a
+            mapping.
+        FileNotFoundError: when the file does not exist.
+    """
+    name = os.fspath(path)
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # safe: a SafeLoader subclass
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{name}: invalid YAML: {error}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{name}: expected a mapping of config keys at the top level, got {_show(data)}"
+        )
+    return dict(data)
+
+
+def build_config(
+    cls: type[T],
+    data: Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    *,
+    source: str | os.PathLike[str] | None = None,
+) -> T:
+    """``from_dict(cls, data)``, then ``overrides``: a config file's mapping made a config.
+
+    Args:
+        cls: a dataclass type.
+        data: what `read_config_file` read.
+        overrides: ``key.sub=value`` strings, see :func:`apply_overrides`.
+        source: the file ``data`` came from, named in errors.
+
+    Raises:
+        ConfigError: every error of :func:`from_dict` (naming ``source``) and of
+            :func:`apply_overrides`.
+    """
+    try:
+        config = from_dict(cls, data)
+    except ConfigError as error:
+        if source is None:
+            raise
+        raise ConfigError(f"{os.fspath(source)}: {error}") from None
+    return apply_overrides(config, overrides)
+
+
 def load_config(cls: type[T], path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> T:
     """Read a YAML config file into ``cls``, then apply ``overrides``.
 
     The file holds a mapping with only what differs from the dataclass defaults; an empty file
-    means all defaults. Duplicate keys are rejected (plain PyYAML keeps the last one silently).
+    means all defaults.
 
     Args:
         cls: a dataclass type.
@@ -434,23 +488,7 @@ def load_config(cls: type[T], path: str | os.PathLike[str], overrides: Sequence[
             and every error of :func:`from_dict`.
         FileNotFoundError: when the file does not exist.
     """
-    name = os.fspath(path)
-    text = Path(path).read_text(encoding="utf-8")
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # safe: a SafeLoader subclass
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{name}: invalid YAML: {error}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(
-            f"{name}: expected a mapping of config keys at the top level, got {_show(data)}"
-        )
-    try:
-        config = from_dict(cls, data)
-    except ConfigError as error:
-        raise ConfigError(f"{name}: {error}") from None
-    return apply_overrides(config, overrides)
+    return build_config(cls, read_config_file(path), overrides, source=path)
 
 
 class _StrictLoader(yaml.SafeLoader):

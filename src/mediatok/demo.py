@@ -164,19 +164,22 @@ def main() -> None:
 def demo_image(args: argparse.Namespace) -> None:
     from mediatok.cli import main as cli
     from mediatok.config import load_config
-    from mediatok.training.run import CodecRunConfig, train_codec
+    from mediatok.training.run import train
+    from mediatok.training.tasks import ImageCodecRunConfig
 
     root = Path(__file__).resolve().parents[2]
     out = args.out / "image"
     overrides = [f"data.train_dir={args.assets}", f"train.out_dir={out}", *args.image_overrides]
-    config = load_config(CodecRunConfig, root / "configs" / "image" / "demo-titok.yaml", overrides)
+    config = load_config(
+        ImageCodecRunConfig, root / "configs" / "image" / "demo-titok.yaml", overrides
+    )
     print(
         f"training {config.codec} ({config.model['num_tokens']} tokens of "
         f"{config.model['quantizer']['options']['codebook_size']} codes for "
         f"{config.model['image_size']}x{config.model['image_size']} crops) for "
         f"{config.train.steps} steps on {args.assets} ..."
     )
-    train_codec(config, resume=True)
+    train(config, resume=True)
     checkpoint = str(out / "checkpoint")
     print(f"checkpoint: {checkpoint}")
     cli(["encode", checkpoint, str(args.assets), "-o", str(out / "tokens")])
@@ -191,7 +194,8 @@ def demo_image(args: argparse.Namespace) -> None:
 def demo_audio(args: argparse.Namespace) -> None:
     from mediatok.cli import main as cli
     from mediatok.config import load_config
-    from mediatok.training.run import AudioCodecRunConfig, train_codec
+    from mediatok.training.run import train
+    from mediatok.training.tasks import AudioCodecRunConfig
 
     root = Path(__file__).resolve().parents[2]
     speech, held_out = root / "assets" / "speech", root / "assets" / "speech-val"
@@ -210,7 +214,7 @@ def demo_audio(args: argparse.Namespace) -> None:
         f"{config.model['quantizer']['options']['codebook_size']} codes) for "
         f"{config.train.steps} steps on {config.data.segment_seconds:g} s crops of {speech} ..."
     )
-    train_codec(config, resume=True)
+    train(config, resume=True)
     checkpoint = str(out / "checkpoint")
     print(f"checkpoint: {checkpoint}")
     cli(["encode", checkpoint, str(held_out), "-o", str(out / "tokens")])
@@ -228,7 +232,8 @@ def demo_generation(args: argparse.Namespace) -> None:
     from mediatok.config import load_config
     from mediatok.data import ImageFolder, list_images, read_image, resize_and_crop, write_image
     from mediatok.tokens import TokenDataset, TokenWriter
-    from mediatok.training.run import GeneratorRunConfig, train_generator
+    from mediatok.training.run import train
+    from mediatok.training.tasks import GeneratorRunConfig
 
     root = Path(__file__).resolve().parents[2]
     out = args.out / "generation"
@@ -264,7 +269,7 @@ def demo_generation(args: argparse.Namespace) -> None:
     print(
         f"training a class-conditional {config.generator} generator for {config.train.steps} steps"
     )
-    train_generator(config, resume=True)
+    train(config, resume=True)
     checkpoint = str(out / "checkpoint")
     samples = out / "samples"
     num = 2 * len(photos)

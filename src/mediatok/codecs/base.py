@@ -1,19 +1,17 @@
-"""The codec contract (DESIGN.md § Contracts), the codec registry, and checkpoints.
+"""The codec contract (DESIGN.md § Contracts), the codec registry, and codec checkpoints.
 
 A codec maps media to `Tokens` and back: `encode(media) -> Tokens`, `decode(Tokens) -> media`,
 `forward(media) -> CodecOutput(reconstruction, quantize)` for training. `Tokens` carries the
 codec's `TokenSpec`, the whole contract between codecs and generators.
 
-A checkpoint is a directory: `config.json` (`{"codec": name, "config": {...}}` plus whatever the
-trainer adds) and `model.safetensors` (optionally `ema.safetensors`), the layout of
-`save_pretrained` / `from_pretrained`.
+A codec checkpoint is a `mediatok.checkpoint` directory of kind "codec" whose run names the
+codec and its config (`{"codec": "titok", "model": {...}}`); `save_pretrained` writes one and
+`mediatok train` writes the same with its training state beside it.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,9 +19,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mediatok.checkpoint import CONFIG_NAME, load_model, read_checkpoint, save_checkpoint
 from mediatok.config import from_dict, to_dict
 from mediatok.quantize import QuantizeOutput
 from mediatok.tokens import TokenSpec
@@ -109,25 +107,19 @@ class Codec(nn.Module):
             f"{self.name}.decode expected Tokens or a tensor of codes, got {type(tokens).__name__}"
         )
 
-    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
-        """Write `config.json` and `model.safetensors` into `directory`, atomically.
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write `config.json` and `model.safetensors` into `directory`, atomically (the
+        layout of `mediatok.checkpoint`; `mediatok train` writes the same, plus its state).
 
         Args:
             directory: the checkpoint directory (created; replaced if it exists).
-            extra: more JSON to store in config.json (e.g. the training config).
         """
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        meta = {"codec": self.name, "config": to_dict(self.config), **(extra or {})}
-        (staging / "config.json").write_text(json.dumps(meta, indent=1))
-        save_file(state_for_saving(self), staging / "model.safetensors")
-        replace_directory(staging, directory)
-        return directory
+        run = {"codec": self.name, "model": to_dict(self.config)}
+        return save_checkpoint(directory, self, kind="codec", run=run)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, ema: bool = True) -> Codec:
-        """Load a checkpoint written by `save_pretrained` or the trainer (EMA weights if there)."""
+        """Load a codec checkpoint (EMA weights if there)."""
         return load_codec(directory, ema=ema, expected=cls)
 
 
@@ -155,76 +147,26 @@ def build_codec(name: str, config: dict | Any = None) -> Codec:
 def load_codec(
     directory: str | os.PathLike, ema: bool = True, expected: type[Codec] | None = None
 ) -> Codec:
-    """Load a codec checkpoint directory, checking it is whole.
+    """Load a codec checkpoint directory (written by `save_pretrained` or `mediatok train`), in
+    eval mode, checking it is whole.
 
     Args:
         directory: holds `config.json` and `model.safetensors` (and maybe `ema.safetensors`).
         ema: use the EMA weights when the checkpoint has them.
         expected: raise unless the checkpoint holds this codec class (or a subclass).
+
+    Raises:
+        FileNotFoundError: no checkpoint, or no weights (the message lists what is there).
+        ValueError: another kind of checkpoint, an unknown codec, or weights that do not fit.
     """
-    directory = Path(directory)
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{directory}: not a codec checkpoint (no config.json)")
-    try:
-        meta = json.loads(config_path.read_text())
-        if meta.get("kind") == "codec":  # written by the trainer: the run config under "task"
-            name, config = meta["task"]["codec"], meta["task"]["model"]
-        else:  # written by save_pretrained
-            name, config = meta["codec"], meta["config"]
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+    checkpoint = read_checkpoint(directory, kind="codec")
+    name, config = checkpoint.run.get("codec"), checkpoint.run.get("model")
+    if not isinstance(name, str) or not isinstance(config, dict):
         raise ValueError(
-            f"{config_path}: expected a codec checkpoint's config ('codec' and 'config', or a "
-            f"training run's 'kind': 'codec' and 'task') ({error!r})"
-        ) from error
+            f"{Path(directory) / CONFIG_NAME}: expected a codec checkpoint's run with 'codec' "
+            f"(a name) and 'model' (its config), got {name!r} and {type(config).__name__}"
+        )
     codec = build_codec(name, config)
     if expected is not None and not isinstance(codec, expected) and expected is not Codec:
         raise ValueError(f"{directory}: holds codec {name!r}, expected {expected.name!r}")
-    weights = directory / (
-        "ema.safetensors"
-        if ema and (directory / "ema.safetensors").is_file()
-        else "model.safetensors"
-    )
-    if not weights.is_file():
-        found = ", ".join(sorted(entry.name for entry in directory.iterdir()))
-        raise FileNotFoundError(
-            f"{directory}: expected the codec's weights in {weights.name} beside config.json, "
-            f"got no such file (the directory holds {found})"
-        )
-    state = load_file(weights)
-    try:
-        missing, unexpected = codec.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shapes that differ from the config's
-        raise ValueError(f"{weights}: weights do not fit codec {name!r}: {error}") from error
-    if missing or unexpected:
-        raise ValueError(
-            f"{weights}: weights do not fit codec {name!r}: missing {sorted(missing)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]}"
-        )
-    return codec.eval()
-
-
-def state_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:
-    """A state dict safetensors accepts: contiguous CPU tensors, no shared storage."""
-    return {
-        key: value.detach().cpu().contiguous().clone() for key, value in module.state_dict().items()
-    }
-
-
-def replace_directory(staging: Path, target: Path) -> None:
-    """Move a finished `staging` directory to `target`, keeping the old one until the end."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        if old.exists():
-            _remove_tree(old)
-        os.replace(target, old)
-        os.replace(staging, target)
-        _remove_tree(old)
-    else:
-        os.replace(staging, target)
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+    return load_model(directory, codec, ema=ema, what=f"codec {name!r}").eval()

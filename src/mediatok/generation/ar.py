@@ -10,7 +10,9 @@ quantizer levels (`"Q T"` read as `"T Q"`: one combined vocabulary, a level embe
 logits of ids of other levels masked to -inf). A 1-D layout (`"N"`, `"T"`) may be variable-length
 (`ARConfig.variable_length`: audio clips of different durations), its samples then end early with
 an end token; fixed-length data (TiTok's K tokens, every grid) always samples all L tokens.
-Unconditional models read a learned start token instead of a class token.
+Unconditional models read a learned start token instead of a class token. This file holds the
+math (the teacher-forced pass, the prefill and one cached decode step); the sampling loop and its
+compiled steps are `mediatok.generation.engine.ARDecodeEngine`, which `generate` runs.
 
 Sequence and positions: one prefix token (class or start) at slot 0, token i at slot i + 1.
 Slot s's output predicts token s: logits[:, 0] gives token 0 from the prefix alone, logits[:, i]
@@ -32,33 +34,32 @@ Layout: ids `(B, n)` in read order (n <= L); lengths `(B,)` along `spec.length_a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mediatok.config import check_choice
-from mediatok.generation.llama import Block, RMSNorm
-from mediatok.generation.sampling import (
-    cfg_logits,
-    cfg_scale_at,
-    check_guidance,
-    check_sampling,
-    draw_noise,
-    pick,
-)
-from mediatok.generation.sequence import SequenceLayout
+from mediatok.config import check_choice, from_dict
+from mediatok.generation.engine import ARDecodeEngine
+from mediatok.generation.llama import LlamaBlock, RMSNorm
+from mediatok.generation.sampling import GeneratedCodes, SampleSettings, resolve_settings
+from mediatok.generation.sequence import IGNORE_INDEX, SequenceLayout
 from mediatok.nn.rope import rope_tables, with_prefix
 from mediatok.tokens import TokenSpec
 
-__all__ = ["SIZES", "ARConfig", "ARSamples", "ARTransformer", "build_ar_transformer"]
+__all__ = [
+    "SIZES",
+    "ARConfig",
+    "ARTransformer",
+    "build_ar_transformer",
+    "resolve_variable_length",
+]
 
-# (dim, depth, heads) of LlamaGen's class-conditional sizes.
+# (dim, depth, heads) of LlamaGen's class-conditional sizes: `ARConfig.preset`.
 SIZES = {"B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1280, 36, 20)}
-IGNORE = -100  # cross-entropy target of padding
 
 
 @dataclass
@@ -67,7 +68,8 @@ class ARConfig:
 
     Attributes:
         dim, depth, heads: width, blocks and attention heads (dim / heads must be even).
-        mlp_hidden: SwiGLU hidden width; None → 8/3 · dim rounded up to a multiple of 256.
+        mlp_ratio: SwiGLU hidden width over dim; None: LlamaGen's 8/3 · dim rounded up to a
+            multiple of 256.
         norm_eps: RMSNorm epsilon.
         rope_base: RoPE base.
         num_classes: class-conditional with this many classes (plus a null class for CFG);
@@ -79,16 +81,14 @@ class ARConfig:
         variable_length: whether samples may end before L tokens with the end token. True for
             data of different lengths (audio clips); False for a fixed token count (TiTok's K
             tokens: 31 of 32 do not decode), then every sample has all L tokens. Only 1-D
-            layouts may be True. None: True for 1-D layouts, False otherwise — the behaviour
-            of checkpoints saved before this field, which load with None; `mediatok train`
-            resolves None from the training shards (`resolve_variable_length`) and saves the
-            value.
+            layouts may be True; `mediatok train` decides it from the training shards
+            (`resolve_variable_length`) unless the config sets it.
     """
 
     dim: int = 768
     depth: int = 12
     heads: int = 12
-    mlp_hidden: int | None = None
+    mlp_ratio: float | None = None
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
     num_classes: int = 0
@@ -96,49 +96,46 @@ class ARConfig:
     max_tokens: int | None = None
     qk_norm: bool = False
     dropout: float = 0.0
-    variable_length: bool | None = None
+    variable_length: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("dim", "depth", "heads", "mlp_hidden", "max_tokens", "num_classes"):
+        for name in ("dim", "depth", "heads", "max_tokens", "num_classes"):
             value, low = getattr(self, name), int(name != "num_classes")
             if value is not None and value < low:
                 raise ValueError(f"expected {name} >= {low}, got {value}")
         if self.dim % self.heads or (self.dim // self.heads) % 2:
             raise ValueError(f"expected dim / heads an even integer, got {self.dim} / {self.heads}")
+        if self.mlp_ratio is not None and not self.mlp_ratio > 0:
+            raise ValueError(f"expected mlp_ratio > 0 or None, got {self.mlp_ratio}")
         for name in ("class_dropout", "dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"expected {name} in [0, 1), got {getattr(self, name)}")
-        if not (self.variable_length is None or isinstance(self.variable_length, bool)):
-            raise TypeError(
-                f"expected variable_length None, True or False, got {self.variable_length!r}"
-            )
+        if not isinstance(self.variable_length, bool):
+            raise TypeError(f"expected variable_length True or False, got {self.variable_length!r}")
+
+    @classmethod
+    def preset(cls, size: str, **overrides: Any) -> ARConfig:
+        """The settings of one of LlamaGen's sizes.
+
+        Args:
+            size: "B" (111M parameters at 16384 codes, 256 tokens, 1000 classes), "L" or "XL".
+            **overrides: other fields (num_classes, qk_norm, ...).
+
+        Returns:
+            The config.
+
+        Raises:
+            ValueError: an unknown size (the valid ones are listed).
+        """
+        check_choice("size", size, SIZES)
+        return cls(**dict(zip(("dim", "depth", "heads"), SIZES[size], strict=True)), **overrides)
 
     @property
     def hidden(self) -> int:
         """The SwiGLU hidden width, resolved."""
-        return self.mlp_hidden or 256 * math.ceil(8 * self.dim / 3 / 256)
-
-
-_SPANS = 4  # compiled graphs per (batch, settings): see ARTransformer._spans
-_COMBINATIONS = 16  # (model, batch, settings) combinations compiled in a process
-
-
-class _Draw(NamedTuple):
-    """How `generate` draws tokens. To a compiled step, `guided`, `top_k` and whether
-    `temperature` and `top_p` are None are constants (another value: another graph); the values
-    of the 0-d tensors are inputs, so a sweep over temperatures or top-p compiles nothing new."""
-
-    guided: bool
-    temperature: Tensor | None  # None: greedy
-    top_k: int | None
-    top_p: Tensor | None  # None: no nucleus
-
-
-class ARSamples(NamedTuple):
-    """What `generate` returns: `codes, lengths = model.generate(...)`, or `.codes`."""
-
-    codes: Tensor  # (B, *token_shape) int64, layout order
-    lengths: Tensor  # (B,) int64
+        if self.mlp_ratio is not None:
+            return int(self.dim * self.mlp_ratio)
+        return 256 * math.ceil(8 * self.dim / 3 / 256)
 
 
 class ARTransformer(nn.Module):
@@ -153,11 +150,16 @@ class ARTransformer(nn.Module):
     Attributes:
         layout: the `SequenceLayout`; max_tokens: L; vocab_size: V; end_id: V;
         null_class: the label of the null class (= num_classes) of a conditional model;
-        variable_length: whether samples may end early (`ARConfig.variable_length`, resolved).
+        variable_length: whether samples may end early (`ARConfig.variable_length`);
+        engine: the `ARDecodeEngine` that `generate` runs.
     """
 
     def __init__(self, config: ARConfig, spec: TokenSpec, token_shape: Sequence[int] | None = None):
         super().__init__()
+        if not isinstance(config, ARConfig):
+            raise TypeError(f"expected an ARConfig, got {type(config).__name__}")
+        if not isinstance(spec, TokenSpec):
+            raise TypeError(f"expected a TokenSpec, got {type(spec).__name__}")
         if token_shape is None and spec.ndim == 1 and config.max_tokens is not None:
             token_shape = (config.max_tokens,)
         if token_shape is None or config.max_tokens not in (None, math.prod(token_shape)):
@@ -167,15 +169,14 @@ class ARTransformer(nn.Module):
             )
         if config.variable_length and spec.ndim != 1:
             raise ValueError(
-                f"expected variable_length None or False for layout {spec.layout!r} (only 1-D "
-                "layouts may end early), got True"
+                f"expected variable_length False for layout {spec.layout!r} (only 1-D layouts "
+                "may end early), got True"
             )
         self.config, self.spec = config, spec
         self.layout = SequenceLayout(spec, token_shape)
         length, vocab = self.layout.length, self.layout.vocab_size
         self.max_tokens, self.vocab_size, self.end_id = length, vocab, vocab
-        variable = spec.ndim == 1 if config.variable_length is None else config.variable_length
-        self.variable_length, self.null_class = variable, config.num_classes
+        self.variable_length, self.null_class = config.variable_length, config.num_classes
         self.token_embedding = nn.Embedding(vocab, config.dim)
         levels = spec.num_levels
         self.level_embedding = nn.Embedding(levels, config.dim) if levels > 1 else None
@@ -187,7 +188,7 @@ class ARTransformer(nn.Module):
             self.start_token = nn.Parameter(torch.zeros(config.dim))
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
-            Block(c.dim, c.heads, c.hidden, c.norm_eps, c.qk_norm, c.dropout)
+            LlamaBlock(c.dim, c.heads, c.hidden, c.norm_eps, c.qk_norm, c.dropout)
             for c in [config] * config.depth
         )
         self.norm = RMSNorm(config.dim, config.norm_eps)
@@ -219,7 +220,7 @@ class ARTransformer(nn.Module):
         mask_rows = F.pad(rows, (0, 1), value=len(allowed) - 1)  # (L + 1,) row of each output
         self.register_buffer("blocked_ids", ~allowed, persistent=False)  # True: logit is -inf
         self.register_buffer("mask_rows", mask_rows, persistent=False)
-        self._compiled: tuple[str, object] | None = None
+        self._engine: ARDecodeEngine | None = None  # made by the first `generate`
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -253,19 +254,16 @@ class ARTransformer(nn.Module):
         ids, _ = self._check_ids(ids, lengths)
         return self._run(ids, self._check_labels(labels, len(ids)), "plain")
 
-    def forward(self, tokens: Tensor, labels: Tensor | None = None, lengths: Tensor | None = None):
-        """The training loss (what DDP and `torch.compile` wrap): `loss`."""
-        return self.loss(tokens, labels, lengths)
-
-    def loss(
-        self, tokens: Tensor, labels: Tensor | None = None, lengths: Tensor | None = None
+    def forward(
+        self, codes: Tensor, labels: Tensor | None = None, lengths: Tensor | None = None
     ) -> Tensor:
-        """Mean next-token cross-entropy over the real tokens (and end tokens) of a batch.
+        """The training loss (what DDP and `torch.compile` wrap): the mean next-token
+        cross-entropy over the real tokens (and end tokens) of a batch.
 
         In training mode each label becomes the null class with probability `class_dropout`.
 
         Args:
-            tokens: codes `(B, *token_shape)` in layout order, or combined ids `(B, n)` in read
+            codes: codes `(B, *token_shape)` in layout order, or combined ids `(B, n)` in read
                 order, right-padded (for 1-D layouts, as from `pad_collate`, the two coincide).
             labels: as in `logits`.
             lengths: as in `logits`. For a variable-length model a sample shorter than L is
@@ -275,23 +273,25 @@ class ARTransformer(nn.Module):
         Returns:
             A scalar (fp32).
         """
-        if tokens.ndim == 1 + self.spec.ndim and self.spec.ndim > 1:
-            tokens = self.layout.flatten(tokens)  # (B, L)
-        ids, real = self._check_ids(tokens, lengths)
+        if codes.ndim == 1 + self.spec.ndim and self.spec.ndim > 1:
+            codes = self.layout.flatten(codes)  # (B, L)
+        ids, real = self._check_ids(codes, lengths)
         batch, length = ids.shape
         labels = self._check_labels(labels, batch)
         if self.training and labels is not None and self.config.class_dropout > 0:
             dropped = torch.rand(batch, device=labels.device) < self.config.class_dropout
             labels = labels.masked_fill(dropped, self.null_class)
         logits = self._run(ids, labels, "plain")  # (B, n + 1, V + 1)
-        targets = F.pad(ids.masked_fill(~real, IGNORE), (0, 1), value=IGNORE)  # (B, n + 1)
+        targets = ids.masked_fill(~real, IGNORE_INDEX)
+        targets = F.pad(targets, (0, 1), value=IGNORE_INDEX)  # (B, n + 1)
         if self.variable_length:  # real tokens are a prefix; the end token follows it
             count = real.sum(dim=1, keepdim=True)  # (B, 1)
             position = torch.arange(length + 1, device=ids.device)  # (n + 1,)
             targets = targets.masked_fill(
                 (position == count) & (count < self.max_tokens), self.end_id
             )
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+        logits, targets = logits.flatten(0, 1).float(), targets.flatten()  # (B·(n + 1), ...)
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
 
     def _run(self, ids: Tensor, labels: Tensor | None, mode: str) -> Tensor:
         """Checked ids `(B, n)` → masked logits `(B, n + 1, V + 1)`."""
@@ -374,7 +374,7 @@ class ARTransformer(nn.Module):
         """Unchecked `decode_step`: no data-dependent control flow, the same shapes every step.
 
         `span`: attend over cache slots `[0, span)` only (> position + 1; None: all). A static
-        int, so that each span compiles to its own graph (see `_spans`)."""
+        int, so that each span compiles to its own graph (`ARDecodeEngine.spans`)."""
         slot = (position + 1).reshape(1)  # (1,) cache slot of this token
         x = self.token_embedding(ids)  # (B, 1, D)
         if self.level_embedding is not None:
@@ -389,50 +389,46 @@ class ARTransformer(nn.Module):
         blocked = self.blocked_ids.index_select(0, self.mask_rows.index_select(0, slot))
         return logits.masked_fill(blocked, float("-inf"))  # (B, V + 1)
 
+    @property
+    def engine(self) -> ARDecodeEngine:
+        """The decode engine that `generate` runs, made on first use and kept with its compiled
+        steps, so that later calls compile nothing new."""
+        if self._engine is None:
+            self._engine = ARDecodeEngine(self)
+        return self._engine
+
     @torch.no_grad()
     def generate(
         self,
         num_samples: int | None = None,
         labels: Tensor | Sequence[int] | None = None,
+        settings: SampleSettings | None = None,
         *,
-        cfg_scale: float = 1.0,
-        cfg_schedule: str = "constant",
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
         generator: torch.Generator | None = None,
         max_tokens: int | None = None,
-        compile_step: bool | str = False,
-    ) -> ARSamples:
+    ) -> GeneratedCodes:
         """Sample token sequences (in eval mode; the training flag is restored after).
 
         Args:
             num_samples: B samples of the null class (conditional) or unconditional; or None with
             labels: `(B,)` classes of a conditional model.
-            cfg_scale: guidance scale s, finite; with labels, guidance runs when s != 1: the
-                labels' rows and null-class rows go through the model as one batch of 2B and
-                logits = uncond + s_t · (cond − uncond). s = 1 is no guidance whatever the
-                schedule (as in `MaskedTransformer.generate`).
-            cfg_schedule: "constant" (s_t = s) or "linear" (s_t = 1 + (s − 1) · t / (T − 1)).
-            temperature, top_k, top_p: see `mediatok.generation.sampling.sample`.
+            settings: how to draw (None: `SampleSettings()`), checked for an AR generator
+                (`SampleSettings.check_for`). With labels, guidance runs when cfg_scale != 1:
+                the labels' rows and null-class rows go through the model as one batch of 2B.
+                `compile`: each step compiled (see `mediatok.generation.engine`), once per
+                model and combination of batch size, guidance on or off, greedy or not, top_k,
+                and nucleus on or off.
             generator: random source on the model's device; the same seed gives the same samples.
             max_tokens: tokens to sample, <= L; only variable-length models may ask for fewer
                 than L.
-            compile_step: compile each sampling step — guidance, the draw, the end-token
-                bookkeeping and the decode of the drawn token — with `torch.compile` (True:
-                "reduce-overhead", i.e. one CUDA graph per step, on CUDA; "default" elsewhere; a
-                string: that mode). Compiled once per model and combination of batch size,
-                guidance on or off, greedy or not, top_k, and nucleus on or off (4 graphs each;
-                at most 16 such combinations in a process, then `RuntimeError`); the
-                temperature, top_p and guidance scale are inputs, so new values compile
-                nothing. The same seed draws the same tokens as eager, up to the rounding of
-                the fused kernels.
 
         Returns:
-            `(codes, lengths)`: codes `(B, *token_shape)` in layout order (variable-length:
-            `(B, max_tokens)`, code 0 after a sample's end), lengths `(B,)` int64 tokens before
-            the end token (fixed-length: always the full extent along the length axis).
+            `GeneratedCodes(codes, lengths)`: codes `(B, *token_shape)` in layout order
+            (variable-length: `(B, max_tokens)`, code 0 after a sample's end), lengths `(B,)`
+            int64 tokens before the end token (fixed-length: always the full extent along the
+            length axis).
         """
+        settings = resolve_settings(settings)
         device = self.head.weight.device
         batch = num_samples if labels is None else len(labels)
         wrong = isinstance(batch, bool) or not isinstance(batch, int) or batch < 1
@@ -440,13 +436,7 @@ class ARTransformer(nn.Module):
             got = f"num_samples={num_samples!r}, labels={labels!r}"
             raise ValueError(f"expected num_samples >= 1, or labels (of that many), got {got}")
         labels = self._check_labels(labels, batch)
-        check_guidance(cfg_scale, cfg_schedule)
-        check_sampling(temperature, top_k, top_p)
-        # Scale 1 is 1 at every step of either schedule: no guidance, no doubled batch.
-        guided = cfg_scale != 1.0
-        if guided and labels is None:
-            got = f"cfg_scale={cfg_scale}, cfg_schedule={cfg_schedule!r} and no labels"
-            raise ValueError(f"expected labels (of a class-conditional model) for CFG, got {got}")
+        settings.check_for("ar", num_tokens=self.max_tokens, conditional=labels is not None)
         if generator is not None and generator.device.type != device.type:
             raise ValueError(f"expected a generator on {device.type}, got {generator.device}")
         most = self.max_tokens
@@ -457,154 +447,7 @@ class ARTransformer(nn.Module):
             raise ValueError(
                 f"expected max_tokens None or {valid} for this {kind} model, got {steps}"
             )
-        if guided:  # (2B,): the labels' rows, then as many null-class rows
-            labels = torch.cat([labels, torch.full_like(labels, self.null_class)])
-        rows = len(labels) if guided else batch
-        draw = _Draw(
-            guided,
-            None if temperature == 0 else torch.tensor(float(temperature), device=device),
-            top_k,
-            None if top_p is None or top_p == 1 else torch.tensor(float(top_p), device=device),
-        )
-
-        was_training = self.training
-        self.eval()
-        try:
-            advance = self._step_function(compile_step, device)
-            self.allocate_cache(rows)
-            empty = torch.zeros(rows, 0, dtype=torch.int64, device=device)
-            logits = self._run(empty, labels, "prefill")[:, 0]  # (rows, V + 1)
-            ids = torch.zeros(batch, steps, dtype=torch.int64, device=device)
-            extent = steps if self.variable_length else self.extent
-            lengths = torch.full((batch,), extent, dtype=torch.int64, device=device)
-            finished = torch.zeros(batch, dtype=torch.bool, device=device)
-            scales = [cfg_scale_at(step, steps, cfg_scale, cfg_schedule) for step in range(steps)]
-            scales = torch.tensor(scales, device=device)  # (steps,) guidance scale per step
-            position = torch.zeros((), dtype=torch.int64, device=device)  # the token drawn
-            width, spans = (batch, self.vocab_size + 1), self._spans(steps)
-            for step in range(steps):
-                noise = None if temperature == 0 else draw_noise(width, device, generator)
-                state = (logits, noise, scales, position, finished, lengths)
-                if step + 1 == steps:  # the last token: nothing to feed
-                    token, finished, lengths = self._choose(*state, draw)
-                else:
-                    if compile_step:
-                        torch.compiler.cudagraph_mark_step_begin()
-                    token, finished, lengths, logits = self._call(advance, state, draw, spans[step])
-                    if compile_step:  # CUDA graphs free a step's outputs at the next step
-                        finished, lengths, logits = (
-                            finished.clone(),
-                            lengths.clone(),
-                            logits.clone(),
-                        )
-                ids[:, step] = token
-                # A host sync only every 16 steps: stop once every row has ended.
-                if self.variable_length and step % 16 == 15 and bool(finished.all()):
-                    break
-                position += 1
-        finally:
-            self.train(was_training)
-            if not compile_step:
-                self.free_cache()
-        layout = self.layout if steps == self.max_tokens else SequenceLayout(self.spec, (steps,))
-        # A clone: a compiled step's outputs are overwritten by the next call's replay.
-        return ARSamples(layout.unflatten(ids), lengths.clone())
-
-    def _choose(
-        self,
-        logits: Tensor,
-        noise: Tensor | None,
-        scales: Tensor,
-        position: Tensor,
-        finished: Tensor,
-        lengths: Tensor,
-        draw: _Draw,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Draw token `position` of every sample, with no host sync.
-
-        Args:
-            logits: `(rows, V + 1)` of token `position` (rows = 2B under guidance: the labels'
-                rows, then the null class's).
-            noise: `(B, V + 1)` from `draw_noise`, None when greedy.
-            scales: `(steps,)` guidance scale of each step.
-            position: 0-d int64, the token drawn.
-            finished, lengths: `(B,)` whether each sample has ended, and its length.
-
-        Returns:
-            `(token, finished, lengths)`: `(B,)` each; a finished sample's token is 0.
-        """
-        if draw.guided:
-            cond, uncond = logits.float().chunk(2)  # (B, V + 1) each
-            logits = cfg_logits(cond, uncond, scales.index_select(0, position.reshape(1)))
-        if draw.temperature is None:
-            token = logits.argmax(dim=-1)  # (B,)
-        else:
-            token = pick(logits, noise, draw.temperature, draw.top_k, draw.top_p)  # (B,)
-        if self.variable_length:
-            ended = token == self.end_id
-            lengths = torch.where(ended & ~finished, position, lengths)
-            finished = finished | ended
-            token = token.masked_fill(finished, 0)  # padding after the end
-        return token, finished, lengths
-
-    def _advance(
-        self,
-        logits: Tensor,
-        noise: Tensor | None,
-        scales: Tensor,
-        position: Tensor,
-        finished: Tensor,
-        lengths: Tensor,
-        draw: _Draw,
-        span: int,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """`_choose`, then feed the token: `(token, finished, lengths, logits)`, the logits
-        `(rows, V + 1)` of token `position + 1`, attending over cache slots `[0, span)`. One
-        step of `generate`, compiled whole (one graph per span)."""
-        token, finished, lengths = self._choose(
-            logits, noise, scales, position, finished, lengths, draw
-        )
-        inputs = torch.cat([token, token]) if draw.guided else token  # (rows,)
-        return token, finished, lengths, self._decode(inputs[:, None], position, span)
-
-    def _call(self, advance, state: tuple, draw: _Draw, span: int):
-        """`advance(*state, draw, span)`, with dynamo's recompile limit turned into an error
-        that says what to do."""
-        try:
-            return advance(*state, draw, span)
-        except torch._dynamo.exc.FailOnRecompileLimitHit as error:
-            raise RuntimeError(
-                f"compiled sampling has built graphs for {_COMBINATIONS} combinations of model, "
-                "batch size and sampling settings (guidance, greedy, top_k, nucleus) in this "
-                "process, the limit set for torch.compile; sample with compile_step=False, or "
-                "keep the batch size and top_k fixed (temperature, top_p and the guidance scale "
-                "may vary freely)"
-            ) from error
-
-    def _spans(self, steps: int) -> list[int]:
-        """The cache slots each step of `generate` attends over: the drawn token at step t is fed
-        at slot t + 1, so step t needs slots `[0, t + 2)`; rounded up to a quarter of the cache
-        (in multiples of 8), so that the steps read 5/8 of the cache on average, not all of it,
-        with 4 compiled graphs (below the recompile limit) rather than one per step."""
-        slots = 1 + self.max_tokens
-        quarter = 8 * math.ceil(slots / (8 * _SPANS))
-        return [min(slots, quarter * math.ceil((step + 2) / quarter)) for step in range(steps)]
-
-    def _step_function(self, compile_step: bool | str, device: torch.device):
-        if not compile_step:
-            return self._advance
-        mode = "reduce-overhead" if device.type == "cuda" else "default"  # CUDA graphs: CUDA
-        mode = compile_step if isinstance(compile_step, str) else mode
-        if self._compiled is None or self._compiled[0] != mode:
-            # dynamic=False: each span gets its own static graph, not one with a symbolic size.
-            compiled = torch.compile(self._advance, mode=mode, fullgraph=True, dynamic=False)
-            # Each (span, batch, sampling settings) is one graph: a second batch size or setting
-            # in one process would pass dynamo's default limit of 8 graphs, which raises under
-            # fullgraph=True; this allows _COMBINATIONS of them.
-            limit = _SPANS * _COMBINATIONS
-            compiled = torch._dynamo.config.patch(recompile_limit=limit)(compiled)
-            self._compiled = (mode, compiled)
-        return self._compiled[1]
+        return self.engine.sample(labels, batch, steps, settings, generator)
 
     def _check_ids(
         self, ids: Tensor, lengths: Tensor | None, start: int = 0
@@ -663,20 +506,49 @@ class ARTransformer(nn.Module):
             raise ValueError(f"expected allocate_cache({batch}) first, got {got}")
 
 
-def build_ar_transformer(
-    spec: TokenSpec, token_shape: Sequence[int] | None = None, size: str = "B", **overrides
-) -> ARTransformer:
-    """An `ARTransformer` of a named size.
+def resolve_variable_length(spec: TokenSpec, token_shape: tuple[int, ...], lengths: Any) -> bool:
+    """Whether an AR generator of `token_shape` trained on samples of `lengths` tokens may end
+    samples early: for a 1-D layout, True iff some sample is shorter than the model's L tokens;
+    never for a multi-axis layout.
+
+    A sample longer than L trains on random windows of exactly L tokens (`TokenWindows`): none
+    of them is cut short, and where a window stops is not where the sample ends, so the end
+    token is never their target; only a sample shorter than L teaches where to stop. Shards of
+    one length (TiTok's K tokens; audio clips all at least `data.window` long) thus give a
+    fixed-length model, which always samples all L tokens.
 
     Args:
+        spec: the shards' token contract.
+        token_shape: the model's sample shape (for windows: the window along the length axis).
+        lengths: `(num_samples,)` tokens per sample (`TokenDataset.lengths`).
+    """
+    if spec.ndim != 1:
+        return False
+    lengths = torch.as_tensor(lengths)
+    return bool(lengths.numel()) and int(lengths.min()) < token_shape[0]
+
+
+def build_ar_transformer(
+    config: ARConfig | Mapping[str, Any] | None,
+    spec: TokenSpec | Mapping[str, Any],
+    token_shape: Sequence[int] | None = None,
+) -> ARTransformer:
+    """An `ARTransformer` from a config (or the fields that differ from the defaults; a named
+    size is `ARConfig.preset`), a token spec (or its `to_dict` form) and a token shape.
+
+    Args:
+        config: the settings.
         spec: the codec's token contract.
         token_shape: one sample's code shape (see `ARTransformer`).
-        size: "B" (111M parameters at 16384 codes, 256 tokens, 1000 classes), "L" or "XL".
-        **overrides: other `ARConfig` fields (num_classes, qk_norm, ...).
 
     Returns:
         The model, randomly initialized.
+
+    Raises:
+        ValueError: an unknown or invalid config field, a bad spec or token shape.
     """
-    check_choice("size", size, SIZES)
-    config = ARConfig(**dict(zip(("dim", "depth", "heads"), SIZES[size], strict=True)), **overrides)
+    if config is None or isinstance(config, Mapping):
+        config = from_dict(ARConfig, dict(config or {}), where="model")
+    if isinstance(spec, Mapping):
+        spec = TokenSpec.from_dict(spec)
     return ARTransformer(config, spec, token_shape)

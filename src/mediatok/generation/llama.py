@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from mediatok.nn.rope import apply_rope
 
-__all__ = ["Attention", "Block", "RMSNorm", "SwiGLU"]
+__all__ = ["CausalSelfAttention", "LlamaBlock", "RMSNorm", "SwiGLU"]
 
 
 class RMSNorm(nn.Module):
@@ -35,7 +35,7 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps).to(x.dtype)
 
 
-class Attention(nn.Module):
+class CausalSelfAttention(nn.Module):
     """Causal self-attention with RoPE and an optional static KV cache.
 
     Modes: `"plain"` (causal over the n inputs), `"prefill"` (the same, and the keys and values
@@ -99,11 +99,12 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(gate) * up)
 
 
-class Block(nn.Module):
+class LlamaBlock(nn.Module):
     """Pre-norm Llama block: x + attention(norm(x)), then x + swiglu(norm(x)).
 
     Args:
-        dim, heads, norm_eps, qk_norm, dropout: see `Attention` (dropout also on both branches).
+        dim, heads, norm_eps, qk_norm, dropout: see `CausalSelfAttention` (dropout also on both
+            branches).
         hidden: SwiGLU hidden width.
     """
 
@@ -112,12 +113,12 @@ class Block(nn.Module):
     ):
         super().__init__()
         self.attention_norm = RMSNorm(dim, norm_eps)
-        self.attention = Attention(dim, heads, norm_eps, qk_norm, dropout)
+        self.attention = CausalSelfAttention(dim, heads, norm_eps, qk_norm, dropout)
         self.mlp_norm = RMSNorm(dim, norm_eps)
         self.mlp = SwiGLU(dim, hidden)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, *args) -> Tensor:
-        """`(B, n, D)` → `(B, n, D)`; `args` are `Attention.forward`'s after x."""
+        """`(B, n, D)` → `(B, n, D)`; `args` are `CausalSelfAttention.forward`'s after x."""
         x = x + self.dropout(self.attention(self.attention_norm(x), *args))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))

@@ -37,7 +37,7 @@ import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -46,20 +46,20 @@ from torch import nn
 
 from mediatok.config import check_choice, from_dict
 from mediatok.generation.sampling import (
+    GeneratedCodes,
+    SampleSettings,
     cfg_logits,
     cfg_scale_at,
-    check_guidance,
-    check_sampling,
+    resolve_settings,
     sample,
 )
-from mediatok.generation.sequence import SequenceLayout
+from mediatok.generation.sequence import IGNORE_INDEX, SequenceLayout
 from mediatok.nn import Transformer, init_weights
 from mediatok.tokens import TokenSpec
 
 __all__ = [
     "SCHEDULES",
     "MaskedConfig",
-    "MaskedSamples",
     "MaskedTransformer",
     "build_masked_transformer",
     "mask_ratio",
@@ -109,19 +109,6 @@ class MaskedConfig:
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"expected {name} in [0, 1), got {getattr(self, name)}")
         check_choice("schedule", self.schedule, SCHEDULES)
-
-
-class MaskedSamples(NamedTuple):
-    """What `MaskedTransformer.generate` returns: `codes, lengths = model.generate(...)` or
-    `.codes`.
-
-    Attributes:
-        codes: `(B, *token_shape)` int64 in layout order.
-        lengths: always None: every sample fills the whole token shape.
-    """
-
-    codes: torch.Tensor
-    lengths: torch.Tensor | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,13 +204,6 @@ def _check_vector(
 # model
 
 
-def check_choice_temperature(value: float) -> None:
-    """Raise `ValueError` unless the confidence noise scale is finite and >= 0 (inf · Gumbel noise
-    is ±inf, and inf + -inf a NaN confidence)."""
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"expected a finite choice_temperature >= 0, got {value}")
-
-
 class MaskedTransformer(nn.Module):
     """MaskGIT over the tokens of any codec with the given `TokenSpec` and token shape.
 
@@ -309,7 +289,7 @@ class MaskedTransformer(nn.Module):
 
     def forward(
         self,
-        tokens: torch.Tensor,
+        codes: torch.Tensor,
         labels: torch.Tensor | None = None,
         lengths: torch.Tensor | None = None,
         *,
@@ -320,7 +300,7 @@ class MaskedTransformer(nn.Module):
         the batch. In training mode a label becomes the null class with prob. `class_dropout`.
 
         Args:
-            tokens: codes `(B, *token_shape)` in layout order, or combined ids `(B, L)` in
+            codes: codes `(B, *token_shape)` in layout order, or combined ids `(B, L)` in
                 sequence order (the two coincide for one-axis layouts).
             labels: `(B,)` int in [0, num_classes); required iff num_classes > 0.
             lengths: `(B,)` valid positions along the spec's length axis (`spec.length_axis`),
@@ -331,7 +311,7 @@ class MaskedTransformer(nn.Module):
         Returns:
             The scalar loss, fp32.
         """
-        ids = self._to_ids(tokens)  # (B, L)
+        ids = self._to_ids(codes)  # (B, L)
         valid = None
         if lengths is not None:
             size = self.token_shape[self.spec.length_axis]
@@ -348,21 +328,12 @@ class MaskedTransformer(nn.Module):
             draw = torch.rand(len(ids), generator=generator, device=ids.device)
             labels = labels.masked_fill(draw < self.config.class_dropout, self.null_class)
         logits = self._mask_invalid(self._raw_logits(inputs, labels))  # (B, L, V)
-        targets = ids.masked_fill(~mask, -100)  # (B, L), -100: ignored
+        targets = ids.masked_fill(~mask, IGNORE_INDEX)  # (B, L): the masked positions only
         return F.cross_entropy(
-            rearrange(logits, "b l v -> (b l) v").float(), rearrange(targets, "b l -> (b l)")
+            rearrange(logits, "b l v -> (b l) v").float(),
+            rearrange(targets, "b l -> (b l)"),
+            ignore_index=IGNORE_INDEX,
         )
-
-    def loss(
-        self,
-        tokens: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        lengths: torch.Tensor | None = None,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Same as calling the model (`forward`); see there."""
-        return self(tokens, labels, lengths, generator=generator)
 
     def draw_mask(
         self,
@@ -394,69 +365,53 @@ class MaskedTransformer(nn.Module):
         self,
         num_samples: int | None = None,
         labels: torch.Tensor | None = None,
+        settings: SampleSettings | None = None,
         *,
-        steps: int = 8,
-        cfg_scale: float = 1.0,
-        cfg_schedule: str = "constant",
-        temperature: float = 1.0,
-        choice_temperature: float = 4.5,
-        top_k: int | None = None,
         generator: torch.Generator | None = None,
         callback: Callable[[int, torch.Tensor], None] | None = None,
-    ) -> MaskedSamples:
+    ) -> GeneratedCodes:
         """Iterative parallel decoding (MaskGIT §3.2), in eval mode (the training flag is restored).
 
         Args:
             num_samples: B; may be left out when `labels` are given.
             labels: `(B,)` classes in [0, num_classes] (num_classes: the null class, an
                 unconditional sample); required iff num_classes > 0.
-            steps: decoding steps T, in [1, L].
-            cfg_scale: guidance scale s, finite, logits = uncond + s·(cond - uncond); 1 is none,
-                whatever the schedule.
-            cfg_schedule: "constant" s, or "linear" from 1 at the first step to s at the last
-                (`sampling.cfg_scale_at`); steps at scale 1 skip the null-class rows.
-            temperature: softmax temperature of the sampled ids, finite; 0 is greedy.
-            choice_temperature: scale of the Gumbel noise on confidences at the start, falling
-                linearly to 0 at the last step, finite; 0 keeps exactly the most confident ids.
-            top_k: sample among the k most likely ids only; None: all.
+            settings: how to draw (None: `SampleSettings()`), checked for a masked generator
+                (`SampleSettings.check_for`): `masked_steps` decoding steps T in [1, L];
+                guidance with `cfg_scale` on the `cfg_schedule` (steps at scale 1 skip the
+                null-class rows); ids drawn at `temperature` among the `top_k` most likely;
+                Gumbel noise of scale `choice_temperature` on the confidences at the start,
+                falling linearly to 0 at the last step (0 keeps exactly the most confident ids).
             generator: on the model's device; the same seed gives the same samples.
             callback: called after each step with `(step, ids)`, ids `(B, L)` with `mask_id`
                 at the positions still masked.
 
         Returns:
-            `MaskedSamples` with codes `(B, *token_shape)` int64.
+            `GeneratedCodes` with codes `(B, *token_shape)` int64 and lengths None.
         """
+        settings = resolve_settings(settings)
         labels, batch_size = self._check_batch(num_samples, labels)
-        _check_int("steps", steps, 1, self.length)
-        check_guidance(cfg_scale, cfg_schedule)
-        if cfg_scale != 1.0 and labels is None:
-            raise ValueError(
-                f"expected cfg_scale 1.0 for an unconditional model (num_classes=0), got {cfg_scale}"
-            )
-        check_sampling(temperature, None, None)
-        check_choice_temperature(choice_temperature)
-        if top_k is not None:
-            _check_int("top_k", top_k, 1)
+        settings.check_for("masked", num_tokens=self.length, conditional=labels is not None)
         self._check_generator(generator)
 
         device = self.position_embedding.device
-        guided = labels is not None and cfg_scale != 1.0
+        steps, guided = settings.masked_steps, settings.cfg_scale != 1.0
         ids = torch.full((batch_size, self.length), self.mask_id, device=device)  # (B, L)
         was_training = self.training
         self.eval()
         try:
             for step in range(steps):
-                scale = cfg_scale_at(step, steps, cfg_scale, cfg_schedule) if guided else 1.0
+                scale = 1.0
+                if guided:
+                    scale = cfg_scale_at(step, steps, settings.cfg_scale, settings.cfg_schedule)
                 count = masked_count(step, steps, self.length, self.config.schedule)
-                noise = choice_temperature * (1 - (step + 1) / steps)  # annealed to 0
-                ids = self._unmask_step(
-                    ids, labels, scale, count, noise, temperature, top_k, generator
-                )
+                noise = settings.choice_temperature * (1 - (step + 1) / steps)  # annealed to 0
+                ids = self._unmask_step(ids, labels, scale, count, noise, settings, generator)
                 if callback is not None:
                     callback(step, ids)
         finally:
             self.train(was_training)
-        return MaskedSamples(codes=self.layout.unflatten(ids))
+        return GeneratedCodes(codes=self.layout.unflatten(ids))
 
     def _unmask_step(
         self,
@@ -465,14 +420,14 @@ class MaskedTransformer(nn.Module):
         scale: float,
         count: int,
         noise_scale: float,
-        temperature: float,
-        top_k: int | None,
+        settings: SampleSettings,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
         """One decoding step: `(B, L)` ids → `(B, L)` ids with exactly `count` still masked.
 
         `scale` 1: no guidance; else conditional and null-class rows run as one doubled batch
-        (MUSE) and their logits are combined with that scale.
+        (MUSE) and their logits are combined with that scale. Ids are drawn at the settings'
+        temperature among their top_k; `noise_scale` scales the Gumbel noise on confidences.
         """
         masked = ids == self.mask_id  # (B, L)
         if scale == 1.0:
@@ -483,7 +438,7 @@ class MaskedTransformer(nn.Module):
             cond, uncond = both.float().chunk(2)  # (B, L, V) each
             logits = cfg_logits(cond, uncond, scale)
         logits = self._mask_invalid(logits)
-        sampled = sample(logits, temperature, top_k, None, generator)  # (B, L)
+        sampled = sample(logits, settings.temperature, settings.top_k, None, generator)  # (B, L)
         confidence = logits.log_softmax(dim=-1).gather(-1, sampled[..., None])[..., 0]  # (B, L)
         sampled = torch.where(masked, sampled, ids)  # known ids stay
         confidence = confidence.masked_fill(~masked, float("inf"))
@@ -582,18 +537,26 @@ class MaskedTransformer(nn.Module):
 
 
 def build_masked_transformer(
-    config: MaskedConfig | Mapping[str, Any],
+    config: MaskedConfig | Mapping[str, Any] | None,
     spec: TokenSpec | Mapping[str, Any],
     token_shape: Sequence[int],
 ) -> MaskedTransformer:
     """A `MaskedTransformer` from a config (or the fields that differ from the defaults), a
     token spec (or its `to_dict` form) and a token shape.
 
+    Args:
+        config: the settings.
+        spec: the codec's token contract.
+        token_shape: one sample's code shape in layout order.
+
+    Returns:
+        The model, randomly initialized.
+
     Raises:
         ValueError: an unknown or invalid config field, a bad spec or token shape.
     """
-    if isinstance(config, Mapping):
-        config = from_dict(MaskedConfig, config, where="model")
+    if config is None or isinstance(config, Mapping):
+        config = from_dict(MaskedConfig, dict(config or {}), where="model")
     if isinstance(spec, Mapping):
         spec = TokenSpec.from_dict(spec)
     return MaskedTransformer(config, spec, token_shape)

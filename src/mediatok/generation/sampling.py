@@ -18,19 +18,36 @@ the scale at one step of a schedule: `"constant"` uses `scale` at every step, `"
 from 1 at the first step to `scale` at the last, `1 + (scale − 1) · step / (total − 1)`, so that
 guidance is weak while the first tokens are decided and full at the end.
 
+`SampleSettings` is the one check of sampling settings, where they enter (a config, a command
+line, a Python call): `__post_init__` checks each value, `check_for` what depends on the
+generator (AR or masked, its token count, whether it is conditional). The models check only
+their own inputs. `SampleConfig` is the `sample:` section of a generator run: the settings plus
+how many samples an evaluation draws and the precision of `mediatok sample`. Both generators
+return `GeneratedCodes`.
+
 Layout: logits `(..., V)`, samples `(...)` int64.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 import torch
+from torch import Tensor
 
 from mediatok.config import check_choice
 
 __all__ = [
     "CFG_SCHEDULES",
+    "COMPILE_MODES",
+    "MASKED_STEPS",
+    "PRECISIONS",
+    "GeneratedCodes",
+    "SampleConfig",
+    "SampleSettings",
     "cfg_logits",
     "cfg_scale_at",
     "check_guidance",
@@ -38,21 +55,174 @@ __all__ = [
     "draw_noise",
     "filter_logits",
     "pick",
+    "resolve_settings",
     "sample",
     "scale_logits",
 ]
 
 CFG_SCHEDULES = ("constant", "linear")
+MASKED_STEPS = 8  # decoding steps of a masked generator when `SampleSettings.steps` is None
+# `torch.compile` modes that `SampleSettings.compile` may name (True picks one by device).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+class GeneratedCodes(NamedTuple):
+    """What `generate` returns, for both generators: `codes, lengths = model.generate(...)`,
+    or `.codes`.
+
+    Attributes:
+        codes: `(B, *token_shape)` int64 in layout order (a variable-length AR model's:
+            `(B, max_tokens)`, code 0 after a sample's end).
+        lengths: `(B,)` int64 of an AR model: tokens before the end token (fixed-length: the
+            full extent along the spec's length axis). None for a masked model: every sample
+            fills the whole token shape.
+    """
+
+    codes: Tensor
+    lengths: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How a generator draws samples; every value is checked here, once.
+
+    Attributes:
+        cfg_scale: classifier-free guidance scale s, finite: logits = uncond + s · (cond −
+            uncond); 1 is no guidance, whatever the schedule (no doubled batch either).
+        cfg_schedule: "constant" (s at every step) or "linear" (from 1 at the first step to s
+            at the last, `cfg_scale_at`).
+        temperature: softmax temperature, finite, >= 0; 0 is greedy.
+        top_k: sample among the k most likely ids only; None: all.
+        top_p: AR only: nucleus sampling, in (0, 1]; None: off.
+        steps: masked only: decoding steps, in [1, L]; None: `MASKED_STEPS`. An AR generator
+            refuses a value (it draws one token per step).
+        choice_temperature: masked only: scale of the Gumbel noise on confidences at the first
+            step, annealed to 0 at the last; finite, >= 0 (inf · noise would be a NaN
+            confidence).
+        compile: AR only: compile each decode step (guidance, the draw, the end-token
+            bookkeeping and the decode of the drawn token) with `torch.compile`: True is
+            "reduce-overhead" (one CUDA graph per step) on CUDA and "default" elsewhere; a
+            string names the mode (`COMPILE_MODES`). See `mediatok.generation.engine`.
+    """
+
+    cfg_scale: float = 1.0
+    cfg_schedule: Literal["constant", "linear"] = "constant"
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    steps: int | None = None
+    choice_temperature: float = 4.5
+    compile: bool | str = False
+
+    def __post_init__(self) -> None:
+        check_guidance(self.cfg_scale, self.cfg_schedule)
+        check_sampling(self.temperature, self.top_k, self.top_p)
+        if self.steps is not None and not (_is_int(self.steps) and self.steps >= 1):
+            raise ValueError(f"expected steps to be an int >= 1 or None, got {self.steps!r}")
+        if not (_is_finite(self.choice_temperature) and self.choice_temperature >= 0):
+            raise ValueError(
+                f"expected a finite choice_temperature >= 0, got {self.choice_temperature}"
+            )
+        if not isinstance(self.compile, bool) and self.compile not in COMPILE_MODES:
+            modes = ", ".join(repr(mode) for mode in COMPILE_MODES)
+            raise ValueError(
+                f"expected compile True, False or one of {modes}, got {self.compile!r}"
+            )
+
+    @property
+    def masked_steps(self) -> int:
+        """The decoding steps of a masked generator: `steps`, or `MASKED_STEPS` when None."""
+        return MASKED_STEPS if self.steps is None else self.steps
+
+    def check_for(self, generator: str, *, num_tokens: int | None, conditional: bool) -> None:
+        """Raise `ValueError` unless these settings suit a generator: the checks that depend on
+        the model, in one place.
+
+        Args:
+            generator: "ar" or "masked".
+            num_tokens: L, tokens per sample (a masked generator unmasks at least one per step);
+                None: not known yet (the steps are checked when it is).
+            conditional: whether the samples have labels (a class-conditional model given
+                labels); guidance needs them.
+        """
+        check_choice("generator", generator, ("ar", "masked"))
+        if generator == "ar" and self.steps is not None:
+            raise ValueError(
+                f"expected no steps for an {generator!r} generator (steps, --steps on the "
+                "command line, are the decoding steps of masked generators only), got "
+                f"steps={self.steps!r}"
+            )
+        if generator == "masked":
+            if self.compile is not False:
+                got = "true" if self.compile is True else repr(self.compile)
+                raise ValueError(
+                    f"expected compile: false for a masked generator (AR only), got {got}"
+                )
+            if self.top_p is not None:
+                raise ValueError(
+                    f"expected top_p: null for a masked generator (AR only), got {self.top_p}"
+                )
+            if num_tokens is not None and self.masked_steps > num_tokens:  # >= 1 a step
+                raise ValueError(
+                    f"expected steps to be an int in [1, {num_tokens}], got {self.masked_steps}"
+                )
+        if self.cfg_scale != 1.0 and not conditional:
+            got = f"cfg_scale={self.cfg_scale}, cfg_schedule={self.cfg_schedule!r} and no labels"
+            raise ValueError(f"expected labels (of a class-conditional model) for CFG, got {got}")
+
+
+@dataclass(frozen=True)
+class SampleConfig(SampleSettings):
+    """The `sample:` section of a generator run config: `mediatok sample`'s defaults, and the
+    samples drawn at each evaluation during training.
+
+    Attributes:
+        (those of `SampleSettings`)
+        num_samples: how many samples each evaluation draws (and decodes when the run names a
+            codec), >= 1.
+        precision: of `mediatok sample`: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16"
+            or "fp32". Evaluations during training run under the loop's precision.
+    """
+
+    num_samples: int = 8
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (_is_int(self.num_samples) and self.num_samples >= 1):
+            raise ValueError(f"expected num_samples >= 1, got {self.num_samples!r}")
+        check_choice("precision", self.precision, PRECISIONS)
+
+    def settings(self) -> SampleSettings:
+        """The sampling settings alone, for `generate`."""
+        fields = dataclasses.fields(SampleSettings)
+        return SampleSettings(**{field.name: getattr(self, field.name) for field in fields})
+
+
+def resolve_settings(settings: SampleSettings | None) -> SampleSettings:
+    """`settings`, or `SampleSettings()` for None: what `generate` does with its argument.
+
+    Raises:
+        TypeError: anything else (a dict of settings, say).
+    """
+    if settings is None:
+        return SampleSettings()
+    if not isinstance(settings, SampleSettings):
+        raise TypeError(
+            f"expected settings a SampleSettings or None, got {type(settings).__name__}"
+        )
+    return settings
 
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Raise `ValueError` unless temperature is finite and >= 0, top_k >= 1 or None, top_p in
-    (0, 1] or None."""
+    """Raise `ValueError` unless temperature is finite and >= 0, top_k an int >= 1 or None,
+    top_p in (0, 1] or None."""
     if not (_is_finite(temperature) and temperature >= 0):
         raise ValueError(f"expected a finite temperature >= 0 (0: greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"expected top_k >= 1 or None, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
+    if top_k is not None and not (_is_int(top_k) and top_k >= 1):
+        raise ValueError(f"expected top_k >= 1 or None, got {top_k!r}")
+    if top_p is not None and not (_is_finite(top_p) and 0.0 < top_p <= 1.0):
         raise ValueError(f"expected top_p in (0, 1] or None, got {top_p}")
 
 
@@ -70,6 +240,11 @@ def _is_finite(value: object) -> bool:
         return math.isfinite(value)
     except TypeError:
         return False
+
+
+def _is_int(value: object) -> bool:
+    """Whether `value` is an int (a bool is not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def scale_logits(logits: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:

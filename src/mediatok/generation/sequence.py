@@ -24,7 +24,9 @@ import torch
 
 from mediatok.tokens import TokenSpec
 
-__all__ = ["SequenceLayout"]
+__all__ = ["IGNORE_INDEX", "SequenceLayout"]
+
+IGNORE_INDEX = -100  # cross-entropy target of positions that are not scored (both generators)
 
 
 class SequenceLayout:

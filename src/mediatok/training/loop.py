@@ -26,7 +26,6 @@ import dataclasses
 import json
 import logging
 import os
-import random
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -40,10 +39,12 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from mediatok import checkpoint as ckpt
 from mediatok.config import to_dict
-from mediatok.training import checkpoint as ckpt
+from mediatok.runtime import resolve_device, torchrun_rank
 from mediatok.training.base import Losses, Task, TrainConfig, is_main_process
 from mediatok.training.ema import EMA
+from mediatok.training.rng import get_rng_state, seed_everything, set_rng_state
 from mediatok.training.schedule import (
     EpochBatches,
     build_adamw,
@@ -81,8 +82,9 @@ class Trainer:
     Args:
         task: the model-specific parts.
         config: the loop settings.
-        task_config: the task's config dataclass (or a JSON-ready mapping), saved under
-            ``task`` in ``config.json``; a resume that changes it logs a warning.
+        run_config: the run config dataclass (or a JSON-ready mapping) that describes the
+            model, saved as ``run`` in ``config.json`` with ``config`` as its ``train``
+            section; a resume that changes it logs a warning.
         resume: continue from ``out_dir/checkpoint`` if present; ``config.resume`` too.
 
     Attributes:
@@ -92,20 +94,22 @@ class Trainer:
     """
 
     def __init__(
-        self, task: Task, config: TrainConfig, task_config: Any = None, *, resume: bool = False
+        self, task: Task, config: TrainConfig, run_config: Any = None, *, resume: bool = False
     ) -> None:
         if not isinstance(task, Task):
             raise TypeError(f"expected a mediatok.training.Task, got {type(task).__name__}")
         if not isinstance(config, TrainConfig):
             raise TypeError(f"expected a TrainConfig, got {type(config).__name__}")
         self.task, self.config = task, config
-        if dataclasses.is_dataclass(task_config) and not isinstance(task_config, type):
-            task_config = to_dict(task_config)
-        self.task_config = json.loads(json.dumps(task_config))  # JSON types, as when reloaded
+        if dataclasses.is_dataclass(run_config) and not isinstance(run_config, type):
+            run_config = to_dict(run_config)
+        # Each setting once: the loop's settings are the run's `train` section.
+        run = {**(run_config or {}), "train": to_dict(config)}
+        self.run_config = json.loads(json.dumps(run))  # JSON types, as when reloaded
         if config.tensorboard:
             _require_tensorboard()
         self.device, self._owns_group = _setup_device_and_group(config.device)
-        self.rank, self.world_size = _rank_and_world()
+        self.rank, self.world_size = torchrun_rank()
         self.is_main = self.rank == 0
         self.stopped_early = False  # set by fit when the time limit stops the run
         self.out_dir = config.out_dir
@@ -121,7 +125,7 @@ class Trainer:
             logger.info("resume asked for but %s holds no checkpoint: starting fresh", self.out_dir)
 
         # Identical initial weights on every rank (DDP would broadcast them anyway).
-        _seed_everything(config.seed)
+        seed_everything(config.seed)
         self.model = _checked_module(task.build_model(), "build_model").to(self.device)
         built = task.build_discriminator()
         self.discriminator = (
@@ -189,11 +193,11 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
         self.step = 0
-        _seed_everything(config.seed + self.rank)  # dropout etc. differ between ranks
+        seed_everything(config.seed + self.rank)  # dropout etc. differ between ranks
         if state:
             self.step = int(state["step"])
             self._batches.load_state_dict(state["data"])
-            ckpt.set_rng_state(state["rng"][self.rank])
+            set_rng_state(state["rng"][self.rank])
 
     def _wrap_ddp(self, module: nn.Module) -> nn.Module:
         ids = [self.device.index] if self.device.type == "cuda" else None
@@ -201,20 +205,20 @@ class Trainer:
         return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find)
 
     def _check_resumable(self, directory: Path) -> None:
-        saved = json.loads((directory / ckpt.CONFIG_NAME).read_text(encoding="utf-8"))
-        differ = _differences(saved.get("task"), self.task_config)
+        saved = ckpt.read_checkpoint(directory)
+        differ = _differences(saved.run, self.run_config)
         if differ:
             # A warning, not an error: evaluation or logging settings may change between
             # sessions; the fields that decide the optimization are checked below.
-            logger.warning("resuming %s with a changed task config: %s", directory, differ)
-        now, before = to_dict(self.config), saved.get("train", {})
+            logger.warning("resuming %s with a changed run config: %s", directory, differ)
+        now, before = self.run_config["train"], saved.run.get("train", {})
         changed = [
             f"{key}: saved {before.get(key)!r}, now {now[key]!r}"
             for key in _FIXED_ON_RESUME
             if before.get(key) != now[key]
         ]
-        if saved.get("world_size", 1) != self.world_size:
-            changed.append(f"world size: saved {saved.get('world_size')}, now {self.world_size}")
+        if (saved.world_size or 1) != self.world_size:
+            changed.append(f"world size: saved {saved.world_size}, now {self.world_size}")
         if changed:
             raise ValueError(f"cannot resume {directory} exactly; changed: {'; '.join(changed)}")
 
@@ -456,10 +460,10 @@ class Trainer:
         Returns:
             The checkpoint directory.
         """
-        rng = [ckpt.get_rng_state()]
+        rng = [get_rng_state()]
         if self.world_size > 1:
             rng = [None] * self.world_size
-            dist.all_gather_object(rng, ckpt.get_rng_state())
+            dist.all_gather_object(rng, get_rng_state())
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             state: dict[str, Any] = {
@@ -470,17 +474,13 @@ class Trainer:
             }
             if self.discriminator_optimizer is not None:
                 state["discriminator_optimizer"] = self.discriminator_optimizer.state_dict()
-            config = {
-                "kind": self.task.kind or type(self.task).__name__,
-                "step": self.step,
-                "world_size": self.world_size,
-                "task": self.task_config,
-                "train": to_dict(self.config),
-            }
             ckpt.save_checkpoint(
                 self.checkpoint_dir,
                 self.model,
-                config,
+                kind=self.task.kind or type(self.task).__name__,
+                run=self.run_config,
+                step=self.step,
+                world_size=self.world_size,
                 ema=None if self.ema is None else self.ema.state_dict(),
                 discriminator=self.discriminator,
                 training_state=state,
@@ -494,19 +494,10 @@ class Trainer:
 # helpers
 
 
-def _setup_device_and_group(kind: str) -> tuple[torch.device, bool]:
+def _setup_device_and_group(name: str) -> tuple[torch.device, bool]:
     """Pick the device and join the process group ``torchrun`` describes, if any."""
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
-    use_cuda = kind == "cuda" or (kind == "auto" and torch.cuda.is_available())
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = (
-        torch.device("cuda", local_rank % torch.cuda.device_count())
-        if use_cuda
-        else torch.device("cpu")
-    )
-    if use_cuda:
-        torch.cuda.set_device(device)
+    device = resolve_device(name)
+    use_cuda = device.type == "cuda"
     owns = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group(
@@ -535,22 +526,10 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) 
         group.update(kept)
 
 
-def _rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _checked_module(module: Any, hook: str) -> nn.Module:
     if not isinstance(module, nn.Module):
         raise TypeError(f"Task.{hook}() must return an nn.Module, got {type(module).__name__}")
     return module
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # seeds every CUDA device too
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

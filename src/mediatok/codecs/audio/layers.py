@@ -416,7 +416,7 @@ class ISTFTHead(Streaming):
         return summed[:, : length * self.hop] / self.steady_envelope.repeat(length)
 
 
-class Encoder(nn.Module):
+class SEANetEncoder(nn.Module):
     """SEANet-style encoder with a windowed-attention context stage: audio `(B, 1, S)`, S a
     multiple of the hop → latents `(B, S / hop, latent_dim)`. Conv k7; per stride: residual
     units (dilated 1, base, base², ...), ELU, strided conv k = 2·stride doubling the width;
@@ -506,7 +506,7 @@ class Encoder(nn.Module):
         return rearrange(x, "b d t -> b t d")  # (B, T, D)
 
 
-class Decoder(nn.Module):
+class VocosDecoder(nn.Module):
     """Vocos decoder with windowed attention in front: quantized `(B, T, latent_dim)` → audio
     `(B, T·hop)` fp32. Conv k7, attention blocks, ConvNeXt blocks, LayerNorm, iSTFT head.
 

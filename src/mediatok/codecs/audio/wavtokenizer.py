@@ -45,10 +45,10 @@ import torch
 import torch.nn.functional as F
 
 from mediatok.codecs.audio.layers import (
-    Decoder,
-    Encoder,
+    SEANetEncoder,
     Streaming,
     StreamState,
+    VocosDecoder,
     check_audio,
     mask_time,
 )
@@ -180,7 +180,7 @@ class WavTokenizer(Codec):
         super().__init__()
         self.config = config
         self.hop = config.hop_length
-        self.encoder = Encoder(
+        self.encoder = SEANetEncoder(
             channels=config.channels,
             strides=config.encoder_strides,
             residual_layers=config.residual_layers,
@@ -198,7 +198,7 @@ class WavTokenizer(Codec):
                 f"wavtokenizer expected a single-level quantizer (token layout 'T'), got "
                 f"{config.quantizer.kind!r} with {self.quantizer.num_levels} levels"
             )
-        self.decoder = Decoder(
+        self.decoder = VocosDecoder(
             latent_dim=config.latent_dim,
             dim=config.decoder_dim,
             intermediate=config.decoder_intermediate,

@@ -99,7 +99,7 @@ class VQGANConfig:
         return self.image_size // self.downsample
 
 
-class Encoder(nn.Module):
+class VQGANEncoder(nn.Module):
     """Images `(B, 3, H, W)` → latents `(B, latent_dim, H/f, W/f)`.
 
     conv_in; per resolution `num_res_blocks` residual blocks (+ attention after each at the
@@ -138,7 +138,7 @@ class Encoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(hidden)))
 
 
-class Decoder(nn.Module):
+class VQGANDecoder(nn.Module):
     """Quantized latents `(B, latent_dim, h, w)` → images `(B, 3, h·f, w·f)`.
 
     The encoder mirrored: conv_in; middle; per resolution, lowest first, `num_res_blocks + 1`
@@ -205,9 +205,9 @@ class VQGAN(Codec):
             config.attention_at_lowest,
             config.latent_dim,
         )
-        self.encoder = Encoder(*parts)
+        self.encoder = VQGANEncoder(*parts)
         self.quantizer = config.quantizer.build(config.latent_dim)
-        self.decoder = Decoder(*parts)
+        self.decoder = VQGANDecoder(*parts)
 
     @property
     def token_spec(self) -> TokenSpec:

@@ -1,39 +1,48 @@
-"""Checkpoint directories: safetensors weights, a JSON config, and resumable training state.
+"""Checkpoint directories: the one reader and writer of them, for codecs, generators and the
+trainer's resume state.
 
-Layout of ``<out_dir>/checkpoint/`` (the ``save_pretrained`` / ``from_pretrained`` layout, so a
+Layout of a checkpoint directory (the ``save_pretrained`` / ``from_pretrained`` layout, so a
 checkpoint can go to and come from the Hugging Face Hub as it is)::
 
-    config.json                {"mediatok_version", "format_version", **what the caller passes}
+    config.json                {"mediatok_version", "format_version", "kind", "run",
+                                "step", "world_size"}
     model.safetensors          the model's state dict
     ema.safetensors            the EMA shadow's state dict (when the run keeps one)
-    discriminator.safetensors  (when the task has one)
+    discriminator.safetensors  (when the training task has one)
     training_state.pt          optimizers, step, RNG, data position: tensors, dicts, lists,
                                numbers and strings only, so it loads with ``weights_only=True``
 
-Writes are atomic: everything goes into the sibling ``checkpoint.tmp`` first; only a complete
-directory is renamed into place. The previous checkpoint is moved to ``checkpoint.old`` for the
+``kind`` says what the weights are ("codec", "generator"); ``run`` is the run config that
+describes them, each setting stored once: at least the registry name and the model's resolved
+config (``{"codec": "titok", "model": {...}}``); a checkpoint written by training holds the
+whole run (data, losses or sampling settings, and ``train``, the loop's settings); ``step`` and
+``world_size`` are the trainer's (None for ``save_pretrained``). Every writer writes this one
+layout and every reader reads it, whoever wrote the directory.
+
+Writes are atomic: everything goes into the sibling ``<name>.tmp`` first; only a complete
+directory is renamed into place. The previous checkpoint is moved to ``<name>.old`` for the
 instant between the two renames and deleted after, and readers fall back to it, so a job killed
 at any point leaves one whole checkpoint. No pickle: weights are safetensors and the training
 state refuses anything ``weights_only`` would not load.
 
 Tensors that share memory (tied embeddings) are written once; the other names are recorded as
-aliases in the safetensors metadata and restored on load.
+aliases in the safetensors metadata and restored by every reader.
 
-Layer 5.
+Layer 3: torch, safetensors and the standard library; it never imports a model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
-import random
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -45,15 +54,16 @@ __all__ = [
     "EMA_NAME",
     "MODEL_NAME",
     "TRAINING_STATE_NAME",
-    "get_rng_state",
+    "CheckpointConfig",
     "load_checkpoint",
-    "load_model_weights",
+    "load_model",
     "load_training_state",
     "load_weights",
+    "read_checkpoint",
     "resolve_checkpoint",
     "save_checkpoint",
-    "set_rng_state",
     "unwrap_model",
+    "weights_sha256",
 ]
 
 CONFIG_NAME = "config.json"
@@ -66,6 +76,42 @@ FORMAT_VERSION = 1
 _ALIASES_KEY = "mediatok_aliases"
 # Prefixes that DDP (`module.`) and torch.compile (`_orig_mod.`) put in front of every key.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """What ``config.json`` holds.
+
+    Attributes:
+        kind: what the weights are: "codec" or "generator" (a training task may name another).
+        run: the run config that describes the model: at least its registry name and resolved
+            config (``"codec"`` or ``"generator"``, and ``"model"``); a trained checkpoint
+            holds the whole run, ``"train"`` included.
+        step: optimizer steps done, for a checkpoint written by training; else None.
+        world_size: ranks of the training job; else None.
+        mediatok_version: the version that wrote it.
+        format_version: of this layout.
+    """
+
+    kind: str
+    run: Mapping[str, Any] = field(default_factory=dict)
+    step: int | None = None
+    world_size: int | None = None
+    mediatok_version: str = "unknown"
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "mediatok_version": self.mediatok_version,
+                "format_version": self.format_version,
+                "kind": self.kind,
+                "run": self.run,
+                "step": self.step,
+                "world_size": self.world_size,
+            },
+            indent=2,
+        )
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -196,8 +242,11 @@ def _version() -> str:
 def save_checkpoint(
     directory: str | os.PathLike[str],
     model: nn.Module | Mapping[str, Tensor],
-    config: Mapping[str, Any],
     *,
+    kind: str,
+    run: Mapping[str, Any],
+    step: int | None = None,
+    world_size: int | None = None,
     ema: nn.Module | Mapping[str, Tensor] | None = None,
     discriminator: nn.Module | Mapping[str, Tensor] | None = None,
     training_state: Mapping[str, Any] | None = None,
@@ -205,11 +254,12 @@ def save_checkpoint(
     """Write a checkpoint directory atomically, replacing any previous one.
 
     Args:
-        directory: the checkpoint directory (``<out_dir>/checkpoint``); its parent must exist.
+        directory: the checkpoint directory (``<out_dir>/checkpoint``); its parent is created.
         model: the model (wrappers are unwrapped) or its state dict (``module.`` and
             ``_orig_mod.`` prefixes are stripped).
-        config: JSON-ready mapping written to ``config.json`` after ``mediatok_version`` and
-            ``format_version`` (the trainer passes ``kind``, ``step``, ``task``, ``train``).
+        kind: what the weights are ("codec", "generator", or a training task's own kind).
+        run: the JSON-ready run config that describes the model (see `CheckpointConfig`).
+        step, world_size: the trainer's, or None.
         ema: EMA weights for ``ema.safetensors``, or None.
         discriminator: discriminator weights for ``discriminator.safetensors``, or None.
         training_state: state for ``training_state.pt``, or None for a weights-only checkpoint.
@@ -218,17 +268,17 @@ def save_checkpoint(
         The directory.
 
     Raises:
-        TypeError: ``config`` is not JSON-ready, or ``training_state`` holds something that
+        TypeError: ``run`` is not JSON-ready, or ``training_state`` holds something that
             ``torch.load(weights_only=True)`` refuses. Nothing is replaced then.
     """
     directory = Path(directory)
-    text = json.dumps(
-        {"mediatok_version": _version(), "format_version": FORMAT_VERSION, **config}, indent=2
-    )
+    config = CheckpointConfig(kind, dict(run), step, world_size, _version())
+    text = config.to_json()
     if training_state is not None:
         _check_weights_only(training_state, "")
     temporary = directory.with_name(directory.name + ".tmp")
     previous = directory.with_name(directory.name + ".old")
+    directory.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(temporary, ignore_errors=True)  # left by a job killed mid-write
     temporary.mkdir(parents=False)
     try:
@@ -272,17 +322,63 @@ def resolve_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
     return previous if previous.is_dir() else None
 
 
-def _existing(directory: str | os.PathLike[str]) -> Path:
+def _existing(directory: str | os.PathLike[str], kind: str | None = None) -> Path:
+    """The directory to read (see `resolve_checkpoint`), or a FileNotFoundError."""
     found = resolve_checkpoint(directory)
-    if found is None:
-        raise FileNotFoundError(f"no checkpoint at {os.fspath(directory)}")
+    if found is None or not (found / CONFIG_NAME).is_file():
+        what = "a checkpoint" if kind is None else f"a {kind} checkpoint"
+        raise FileNotFoundError(f"{os.fspath(directory)}: not {what} (no {CONFIG_NAME})")
     return found
+
+
+def read_checkpoint(directory: str | os.PathLike[str], kind: str | None = None) -> CheckpointConfig:
+    """Read a checkpoint's ``config.json``.
+
+    Args:
+        directory: the checkpoint directory.
+        kind: the kind the caller expects ("codec", "generator"), or None for any.
+
+    Returns:
+        The `CheckpointConfig`.
+
+    Raises:
+        FileNotFoundError: no checkpoint there.
+        ValueError: a ``config.json`` that is not this layout, or of another kind; the message
+            names the file.
+    """
+    path = _existing(directory, kind) / CONFIG_NAME
+    what = "a checkpoint's" if kind is None else f"a {kind} checkpoint's"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: expected {what} config, got a damaged file ({error})") from None
+    fields = {"kind": str, "run": dict}
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(name), tp) for name, tp in fields.items()
+    ):
+        got = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(
+            f"{path}: expected {what} config ('kind' and 'run', as save_pretrained and "
+            f"mediatok train write it), got {got}"
+        )
+    if kind is not None and data["kind"] != kind:
+        raise ValueError(
+            f"{path}: expected a {kind} checkpoint (kind {kind!r}), got kind {data['kind']!r}"
+        )
+    return CheckpointConfig(
+        kind=data["kind"],
+        run=data["run"],
+        step=data.get("step"),
+        world_size=data.get("world_size"),
+        mediatok_version=data.get("mediatok_version", "unknown"),
+        format_version=data.get("format_version", FORMAT_VERSION),
+    )
 
 
 def load_checkpoint(
     directory: str | os.PathLike[str], *, ema: bool = False, device: str | torch.device = "cpu"
-) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Read a checkpoint's config and weights.
+) -> tuple[CheckpointConfig, dict[str, Tensor]]:
+    """Read a checkpoint's config and one of its weight files.
 
     Args:
         directory: the checkpoint directory.
@@ -290,36 +386,74 @@ def load_checkpoint(
         device: where to put the tensors.
 
     Returns:
-        ``(config, state_dict)``: the parsed ``config.json`` and name -> tensor.
+        ``(config, state_dict)``.
 
     Raises:
         FileNotFoundError: no checkpoint there, or ``ema=True`` and it has no EMA weights.
     """
-    found = _existing(directory)
-    config = json.loads((found / CONFIG_NAME).read_text(encoding="utf-8"))
-    path = found / (EMA_NAME if ema else MODEL_NAME)
+    config = read_checkpoint(directory)
+    path = _existing(directory) / (EMA_NAME if ema else MODEL_NAME)
     if not path.is_file():
-        raise FileNotFoundError(f"{found} has no {path.name} (was the run trained with EMA?)")
+        raise FileNotFoundError(f"{path.parent} has no {path.name} (was the run trained with EMA?)")
     return config, load_weights(path, device)
 
 
-def load_model_weights(
-    directory: str | os.PathLike[str], model: nn.Module, *, ema: bool = False, strict: bool = True
+def _weights_file(directory: Path, kind: str, ema: bool) -> Path:
+    """The weights a model loads: EMA when asked for and present, else the training weights."""
+    path = directory / (EMA_NAME if ema and (directory / EMA_NAME).is_file() else MODEL_NAME)
+    if not path.is_file():
+        found = ", ".join(sorted(entry.name for entry in directory.iterdir())) or "nothing"
+        raise FileNotFoundError(
+            f"{directory}: expected the {kind}'s weights in {path.name} beside {CONFIG_NAME}, "
+            f"got no such file (the directory holds {found})"
+        )
+    return path
+
+
+def load_model(
+    directory: str | os.PathLike[str], model: nn.Module, *, ema: bool = True, what: str = "model"
 ) -> nn.Module:
-    """Load a checkpoint's weights into ``model`` in place.
+    """Load a checkpoint's weights into ``model`` in place, strictly.
 
     Args:
         directory: the checkpoint directory.
         model: a module built from the checkpoint's config (wrappers are unwrapped).
-        ema: load the EMA weights rather than the last training weights.
-        strict: require the keys to match exactly.
+        ema: load the EMA weights when the checkpoint has them; False: the last training
+            weights.
+        what: the model as the error messages name it ("codec 'titok'").
 
     Returns:
         ``model``.
+
+    Raises:
+        FileNotFoundError: no checkpoint, or no weights file to load (the message lists what
+            the directory holds).
+        ValueError: weights of other names or shapes than ``model``'s.
     """
-    _, state = load_checkpoint(directory, ema=ema)
-    unwrap_model(model).load_state_dict(state, strict=strict)
+    config = read_checkpoint(directory)
+    path = _weights_file(_existing(directory), config.kind, ema)
+    state = load_weights(path)
+    try:
+        missing, unexpected = unwrap_model(model).load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shapes that differ from the config's
+        raise ValueError(f"{path}: weights do not fit {what}: {error}") from error
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not fit {what}: missing {sorted(missing)[:5]}, unexpected "
+            f"{sorted(unexpected)[:5]}"
+        )
     return model
+
+
+def weights_sha256(directory: str | os.PathLike[str]) -> str:
+    """sha256 of the weights a loader reads (the EMA weights if present), which token shards
+    record to name the checkpoint that wrote them."""
+    config = read_checkpoint(directory)
+    digest = hashlib.sha256()
+    with _weights_file(_existing(directory), config.kind, ema=True).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_training_state(
@@ -339,31 +473,3 @@ def load_training_state(
     if not path.is_file():
         raise FileNotFoundError(f"{path.parent} has no {TRAINING_STATE_NAME}: weights only")
     return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def get_rng_state() -> dict[str, Any]:
-    """This process's Python, numpy, torch and CUDA RNG states, in types ``weights_only`` loads.
-
-    Returns:
-        ``{"python", "numpy", "torch", "cuda"}``; "cuda" (the current device's) is None when
-        CUDA is not in use.
-    """
-    version, python_state, gauss = random.getstate()
-    name, keys, position, has_gauss, cached = np.random.get_state(legacy=True)
-    return {
-        "python": [version, list(python_state), gauss],
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
-    }
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore what :func:`get_rng_state` returned (loaded on CPU)."""
-    version, python_state, gauss = state["python"]
-    random.setstate((version, tuple(python_state), gauss))
-    name, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])

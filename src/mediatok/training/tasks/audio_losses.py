@@ -9,11 +9,11 @@ published Vocos config weights the resolution family 0.1). HiFi-GAN (§2.4) sums
 sub-discriminators instead, which with the default five periods and three resolutions equals
 weights of 5 for the period family and 3 for the resolution family here.
 
-- `discriminator_hinge_loss` / `generator_hinge_loss`: the hinge losses of
-  `training/discriminators.py` per sub-discriminator. The generator term is `−E[D(G(z))]` as
+- `hinge_discriminator_loss_by_family` / `hinge_generator_loss_by_family`: the hinge losses of
+  `adversarial.py` per sub-discriminator. The generator term is `−E[D(G(z))]` as
   for the image codecs; Vocos uses `E[relu(1 − D(G(z)))]`, which stops pushing once a fake
   patch scores above 1.
-- `feature_matching_loss` (HiFi-GAN §2.4, after MelGAN): per sub-discriminator the sum over
+- `feature_matching_loss_by_family` (HiFi-GAN §2.4, after MelGAN): per sub-discriminator the sum over
   hidden layers of the mean absolute difference between real and fake activations, the real
   ones detached.
 - `MultiScaleMelLoss`: L1 between natural-log mel spectrograms (`log(clamp(mel, 1e-5))`, the
@@ -38,8 +38,8 @@ from torch import nn
 from mediatok.config import check_positive_int
 from mediatok.eval.audio import MEL_LOG_FLOOR, mel_spectrogram
 from mediatok.nn import autocast_off
-from mediatok.training.audio_discriminators import KINDS, DiscriminatorOutput
-from mediatok.training.discriminators import hinge_discriminator_loss, hinge_generator_loss
+from mediatok.training.tasks.adversarial import hinge_discriminator_loss, hinge_generator_loss
+from mediatok.training.tasks.audio_discriminators import KINDS, DiscriminatorOutput
 
 # (n_fft, hop_length, n_mels) at 24 kHz: hop n_fft / 4, window n_fft, and mel bands in
 # proportion to the FFT size, 100 at 1024 (Vocos' and WavTokenizer's mel loss and our
@@ -106,7 +106,7 @@ def _check_pairs(real: Sequence[DiscriminatorOutput], fake: Sequence[Discriminat
         )
 
 
-def discriminator_hinge_loss(
+def hinge_discriminator_loss_by_family(
     real: Sequence[DiscriminatorOutput],
     fake: Sequence[DiscriminatorOutput],
     weights: Mapping[str, float] | None = None,
@@ -130,7 +130,7 @@ def discriminator_hinge_loss(
     return _weigh_families(losses, weights)
 
 
-def generator_hinge_loss(
+def hinge_generator_loss_by_family(
     fake: Sequence[DiscriminatorOutput], weights: Mapping[str, float] | None = None
 ) -> torch.Tensor:
     """The generator's hinge loss, `−E[D(G(z))]`.
@@ -148,7 +148,7 @@ def generator_hinge_loss(
     return _weigh_families(losses, weights)
 
 
-def feature_matching_loss(
+def feature_matching_loss_by_family(
     real: Sequence[DiscriminatorOutput],
     fake: Sequence[DiscriminatorOutput],
     weights: Mapping[str, float] | None = None,

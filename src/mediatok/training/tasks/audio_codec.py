@@ -15,13 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from mediatok.codecs import Codec, build_codec
+from mediatok.codecs import Codec
 from mediatok.data import (
     AudioFolder,
     Repeated,
@@ -31,19 +31,19 @@ from mediatok.data import (
     write_audio,
 )
 from mediatok.eval.audio import reconstruction_scores
-from mediatok.training.audio_discriminators import (
+from mediatok.training.base import TrainConfig, is_main_process
+from mediatok.training.tasks.audio_discriminators import (
     AudioDiscriminator,
     AudioDiscriminatorConfig,
     DiscriminatorOutput,
 )
-from mediatok.training.audio_losses import (
+from mediatok.training.tasks.audio_losses import (
     MultiScaleMelLoss,
-    discriminator_hinge_loss,
-    feature_matching_loss,
-    generator_hinge_loss,
+    feature_matching_loss_by_family,
+    hinge_discriminator_loss_by_family,
+    hinge_generator_loss_by_family,
 )
-from mediatok.training.base import Task, is_main_process
-from mediatok.training.losses import codec_logs, quantizer_terms
+from mediatok.training.tasks.codec import CodecTask, codec_logs, quantizer_terms
 
 
 @dataclass
@@ -106,32 +106,25 @@ class AudioLossConfig:
             raise ValueError("expected feature_matching_weight and discriminator_start >= 0")
 
 
-class AudioCodecTask(Task):
+class AudioCodecTask(CodecTask):
     """Trains audio codec `codec` (a registry name) with config overrides `model`."""
 
-    kind = "codec"  # `load_codec` reads checkpoints of this kind, whatever the modality
+    modality = "audio"
+    run_task = "audio_codec"
 
     def __init__(
         self,
         codec: str,
-        model: dict,
+        model: dict[str, Any],
         data: AudioDataConfig,
         loss: AudioLossConfig,
         seed: int = 0,
     ):
-        self.codec_name, self.model_config = codec, model
-        self.data, self.loss_config, self.seed = data, loss, seed
-        self.discriminator: AudioDiscriminator | None = None
+        super().__init__(codec, model, data, loss, seed)
         self.mel_loss: MultiScaleMelLoss | None = None
-        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def build_model(self) -> Codec:
-        codec = build_codec(self.codec_name, self.model_config)
-        if codec.modality != "audio":
-            raise ValueError(
-                f"the audio codec task trains audio codecs; {self.codec_name!r} codes "
-                f"{codec.modality} (use task: codec for image codecs)"
-            )
+        codec = self.build_codec()
         self.sample_rate = codec.config.sample_rate
         self.mel_loss = MultiScaleMelLoss(self.sample_rate)
         return codec
@@ -155,9 +148,6 @@ class AudioCodecTask(Task):
         self.discriminator = AudioDiscriminator(cfg.discriminator)
         return self.discriminator
 
-    def _adversarial_on(self, step: int) -> bool:
-        return self.discriminator is not None and step >= self.loss_config.discriminator_start
-
     def losses(self, model: nn.Module, batch: dict, step: int):
         cfg = self.loss_config
         audio = batch["audio"]  # (B, 1, S)
@@ -167,11 +157,11 @@ class AudioCodecTask(Task):
         terms = {"mel": cfg.mel_weight * self.mel_loss(reconstruction, audio)}
         terms |= quantizer_terms(out.quantize, cfg.quantizer_weight)
         family_logs: dict[str, torch.Tensor] = {}
-        if self._adversarial_on(step):
+        if self.adversarial_on(step):
             # The loop freezes the discriminator during this pass: gradients reach the codec only.
             fake = self.discriminator(reconstruction)
             if cfg.adversarial_weight:
-                families = _per_family(generator_hinge_loss, fake)
+                families = _per_family(hinge_generator_loss_by_family, fake)
                 terms["adversarial"] = cfg.adversarial_weight * sum(families.values())
                 family_logs |= {
                     f"adversarial_{kind}": cfg.adversarial_weight * loss.detach()
@@ -180,7 +170,7 @@ class AudioCodecTask(Task):
             if cfg.feature_matching_weight:
                 with torch.no_grad():
                     real = self.discriminator(audio)
-                families = _per_family(feature_matching_loss, real, fake)
+                families = _per_family(feature_matching_loss_by_family, real, fake)
                 terms["feature_matching"] = cfg.feature_matching_weight * sum(families.values())
                 family_logs |= {
                     f"feature_matching_{kind}": cfg.feature_matching_weight * loss.detach()
@@ -192,10 +182,12 @@ class AudioCodecTask(Task):
     def discriminator_losses(
         self, model: nn.Module, discriminator: nn.Module, batch: dict, step: int
     ):
-        if not self._adversarial_on(step) or self._last is None:
+        if not self.adversarial_on(step) or self._last is None:
             return None
         real, fake = self._last
-        families = _per_family(discriminator_hinge_loss, discriminator(real), discriminator(fake))
+        families = _per_family(
+            hinge_discriminator_loss_by_family, discriminator(real), discriminator(fake)
+        )
         loss = sum(families.values())
         logs = {f"discriminator_hinge_{kind}": value.detach() for kind, value in families.items()}
         return loss, {"discriminator_hinge": loss.detach()} | logs
@@ -240,6 +232,27 @@ def _per_family(
         kind: loss(*([output for output in group if output.kind == kind] for group in outputs))
         for kind in kinds
     }
+
+
+@dataclass
+class AudioCodecRunConfig:
+    """Train an audio codec (`task: audio_codec`).
+
+    Attributes:
+        task: "audio_codec".
+        codec: registry name ("wavtokenizer").
+        model: the codec's config fields that differ from its defaults (checked by the codec).
+        data: training audio.
+        loss: objective weights and the discriminators.
+        train: the loop's settings.
+    """
+
+    task: Literal["audio_codec"] = "audio_codec"
+    codec: str = "wavtokenizer"
+    model: dict[str, Any] = field(default_factory=dict)
+    data: AudioDataConfig = field(default_factory=AudioDataConfig)
+    loss: AudioLossConfig = field(default_factory=AudioLossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def validation_audio(data: AudioDataConfig, sample_rate: int) -> list[tuple[str, torch.Tensor]]:

@@ -1,4 +1,8 @@
-"""Reconstruction losses for codec training: pixel L1/L2 and an optional perceptual loss.
+"""Losses of image codec training: pixel L1/L2, an optional perceptual loss, and the PatchGAN
+discriminator.
+
+`PatchDiscriminator` is the PatchGAN of pix2pix (Isola et al. 2017) that VQGAN uses: strided
+convolutions with a logit per receptive-field patch.
 
 No perceptual network can be downloaded here, so `PerceptualLoss` loads VGG16 weights from a path
 the user gives (a torchvision `vgg16` state dict, `.pth` or `.safetensors`) and compares
@@ -16,28 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mediatok.quantize import QuantizeOutput
+from mediatok.nn.conv import group_norm
 
 # Where each VGG16 stage ends in torchvision's `features` (after relu1_2, 2_2, 3_3, 4_3, 5_3).
 _STAGE_ENDS = (4, 9, 16, 23, 30)
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
-
-
-def quantizer_terms(quantize: QuantizeOutput, weight: float) -> dict[str, torch.Tensor]:
-    """The quantizer's own losses as codec loss terms: `quantizer_<name>`, times `weight`."""
-    return {f"quantizer_{name}": weight * value for name, value in quantize.losses.items()}
-
-
-def codec_logs(terms: dict[str, torch.Tensor], quantize: QuantizeOutput) -> dict[str, torch.Tensor]:
-    """What a codec task logs per step: every loss term, detached, and codebook usage and
-    perplexity (tensors: read only at log steps, so no host sync)."""
-    logs = {name: value.detach() for name, value in terms.items()}
-    return logs | {
-        f"codebook_{name}": value
-        for name, value in quantize.metrics.items()
-        if name in ("usage", "perplexity")
-    }
 
 
 def reconstruction_loss(
@@ -107,3 +95,27 @@ class PerceptualLoss(nn.Module):
             b = b / (b.norm(dim=1, keepdim=True) + 1e-10)
             total = total + (a - b).pow(2).sum(dim=1).mean()
         return total
+
+
+class PatchDiscriminator(nn.Module):
+    """`(B, 3, H, W)` → patch logits `(B, 1, H/2^L − 2, W/2^L − 2)`.
+
+    Args:
+        channels: width of the first layer; doubles per layer up to 8×.
+        layers: strided layers L.
+    """
+
+    def __init__(self, channels: int = 64, layers: int = 3):
+        super().__init__()
+        blocks: list[nn.Module] = [nn.Conv2d(3, channels, 4, 2, 1), nn.LeakyReLU(0.2)]
+        width = channels
+        for index in range(1, layers + 1):
+            out = channels * min(2**index, 8)
+            stride = 2 if index < layers else 1
+            blocks += [nn.Conv2d(width, out, 4, stride, 1), group_norm(out), nn.LeakyReLU(0.2)]
+            width = out
+        blocks.append(nn.Conv2d(width, 1, 4, 1, 1))
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)

@@ -1,15 +1,15 @@
-"""Tasks: what the one training loop trains. `CodecTask` trains any registered image codec.
+"""`ImageCodecTask`: trains any registered image codec (TiTok, VQGAN) in the one loop.
 
 The objective (VQGAN §3.2, with TiTok's one-stage recipe): pixel L1 (and/or L2), an optional
 perceptual term, the quantizer's own losses, and after `discriminator_start` steps a hinge
 adversarial term against a PatchGAN with LeCam regularization. Every weight is in
-`CodecLossConfig`; the adversarial weight is a fixed number (no adaptive VQGAN weight, which
+`ImageLossConfig`; the adversarial weight is a fixed number (no adaptive VQGAN weight, which
 needs the last decoder layer's gradient norm and an extra backward).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from mediatok.codecs import Codec, build_codec
+from mediatok.codecs import Codec
 from mediatok.config import check_positive_int
 from mediatok.data import (
     ImageFolder,
@@ -28,17 +28,16 @@ from mediatok.data import (
     write_image,
 )
 from mediatok.eval.image import psnr, ssim
-from mediatok.training.discriminators import (
+from mediatok.training.base import TrainConfig, is_main_process
+from mediatok.training.tasks.adversarial import (
     LeCam,
-    PatchDiscriminator,
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
-from mediatok.training.loop import Task, is_main_process
-from mediatok.training.losses import (
+from mediatok.training.tasks.codec import CodecTask, codec_logs, quantizer_terms
+from mediatok.training.tasks.image_losses import (
+    PatchDiscriminator,
     PerceptualLoss,
-    codec_logs,
-    quantizer_terms,
     reconstruction_loss,
 )
 
@@ -72,8 +71,8 @@ class ImageDataConfig:
 
 
 @dataclass
-class CodecLossConfig:
-    """Weights of the codec objective (0 turns a term off)."""
+class ImageLossConfig:
+    """Weights of the image codec objective (0 turns a term off)."""
 
     l1_weight: float = 1.0
     l2_weight: float = 0.0
@@ -96,27 +95,25 @@ class CodecLossConfig:
             )
 
 
-class CodecTask(Task):
-    """Trains codec `codec` (a registry name) with config overrides `model`."""
+class ImageCodecTask(CodecTask):
+    """Trains image codec `codec` (a registry name) with config overrides `model`."""
 
-    kind = "codec"  # `load_codec` reads checkpoints of this kind
+    modality = "image"
+    run_task = "image_codec"
 
     def __init__(
         self,
         codec: str,
         model: dict[str, Any],
         data: ImageDataConfig,
-        loss: CodecLossConfig,
+        loss: ImageLossConfig,
         seed: int = 0,
     ):
-        self.codec_name, self.model_config = codec, model
-        self.data, self.loss_config, self.seed = data, loss, seed
-        self.discriminator: nn.Module | None = None
+        super().__init__(codec, model, data, loss, seed)
         self.perceptual: PerceptualLoss | None = None
-        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def build_model(self) -> Codec:
-        codec = build_codec(self.codec_name, self.model_config)
+        codec = self.build_codec()
         self.image_size = codec.config.image_size
         if self.loss_config.perceptual_weight:
             self.perceptual = PerceptualLoss(self.loss_config.perceptual_weights)
@@ -142,9 +139,6 @@ class CodecTask(Task):
         self.discriminator.lecam = LeCam()
         return self.discriminator
 
-    def _adversarial_on(self, step: int) -> bool:
-        return self.discriminator is not None and step >= self.loss_config.discriminator_start
-
     def losses(self, model: nn.Module, batch: dict, step: int):
         cfg = self.loss_config
         images = batch["image"]
@@ -155,7 +149,7 @@ class CodecTask(Task):
             self.perceptual.to(images.device)
             terms["perceptual"] = cfg.perceptual_weight * self.perceptual(reconstruction, images)
         terms |= quantizer_terms(out.quantize, cfg.quantizer_weight)
-        if self._adversarial_on(step):
+        if self.adversarial_on(step):
             # The loop freezes the discriminator during this pass: the gradient reaches the
             # generator only.
             terms["adversarial"] = cfg.adversarial_weight * hinge_generator_loss(
@@ -167,7 +161,7 @@ class CodecTask(Task):
     def discriminator_losses(
         self, model: nn.Module, discriminator: nn.Module, batch: dict, step: int
     ):
-        if not self._adversarial_on(step) or self._last is None:
+        if not self.adversarial_on(step) or self._last is None:
             return None
         real, fake = self._last
         real_logits, fake_logits = discriminator(real), discriminator(fake)
@@ -198,6 +192,27 @@ class CodecTask(Task):
             grid = side_by_side(images, reconstruction)
             write_image(Path(out_dir) / f"reconstructions-{step:07d}.png", grid)
         return metrics
+
+
+@dataclass
+class ImageCodecRunConfig:
+    """Train an image codec (`task: image_codec`).
+
+    Attributes:
+        task: "image_codec".
+        codec: registry name ("titok", "vqgan").
+        model: the codec's config fields that differ from its defaults (checked by the codec).
+        data: training images.
+        loss: objective weights.
+        train: the loop's settings (steps, batch size, optimizer, precision, checkpoints).
+    """
+
+    task: Literal["image_codec"] = "image_codec"
+    codec: str = "titok"
+    model: dict[str, Any] = field(default_factory=dict)
+    data: ImageDataConfig = field(default_factory=ImageDataConfig)
+    loss: ImageLossConfig = field(default_factory=ImageLossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def validation_images(data: ImageDataConfig, size: int) -> torch.Tensor:
