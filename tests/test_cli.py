@@ -153,7 +153,8 @@ def test_train_two_steps_then_resume_gives_the_same_losses(tmp_path):
     )
     with pytest.raises(ValueError, match="resume"):  # no silent overwrite of a run
         main(["train", str(TINY_CONFIG), *common, f"train.out_dir={parts}"])
-    resumed = ["train", str(TINY_CONFIG), *common, f"train.out_dir={parts}", "--resume"]
+    # The run resumes with its saved settings (train.steps=2): extending it is an override.
+    resumed = ["train", str(TINY_CONFIG), f"train.out_dir={parts}", "train.steps=4", "--resume"]
     assert main(resumed) == 0
     expected, got = losses(whole), losses(parts)
     assert expected[3] == got[3] and expected[4] == got[4]

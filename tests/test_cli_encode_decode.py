@@ -1,5 +1,6 @@
 """`mediatok encode|decode|eval` edge cases: reruns with another number of ranks or another input
-folder, SIGTERM, keys that would leave the output folder, incremental decodes, damaged codes."""
+folder, SIGTERM, keys that would leave the output folder, incremental decodes, damaged codes, a
+second job into a directory being written, sources that changed since they were encoded."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from PIL import Image
 import test_cli
 from mediatok.cli import main
 from mediatok.codecs import load_codec
-from mediatok.tokens import TokenDataset, TokenFileError, TokenWriter
+from mediatok.tokens import TokenDataset, TokenFileError, TokenWriter, TokenWriterBusy, read_shard
+from mediatok.tokens.written import written_samples
 from test_cli import ASSETS, encode_images
+from test_tokens_damage import codes_location, rewrite_codes
 
 checkpoint = test_cli.checkpoint  # the fixture: a tiny TiTok, saved
 
@@ -263,16 +266,33 @@ def test_decode_names_the_shard_and_key_of_a_code_out_of_the_vocabulary(checkpoi
     tokens, out = tmp_path / "tokens", tmp_path / "decoded"
     assert encode_images(checkpoint, photos, tokens) == 0
     shard = tokens / "shard-r000-00000.safetensors"
-    data = bytearray(shard.read_bytes())
-    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
-    begin = 8 + int.from_bytes(data[:8], "little") + header["codes"]["data_offsets"][0]
-    data[begin + 2 * 8 + 2 : begin + 2 * 8 + 4] = (4000).to_bytes(2, "little")  # b.jpg's 2nd
-    shard.write_bytes(bytes(data))
+    # b.jpg's 2nd code, under valid checksums (as a writer with a bug would leave it)
+    rewrite_codes(shard, lambda codes: codes.__setitem__(8 + 1, 4000))
     with pytest.raises(TokenFileError) as error:
         decode(checkpoint, tokens, out)
     message = str(error.value)
     assert message.startswith(f"{shard}: code 4000 of sample 'b.jpg' is out of range")
     assert "expected [0, 64)" in message and ".verify()" in message
+
+
+def test_decode_and_training_name_the_shard_of_a_flipped_bit(checkpoint, tmp_path):
+    """One bit flipped in a shard's codes (still a valid code) used to decode into a wrong
+    image without a word; the shard's checksum now stops `decode` and generator training."""
+    photos = photo_folder(tmp_path / "photos", {"a.png": "chelsea.png", "b.jpg": "rocket.jpg"})
+    tokens, out = tmp_path / "tokens", tmp_path / "decoded"
+    assert encode_images(checkpoint, photos, tokens) == 0
+    shard = tokens / "shard-r000-00000.safetensors"
+    begin, _ = codes_location(shard)
+    data = bytearray(shard.read_bytes())
+    data[begin + 2 * 8 + 2] ^= 0x01  # b.jpg's 2nd code: codes are < 64, so still in range
+    shard.write_bytes(bytes(data))
+    problem = re.escape(f"{shard}: payload checksum mismatch: 'codes'")
+    with pytest.raises(TokenFileError, match=problem):
+        decode(checkpoint, tokens, out)
+    assert not list(out.rglob("*.png"))  # nothing decoded from the damaged shard
+    dataset = TokenDataset(tokens)  # what generator training reads
+    with pytest.raises(TokenFileError, match=problem):
+        dataset[dataset.keys.index("a.png")]
 
 
 # ------------------------------------------------------------------------------------------
@@ -310,3 +330,161 @@ def test_gfid_passes_the_batch_size_and_refuses_a_limit(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match=r"--limit applies to reconstructions.*got --limit 5"):
         main([*args, "--limit", "5"])
     assert len(calls) == 1
+
+
+# ------------------------------------------------------------------------------------------
+# 10. a second job into a directory that a job is writing
+
+
+def test_a_second_encode_into_a_directory_being_written_is_refused(
+    checkpoint, tmp_path, monkeypatch, capsys
+):
+    """Two jobs of different folders into one -o used to both say 'encoded N of N' and leave
+    the directory corrupt (size mismatches that a rerun refused)."""
+    import mediatok.pipelines.encode as pipeline
+
+    first = photo_folder(tmp_path / "first", {"x.png": "chelsea.png", "y.png": "coffee.png"})
+    second = photo_folder(tmp_path / "second", {"z.png": "rocket.jpg"})
+    tokens = tmp_path / "tokens"
+    load, refused = pipeline.load_codec, []
+
+    def load_and_start_a_second_job(*args, **kwargs):  # while the first encodes its batch
+        codec = load(*args, **kwargs)
+        encode = codec.encode
+
+        def encode_while_another_job_starts(*args, **kwargs):
+            if not refused:
+                monkeypatch.setattr(pipeline, "load_codec", load)
+                files = sorted(path.name for path in tokens.iterdir())
+                with pytest.raises(TokenWriterBusy) as error:
+                    encode_images(checkpoint, second, tokens)
+                assert sorted(path.name for path in tokens.iterdir()) == files  # untouched
+                refused.append(str(error.value))
+            return encode(*args, **kwargs)
+
+        codec.encode = encode_while_another_job_starts
+        return codec
+
+    monkeypatch.setattr(pipeline, "load_codec", load_and_start_a_second_job)
+    assert encode_images(checkpoint, first, tokens, "--batch-size", "1") == 0
+    assert refused[0].startswith(f"{tokens}: another writer is writing rank 0")
+    assert f"pid {os.getpid()}" in refused[0]
+    assert "encoded 2 of 2 images" in capsys.readouterr().out  # one job said ok: the first
+    dataset = TokenDataset(tokens)
+    assert dataset.keys == ["x.png", "y.png"]
+    dataset.verify()
+
+
+# ------------------------------------------------------------------------------------------
+# 11. sources that changed since they were encoded
+
+PHOTOS = ("chelsea.png", "camera.png", "coffee.png", "rocket.jpg")
+
+
+@pytest.fixture
+def telling_checkpoint(tmp_path: Path) -> Path:
+    """A tiny TiTok whose codebook holds the latents of four shipped photos, so that each of
+    them has codes of its own (an untrained one gives every image the same codes)."""
+    from mediatok.codecs import build_codec
+    from mediatok.data import read_center_crops
+    from tiny_configs import TITOK
+
+    torch.manual_seed(0)
+    codec = build_codec("titok", TITOK).eval()
+    images = read_center_crops([ASSETS / name for name in PHOTOS], 32)  # (4, 3, 32, 32)
+    with torch.no_grad():
+        latents = codec._encode_latents(images)  # (4, 8, 6)
+        codec.quantizer.codebook.embed[:32] = latents.reshape(32, -1)
+        assert codec.encode(images).codes.tolist() == torch.arange(32).reshape(4, 8).tolist()
+    return codec.save_pretrained(tmp_path / "telling-checkpoint")
+
+
+def test_a_source_replaced_after_encoding_is_encoded_again(telling_checkpoint, tmp_path, capsys):
+    checkpoint = telling_checkpoint
+    codec = load_codec(checkpoint)
+    names = {"a.png": "chelsea.png", "b.png": "coffee.png", "h.png": "rocket.jpg"}
+    photos, tokens, out = photo_folder(tmp_path / "photos", names), tmp_path / "t", tmp_path / "d"
+    assert encode_images(checkpoint, photos, tokens, "--shard-size", "2") == 0
+    assert decode(checkpoint, tokens, out) == 0
+    shards = {path.name: path.read_bytes() for path in tokens.glob("shard-*")}
+    before = TokenDataset(tokens)
+    old_codes = before[before.keys.index("a.png")]["codes"]
+    shutil.copy(ASSETS / "camera.png", photos / "a.png")  # the same name, another photo
+    capsys.readouterr()
+    assert encode_images(checkpoint, photos, tokens, "--shard-size", "2") == 0
+    printed = capsys.readouterr().out
+    assert (
+        "encoded 3 of 3 images" in printed
+        and "(1 re-encoded: changed since the last run)" in printed
+    )
+    dataset = TokenDataset(tokens)
+    assert sorted(dataset.keys) == ["a.png", "b.png", "h.png"]  # one sample per key
+    dataset.verify()
+    # a.png alone was encoded again, into a new shard; the earlier shards are untouched
+    now = {path.name: path.read_bytes() for path in tokens.glob("shard-*")}
+    assert {name: now[name] for name in shards} == shards
+    (added,) = set(now) - set(shards)
+    assert read_shard(tokens / added).keys == ["a.png"]
+    # its codes are the new photo's, as a fresh encode gives them
+    fresh = tmp_path / "fresh-tokens"
+    assert (
+        encode_images(checkpoint, photo_folder(tmp_path / "f", {"a.png": "camera.png"}), fresh) == 0
+    )
+    codes = dataset[dataset.keys.index("a.png")]["codes"]
+    assert torch.equal(codes, TokenDataset(fresh)[0]["codes"])
+    assert codes.tolist() == list(range(8, 16)) and old_codes.tolist() == list(range(8))
+    # and decode writes what the new codes decode to
+    assert decode(checkpoint, tokens, out) == 0
+    assert (file_pixels(out / "a.png") - decoded_pixels(codec, dataset, "a.png")).abs().max() <= 1
+    # a third run has nothing to do
+    capsys.readouterr()
+    assert encode_images(checkpoint, photos, tokens, "--shard-size", "2") == 0
+    assert "re-encoded" not in capsys.readouterr().out
+    assert sorted(path.name for path in tokens.glob("shard-*")) == sorted(now)
+
+
+def test_a_changed_source_is_encoded_again_by_the_rank_it_now_belongs_to(
+    telling_checkpoint, tmp_path, monkeypatch, capsys
+):
+    checkpoint = telling_checkpoint
+    # a.png goes to rank 1 of 2, h.png to rank 0; a first run of one process encoded both
+    photos = photo_folder(tmp_path / "photos", {"a.png": "chelsea.png", "h.png": "rocket.jpg"})
+    tokens = tmp_path / "tokens"
+    as_rank(monkeypatch, 0, 1)
+    assert encode_images(checkpoint, photos, tokens) == 0
+    shutil.copy(ASSETS / "camera.png", photos / "a.png")
+    capsys.readouterr()
+    for rank in (1, 0):
+        as_rank(monkeypatch, rank, 2)
+        assert encode_images(checkpoint, photos, tokens) == 0
+    assert "(1 re-encoded: changed since the last run)" in capsys.readouterr().out  # rank 0's
+    dataset = TokenDataset(tokens)
+    assert sorted(dataset.keys) == ["a.png", "h.png"]
+    dataset.verify()
+    assert written_samples(tokens)["a.png"].file == "shard-r001-00000.safetensors"
+    as_rank(monkeypatch, 0, 1)
+    fresh = tmp_path / "fresh-tokens"
+    assert (
+        encode_images(checkpoint, photo_folder(tmp_path / "f", {"a.png": "camera.png"}), fresh) == 0
+    )
+    expected = TokenDataset(fresh)[0]["codes"]
+    assert torch.equal(dataset[dataset.keys.index("a.png")]["codes"], expected)
+    assert expected.tolist() == list(range(8, 16))  # camera.png's, not chelsea.png's
+
+
+def test_a_changed_source_that_cannot_be_read_keeps_its_earlier_tokens(
+    checkpoint, tmp_path, capsys
+):
+    photos = photo_folder(tmp_path / "photos", {"a.png": "chelsea.png", "b.png": "coffee.png"})
+    tokens = tmp_path / "tokens"
+    assert encode_images(checkpoint, photos, tokens) == 0
+    earlier = TokenDataset(tokens)[0]["codes"]
+    (photos / "a.png").write_bytes(b"not a png any more")
+    capsys.readouterr()
+    assert encode_images(checkpoint, photos, tokens) == 0
+    captured = capsys.readouterr()
+    assert re.search(r"cannot read .*a\.png \(changed since it was encoded", captured.err)
+    assert "kept the earlier tokens of a.png, changed, now: " in captured.out
+    dataset = TokenDataset(tokens)
+    assert dataset.keys == ["a.png", "b.png"] and dataset.skipped == []
+    assert torch.equal(dataset[0]["codes"], earlier)

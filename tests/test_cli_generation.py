@@ -86,9 +86,10 @@ def test_image_tokens_train_and_sample_reproducibly(generator, tmp_path):
     main([*args, "-o", str(tmp_path / "a")])
     main([*args, "-o", str(tmp_path / "b")])
     main([*args[:-1], "6", "-o", str(tmp_path / "c")])
-    first = digests(tmp_path / "a", "*.png")
-    assert len(first) == 3 and first == digests(tmp_path / "b", "*.png")
-    assert first != digests(tmp_path / "c", "*.png")
+    first = digests(tmp_path / "a", "sample-*.png")
+    assert len(first) == 3 and first == digests(tmp_path / "b", "sample-*.png")
+    assert first != digests(tmp_path / "c", "sample-*.png")
+    assert (tmp_path / "a" / "grid.png").is_file()  # beside them, its own grid
     assert (tmp_path / "a" / "tokens" / "manifest.json").is_file()
     if generator == "masked":
         with pytest.raises(ValueError, match="compile: false for a masked generator"):
@@ -124,7 +125,7 @@ def test_sample_without_a_codec_says_how_to_name_one(tmp_path):
     with pytest.raises(ValueError, match=r"records no codec to decode with; pass .* --codec CKPT"):
         main(args)
     main([*args, "--codec", str(codec)])
-    assert len(list((tmp_path / "o").glob("*.png"))) == 2
+    assert len(list((tmp_path / "o").glob("sample-*.png"))) == 2
 
 
 @pytest.mark.slow
@@ -422,7 +423,7 @@ def test_the_recorded_codec_is_found_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(elsewhere)
     args = ["sample", str(checkpoint), "-n", "2", "--device", "cpu"]
     assert main([*args, "-o", "a"]) == 0
-    assert len(list((elsewhere / "a").glob("*.png"))) == 2
+    assert len(list((elsewhere / "a").glob("sample-*.png"))) == 2
 
     moved = codec.rename(run / "moved-codec")
     message = (

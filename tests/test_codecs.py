@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mediatok.codecs import CODECS, Tokens, build_codec, load_codec
-from tiny_configs import TITOK, WAVTOKENIZER_16K
+from tiny_configs import CAUSAL_VIDEO, TITOK, WAVTOKENIZER_16K
 
 TINY = {
     "titok": {**TITOK, "depth": 2},
@@ -21,6 +21,7 @@ TINY = {
         "quantizer": {"kind": "vq", "options": {"codebook_size": 32}},
     },
     "wavtokenizer": WAVTOKENIZER_16K,
+    "causal_video": CAUSAL_VIDEO,
 }
 
 
@@ -30,8 +31,9 @@ def make(name: str):
 
 
 def media(codec, batch: int = 2, seed: int = 1) -> torch.Tensor:
-    """A random batch in [-1, 1] of what `codec` codes: images `(B, 3, H, W)` or waveforms
-    `(B, 1, S)` a few hops long."""
+    """A random batch in [-1, 1] of what `codec` codes: images `(B, 3, H, W)`, waveforms
+    `(B, 1, S)` a few hops long, or videos `(B, 3, T, H, W)` of 1 + 2·temporal_compression
+    frames (a whole number of latent frames, so that decoding gives back T frames)."""
     generator = torch.Generator().manual_seed(seed)
     if codec.modality == "image":
         size = codec.config.image_size
@@ -39,6 +41,9 @@ def media(codec, batch: int = 2, seed: int = 1) -> torch.Tensor:
     if codec.modality == "audio":
         samples = 12 * codec.config.hop_length
         return torch.rand(batch, 1, samples, generator=generator) * 2 - 1
+    if codec.modality == "video":
+        size, frames = codec.config.image_size, 1 + 2 * codec.config.temporal_compression
+        return torch.rand(batch, 3, frames, size, size, generator=generator) * 2 - 1
     raise AssertionError(f"no test media for modality {codec.modality!r}")
 
 
@@ -95,6 +100,13 @@ def test_bad_input_raises(name):
         with pytest.raises(ValueError, match="expected float images"):
             codec.encode(torch.zeros(1, 3, size, size, dtype=torch.uint8))
         wrong_codes = torch.zeros(1, 3, dtype=torch.long)
+    elif codec.modality == "video":
+        size = codec.config.image_size
+        with pytest.raises(ValueError, match=rf"{name}\.encode expected videos \(B, 3, T, H, W\)"):
+            codec.encode(torch.zeros(1, 1, 5, size, size))
+        with pytest.raises(ValueError, match="expected float videos"):
+            codec.encode(torch.zeros(1, 3, 5, size, size, dtype=torch.uint8))
+        wrong_codes = torch.zeros(1, 3, dtype=torch.long)
     else:
         with pytest.raises(ValueError, match=rf"{name} expected audio \(B, 1, S\)"):
             codec.encode(torch.zeros(1, 2, 64))
@@ -129,6 +141,10 @@ def test_titok_sizes_follow_the_paper():
 # A seeded tiny model of each codec gives these numbers (the first row of codes, the first
 # four values of the reconstruction: pixels or samples); a change here is a change of the model.
 PINNED = {
+    "causal_video": (
+        [312, 312, 312, 312, 312, 312, 192, 287, 312, 312, 287, 312, 312, 438, 187, 311],
+        [0.04935, -0.09313, -0.04707, -0.08781],
+    ),
     "titok": ([23, 38, 38, 4, 23, 4, 40, 23], [-0.09926, -0.01568, 0.06771, -0.12429]),
     "vqgan": (
         [22, 22, 22, 22, 26, 26, 26, 26, 22, 26, 26, 26, 22, 26, 26, 26],

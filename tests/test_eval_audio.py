@@ -4,6 +4,7 @@ STOI (against their definitions' fixed points, not pinned printouts)."""
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Callable
 
@@ -213,23 +214,142 @@ def test_pesq_and_stoi_reject_non_finite_samples(metric: Callable, bad: float) -
         metric(speech, broken, SAMPLE_RATE)
 
 
-def test_codec_evaluation_names_a_file_it_cannot_score(tmp_path) -> None:
-    """A file too short for the metrics' STFTs (or one PESQ refuses: silence, < 0.25 s) stops
-    the evaluation with an error that names it, not a bare metric error among many files."""
+TINY_16K = {
+    "sample_rate": SAMPLE_RATE,
+    "hop_length": 8,
+    "strides": [2, 4],
+    "channels": 4,
+    "latent_dim": 8,
+    "decoder_dim": 16,
+    "decoder_intermediate": 16,
+    "decoder_layers": 1,
+    "attention_window": 4,
+    "attention_heads": 2,
+    "quantizer": {"kind": "vq", "options": {"codebook_size": 16}},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_codec():
     from mediatok.codecs import build_codec
+
+    torch.manual_seed(0)
+    return build_codec("wavtokenizer", TINY_16K).eval()
+
+
+def test_metrics_of_a_silent_or_short_original_are_undefined() -> None:
+    """A silent original gave an STFT distance in the tens of thousands and an SI-SDR of
+    −100 dB, which wrecked the means over files; PESQ of it raised."""
+    pytest.importorskip("pesq", reason="wide-band PESQ needs `pip install pesq`")
+    pytest.importorskip("pystoi", reason="STOI needs `pip install pystoi`")
+    from mediatok.eval.audio import reconstruction_scores, score_items
+
+    speech = speech_like(seconds=2.0)
+    noisy = speech + noise_like(speech, 10.0)
+    dither = noise_like(speech, 0.0) / noise_like(speech, 0.0).abs().max() / 40000  # < 1 LSB
+    scores, undefined = score_items(
+        torch.cat([noisy, noisy]), torch.cat([speech, dither]), SAMPLE_RATE, speech=True
+    )
+    names = ["mel_distance", "stft_distance", "si_sdr", "pesq", "stoi"]
+    assert list(scores) == names and undefined == {key: {1: "silent original"} for key in names}
+    assert all(math.isnan(scores[name][1]) and math.isfinite(scores[name][0]) for name in names)
+    alone = reconstruction_scores(noisy, speech, SAMPLE_RATE, speech=True)
+    both = reconstruction_scores(
+        torch.cat([noisy, noisy]), torch.cat([speech, dither]), SAMPLE_RATE, speech=True
+    )
+    assert both == alone  # the silent item is left out, not averaged in
+    assert math.isnan(reconstruction_scores(noisy, dither, SAMPLE_RATE)["si_sdr"])
+    # a constant original has no signal to project on: SI-SDR only
+    _, undefined = score_items(noisy, torch.full_like(speech, 0.25), SAMPLE_RATE)
+    assert undefined == {"si_sdr": {0: "constant original"}}
+    # 800 samples: too short for the 2048-point STFT, for PESQ's 0.25 s and STOI's frames
+    short, noisy_short = speech[:, 16000:16800], noisy[:, 16000:16800]
+    scores, undefined = score_items(noisy_short, short, SAMPLE_RATE, speech=True)
+    assert set(undefined) == {"stft_distance", "pesq", "stoi"}
+    assert undefined["stft_distance"][0].startswith("too short (800 samples")
+    assert "BufferTooShortError" in undefined["pesq"][0]
+    assert undefined["stoi"][0].startswith("too little speech for STOI")
+    assert math.isfinite(scores["mel_distance"][0]) and math.isfinite(scores["si_sdr"][0])
+    # a silent *reconstruction* of speech is the worst score, not undefined
+    _, undefined = score_items(torch.zeros_like(speech), speech, SAMPLE_RATE, speech=True)
+    assert undefined == {}
+
+
+def write_clips(folder, **clips: torch.Tensor) -> None:
     from mediatok.data import write_audio
+
+    for name, clip in clips.items():
+        write_audio(folder / f"{name}.wav", clip, SAMPLE_RATE)
+
+
+def test_codec_evaluation_leaves_undefined_metrics_out_of_its_means(tiny_codec, tmp_path) -> None:
+    """One silent file among normal ones used to stop the whole evaluation (PESQ of silence) or,
+    without speech metrics, wreck its means; a file too short for the STFT stopped it too."""
+    pytest.importorskip("pesq", reason="wide-band PESQ needs `pip install pesq`")
+    pytest.importorskip("pystoi", reason="STOI needs `pip install pystoi`")
     from mediatok.pipelines import evaluate_codec
 
-    tiny = {"sample_rate": SAMPLE_RATE, "hop_length": 8, "strides": [2, 4], "channels": 4}
-    tiny |= {"latent_dim": 8, "decoder_dim": 16, "decoder_intermediate": 16, "decoder_layers": 1}
-    tiny |= {"attention_window": 4, "attention_heads": 2}
-    tiny |= {"quantizer": {"kind": "vq", "options": {"codebook_size": 16}}}
-    torch.manual_seed(0)
-    codec = build_codec("wavtokenizer", tiny).eval()
-    write_audio(tmp_path / "clips" / "a-long.wav", sines_and_chirp(0.25)[:1], SAMPLE_RATE)
-    write_audio(tmp_path / "clips" / "b-short.wav", sines_and_chirp(0.01)[:1], SAMPLE_RATE)
+    speech = speech_like(seconds=2.0)
+    write_clips(tmp_path / "one", speech=speech)
+    write_clips(tmp_path / "two", speech=speech, silent=torch.zeros_like(speech))
+    alone = evaluate_codec(tiny_codec, tmp_path / "one", tmp_path / "r1")
+    report = evaluate_codec(tiny_codec, tmp_path / "two", tmp_path / "r2")
+    names = ["mel_distance", "stft_distance", "si_sdr", "pesq", "stoi"]
+    assert report["num_files"] == 2 and alone["num_files"] == 1
+    for name in names:
+        assert report[name] == alone[name] and math.isfinite(report[name]), name
+    assert report["scored"] == dict.fromkeys(names, 1)
+    assert report["undefined"] == {key: {"silent.wav": "silent original"} for key in names}
+    assert alone["undefined"] == {} and report["skipped"] == []
+
+    write_clips(tmp_path / "short", long=sines_and_chirp(0.25)[:1], short=sines_and_chirp(0.01)[:1])
+    report = evaluate_codec(tiny_codec, tmp_path / "short", tmp_path / "r3", speech_metrics=False)
+    assert report["scored"] == {"mel_distance": 1, "stft_distance": 1, "si_sdr": 2}
+    assert set(report["undefined"]) == {"mel_distance", "stft_distance"}
+    assert report["undefined"]["mel_distance"]["short.wav"].startswith("too short (160 samples")
+
+
+def test_codec_evaluation_skips_or_stops_at_a_bad_file(tiny_codec, tmp_path, capsys) -> None:
+    """`--on-error skip|stop` as in encode: an unreadable file is listed and left out, or stops
+    the evaluation naming it; so does a file a metric is undefined for, with stop."""
+    from mediatok.cli import main
+    from mediatok.pipelines import Stopped, evaluate_codec
+
+    speech = speech_like(seconds=1.0)
+    write_clips(tmp_path / "clips", a=speech, silent=torch.zeros_like(speech))
+    (tmp_path / "clips" / "broken.wav").write_bytes(b"RIFF not really a wav")
+    options = {"speech_metrics": False}
+    report = evaluate_codec(tiny_codec, tmp_path / "clips", tmp_path / "r", **options)
+    assert report["num_files"] == 2 and [e["key"] for e in report["skipped"]] == ["broken.wav"]
+    assert set(report["undefined"]["si_sdr"]) == {"silent.wav"}
+    (tmp_path / "clips" / "broken.wav").unlink()
+    with pytest.raises(Stopped, match=r"stopped at .*silent\.wav .*si_sdr undefined: silent orig"):
+        evaluate_codec(tiny_codec, tmp_path / "clips", tmp_path / "r2", on_error="stop", **options)
+    assert not (tmp_path / "r2" / "metrics.json").exists()
+    checkpoint = tiny_codec.save_pretrained(tmp_path / "codec")
+    args = ["eval", str(checkpoint), str(tmp_path / "clips"), "-o", str(tmp_path / "r3")]
+    assert main([*args, "--no-speech-metrics", "--on-error", "stop", "--device", "cpu"]) == 1
+    assert re.search(r"^mediatok eval: stopped at .*silent\.wav", capsys.readouterr().err)
+    assert main([*args, "--no-speech-metrics", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"mediatok eval: warning: .*silent\.wav: .*left out of those means", err)
+
+
+def test_eval_without_the_speech_packages_is_one_line(tiny_codec, tmp_path, capsys, monkeypatch):
+    """A missing `pesq` was a traceback; now one line naming the install command and the flag
+    that does without, before any file is encoded."""
+    from mediatok.cli import main
+
+    monkeypatch.delenv("MEDIATOK_TRACEBACK")  # set for every test by conftest.py
+    monkeypatch.setitem(sys.modules, "pesq", None)  # makes `import pesq` fail
+    write_clips(tmp_path / "clips", a=speech_like(seconds=1.0))
+    checkpoint = tiny_codec.save_pretrained(tmp_path / "codec")
     out = tmp_path / "report"
-    report = evaluate_codec(codec, tmp_path / "clips", out, limit=1, speech_metrics=False)
-    assert report["num_files"] == 1 and math.isfinite(report["mel_distance"])
-    with pytest.raises(ValueError, match=r"b-short\.wav: cannot score .*longer than n_fft // 2"):
-        evaluate_codec(codec, tmp_path / "clips", out, speech_metrics=False)
+    args = ["eval", str(checkpoint), str(tmp_path / "clips"), "-o", str(out), "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mediatok eval: error: ") and "Traceback" not in err
+    assert "pip install 'mediatok[eval]'" in err and "--no-speech-metrics" in err
+    assert len(err.strip().splitlines()) == 2  # the error, then the MEDIATOK_TRACEBACK hint
+    assert not out.exists()
+    assert main([*args, "--no-speech-metrics"]) == 0

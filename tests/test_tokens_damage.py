@@ -22,6 +22,7 @@ from mediatok.tokens import (
     merge_manifests,
     read_shard,
 )
+from mediatok.tokens.shards import write_shard
 
 SPEC = TokenSpec(vocab_sizes=[4096], layout="N")
 
@@ -102,25 +103,25 @@ def test_wrong_vocabulary(shard_dir: Path) -> None:
 
 def test_bad_offsets_and_dtype(tmp_path: Path) -> None:
     metadata = {
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "spec": SPEC.to_dict(),
         "codec": None,
         "config_hash": None,
         "checkpoint_sha256": None,
+        "class_names": None,
         "keys": ["a", "b"],
+        "source_stats": None,
+        "media_rates": None,
+        "replaces": {},
         "rank": 0,
     }
     path = tmp_path / "shard-r000-00000.safetensors"
-    tensors = {
-        "codes": np.arange(6, dtype=np.uint16),
-        "offsets": np.array([0, 4, 2], dtype=np.int64),
-        "shapes": np.array([[4], [-2]], dtype=np.int64),
-    }
-    save_file(tensors, path, metadata={"mediatok": json.dumps(metadata)})
+    codes = np.arange(6, dtype=np.uint16)
+    offsets, shapes = np.array([0, 4, 2]), np.array([[4], [-2]])
+    write_shard(path, codes, offsets, shapes, None, metadata)  # with valid checksums
     with pytest.raises(TokenFileError, match=at(path, r"bad offsets")):
         read_shard(path)
-    tensors["codes"] = tensors["codes"].astype(np.int32)
-    save_file(tensors, path, metadata={"mediatok": json.dumps(metadata)})
+    write_shard(path, codes.astype(np.int32), offsets, shapes, None, metadata)
     with pytest.raises(
         TokenFileError, match=at(path, r"expected codes of dtype uint16.*got int32")
     ):
@@ -202,13 +203,84 @@ def test_verify_catches_a_flipped_code_byte(shard_dir: Path) -> None:
     dataset = TokenDataset(shard_dir)  # same size, header intact: opening does not scan
     with pytest.raises(TokenFileError, match=at(path, r"sha256 mismatch")):
         dataset.verify()
-    # With the manifest's hash updated, the vocabulary scan still finds the code.
+    # With the manifest's hash updated, the shard's own checksum still finds the damage.
     manifest_path = shard_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["shards"][1]["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
     manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(TokenFileError, match=at(path, r"code \d+ of sample 'k3' is out of range")):
+    with pytest.raises(TokenFileError, match=at(path, r"payload checksum mismatch: 'codes'")):
         TokenDataset(shard_dir).verify()
+
+
+def rewrite_codes(path: Path, change) -> None:
+    """Rewrite a shard with `change(codes)` applied to a copy of its codes and valid checksums,
+    as a writer with a bug would, and the manifests' size and hash of it updated."""
+    shard = read_shard(path)
+    codes = np.array(shard.codes)
+    change(codes)
+    metadata = {name: value for name, value in shard.metadata.items() if name != "crc32"}
+    copies = [None if array is None else np.array(array) for array in (shard.labels,)]
+    size, digest = write_shard(
+        path,
+        codes,
+        np.array(shard.offsets),
+        np.array(shard.shapes),
+        copies[0],
+        metadata,
+        None if shard.media_lengths is None else np.array(shard.media_lengths),
+    )
+    for manifest_path in path.parent.glob("manifest*.json"):
+        manifest = json.loads(manifest_path.read_text())
+        for entry in manifest["shards"]:
+            if entry["file"] == path.name:
+                entry.update(bytes=size, sha256=digest)
+        manifest_path.write_text(json.dumps(manifest))
+
+
+def test_verify_finds_a_code_out_of_the_vocabulary_under_valid_checksums(shard_dir: Path) -> None:
+    path = shard_dir / "shard-r000-00001.safetensors"
+    rewrite_codes(path, lambda codes: codes.__setitem__(6, 5000))  # k3's 7th code (k3 has 8)
+    dataset = TokenDataset(shard_dir)
+    with pytest.raises(TokenFileError, match=at(path, r"code 5000 of sample 'k3' is out of range")):
+        dataset.verify()
+    with pytest.raises(TokenFileError, match=at(path, r"code 5000 of sample 'k3' .*\.verify\(\)")):
+        dataset.check_codes([3])
+
+
+def test_a_flipped_bit_in_the_codes_is_caught_when_its_shard_is_first_read(
+    shard_dir: Path,
+) -> None:
+    """A bit flipped on disk used to reach decode and train: the code stays in the vocabulary,
+    the header stays intact, and only `verify()` (which no command calls) hashed the file."""
+    path = shard_dir / "shard-r000-00001.safetensors"  # samples k3, k4, k5
+    begin, _ = codes_location(path)
+    data = bytearray(path.read_bytes())
+    original = int.from_bytes(data[begin : begin + 2], "little")
+    data[begin] ^= 0x01  # the lowest bit of k3's first code: still a valid code
+    path.write_bytes(bytes(data))
+    dataset = TokenDataset(shard_dir)  # opening reads headers only
+    assert dataset[0]["key"] == "k0"  # another shard: fine
+    message = at(path, r"payload checksum mismatch: 'codes' has crc32 [0-9a-f]{8}, the header ")
+    for index in (3, 5):  # every sample of the damaged shard, the first access and later ones
+        with pytest.raises(TokenFileError, match=message + r".*the file is damaged"):
+            dataset[index]
+    with pytest.raises(TokenFileError, match=message):
+        read_shard(path, verify_payload=True)
+    # The check is what stops it: without it the damaged code comes out as a valid one.
+    unchecked = TokenDataset(shard_dir, verify_payload=False)[3]["codes"]
+    assert int(unchecked[0]) == original ^ 1 and 0 <= int(unchecked[0]) < 4096
+
+
+def test_a_changed_key_in_a_header_is_caught_on_open(shard_dir: Path) -> None:
+    path = shard_dir / "shard-r000-00001.safetensors"
+    data = path.read_bytes()
+    key = b'\\"k4\\"'  # the metadata is a JSON string inside the JSON header
+    assert data.count(key) == 1
+    path.write_bytes(data.replace(key, key.replace(b"4", b"9")))  # valid JSON, same size
+    with pytest.raises(TokenFileError, match=at(path, r"metadata checksum mismatch")):
+        read_shard(path)
+    with pytest.raises(TokenFileError, match=at(path, r"metadata checksum mismatch")):
+        TokenDataset(shard_dir)
 
 
 @pytest.mark.parametrize(

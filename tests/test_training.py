@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -329,7 +330,7 @@ def test_epoch_batches_resume_mid_epoch() -> None:
 def test_resume_refuses_changed_batch_size_and_unasked_overwrite(tmp_path: Path) -> None:
     cfg = config(tmp_path, steps=2)
     Trainer(ToyTask(), cfg).fit()
-    with pytest.raises(ValueError, match="resume=true"):
+    with pytest.raises(ValueError, match="--resume"):
         Trainer(ToyTask(), cfg)
     changed = dataclasses.replace(cfg, batch_size=2, resume=True)
     with pytest.raises(ValueError, match="batch_size: saved 4, now 2"):
@@ -542,6 +543,44 @@ def test_resume_survives_a_torn_last_metrics_line(tmp_path: Path) -> None:
     assert sorted(records(cfg.out_dir)) == [1, 2, 3, 4, 5, 6]
 
 
+# The resumed session, in a process of its own that is killed (os._exit: no `finally`, no flush)
+# in its first step, before it logs anything.
+_KILLED_RESUME = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from test_training import ToyTask, config
+from mediatok.training import Trainer
+from pathlib import Path
+
+class Killed(ToyTask):
+    def losses(self, model, batch, step):
+        os._exit(9)
+
+Trainer(Killed(), config(Path(sys.argv[2]), save_every=3), resume=True).fit()
+"""
+
+
+def test_a_resume_killed_before_its_first_log_keeps_the_history(tmp_path: Path) -> None:
+    # The file was rewritten in place (opened with "w", the kept lines buffered): a resumed
+    # job killed before its first log write left metrics.jsonl at 0 bytes.
+    import subprocess
+    import sys
+
+    cfg = config(tmp_path, save_every=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Trainer(ToyTask(crash_at=4), cfg).fit()  # steps 1..4 logged, checkpoint at 3
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_RESUME, str(Path(__file__).parent), str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == 9, killed.stderr
+    assert sorted(records(cfg.out_dir)) == [1, 2, 3]  # the earlier run's, up to its checkpoint
+    Trainer(ToyTask(), cfg, resume=True).fit()
+    lines = (cfg.out_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5, 6]  # one record each
+
+
 def labelled_tokens(directory: Path, labels: list[int]) -> Path:
     from mediatok.tokens import TokenSpec, TokenWriter
 
@@ -624,3 +663,69 @@ def test_resume_may_add_a_discriminator(tmp_path: Path) -> None:
     resumed.fit()
     assert set(records(cfg.out_dir, "train/hinge")) == {3, 4}
     assert (cfg.out_dir / "checkpoint" / "discriminator.safetensors").is_file()
+
+
+def test_resume_refuses_a_changed_run_unless_asked_and_needs_a_checkpoint(tmp_path: Path) -> None:
+    # A resumed run that changed its data, model or losses only logged a warning; a resume
+    # into a folder without a checkpoint started a new run.
+    cfg = config(tmp_path, steps=2)
+    with pytest.raises(FileNotFoundError, match=r"run.*does not exist; start the run without"):
+        Trainer(ToyTask(), cfg, resume=True)
+    Trainer(ToyTask(), cfg, run_config={"data": {"dir": "a"}}).fit()
+    longer = dataclasses.replace(cfg, steps=4, log_every=2)  # session settings: no question
+    with pytest.raises(ValueError, match=r"data.dir: saved 'a', now 'b'.*--allow-changes"):
+        Trainer(ToyTask(), longer, run_config={"data": {"dir": "b"}}, resume=True)
+    resumed = Trainer(ToyTask(), longer, {"data": {"dir": "b"}}, resume=True, allow_changes=True)
+    resumed.fit()
+    assert load_checkpoint(cfg.out_dir / "checkpoint")[0].run["data"] == {"dir": "b"}
+
+
+def test_resume_if_found_starts_or_continues(tmp_path: Path) -> None:
+    cfg = config(tmp_path, steps=2)
+    started = Trainer(ToyTask(), cfg, resume="if_found")
+    assert started.step == 0
+    started.fit()
+    again = Trainer(ToyTask(), cfg, resume="if_found")  # a finished run: nothing to train
+    assert again.step == 2 and again.fit() == {} and again.step == 2
+    longer = Trainer(ToyTask(), dataclasses.replace(cfg, steps=3), resume="if_found")
+    longer.fit()
+    assert sorted(records(cfg.out_dir)) == [1, 2, 3]
+    with pytest.raises(ValueError, match="expected resume to be True, False or 'if_found'"):
+        Trainer(ToyTask(), cfg, resume="yes")  # type: ignore[arg-type]
+
+
+def test_an_evaluation_that_would_cross_the_time_limit_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A fake clock: a step takes 1 s, an evaluation 100 s, the limit is 180 s. The evaluation
+    # at step 2 runs (none measured yet); those at steps 4 and 6 would end past the limit.
+    # They ran, and the run stopped at step 5 after 204 s, past its 180.
+    from types import SimpleNamespace
+
+    from mediatok.training import loop
+
+    now = [0.0]
+    monkeypatch.setattr(
+        loop, "time", SimpleNamespace(monotonic=lambda: now[0], perf_counter=time.perf_counter)
+    )
+
+    class Timed(ToyTask):
+        def losses(self, model: nn.Module, batch: Any, step: int) -> Losses:
+            now[0] += 1.0
+            return super().losses(model, batch, step)
+
+        def evaluate(self, model: nn.Module, step: int, out_dir: Path) -> dict[str, float]:
+            now[0] += 100.0
+            return super().evaluate(model, step, out_dir)
+
+    cfg = config(tmp_path, eval_every=2, time_limit_minutes=3.0)
+    trainer = Trainer(Timed(), cfg)
+    trainer.fit()
+    assert sorted(records(cfg.out_dir, "eval/mse")) == [2]
+    assert trainer.step == 6 and not trainer.stopped_early and now[0] < 180
+    assert load_checkpoint(cfg.out_dir / "checkpoint")[0].step == 6  # the final save happened
+    skipped = [r.getMessage() for r in caplog.records if "skipped the evaluation" in r.getMessage()]
+    assert [message.split(":")[0] for message in skipped] == [
+        "skipped the evaluation at step 4",
+        "skipped the evaluation at step 6",
+    ]

@@ -48,3 +48,18 @@ WAVTOKENIZER_16K = {
 
 # A one-layer generator (AR or masked).
 GENERATOR = {"dim": 32, "depth": 1, "heads": 4}
+
+# A 16×16 causal video tokenizer: time 4×, space 4× (two levels), one attention block over 2
+# past latent frames, FSQ [5, 5, 5, 5] (625 codes); 9 frames give 3 × 4 × 4 codes.
+CAUSAL_VIDEO = {
+    "image_size": 16,
+    "channels": 8,
+    "channel_mult": [1, 2, 2],
+    "temporal_compression": 4,
+    "num_res_blocks": 1,
+    "attention_layers": 1,
+    "attention_heads": 2,
+    "attention_window": 2,
+    "latent_dim": 4,
+    "quantizer": {"kind": "fsq", "options": {"levels": [5, 5, 5, 5]}},
+}

@@ -3,24 +3,26 @@
 
     mediatok train configs/image/titok-s-128.yaml data.train_dir=photos/ train.steps=1000
     mediatok train configs/audio/wavtokenizer-75.yaml data.train_dir=speech/
-    mediatok encode CKPT MEDIA_DIR -o TOKENS_DIR [--on-error skip|stop]
-    mediatok decode CKPT TOKENS_DIR -o OUT_DIR [--format wav|flac]
-    mediatok eval CKPT MEDIA_DIR -o REPORT_DIR
-    mediatok sample GEN_CKPT -n 64 [--class 3] [--cfg 2.0] [--seed 0] -o OUT_DIR
+    mediatok train RUN_DIR --resume [train.steps=N] [--allow-changes]
+    mediatok encode CKPT MEDIA_DIR -o TOKENS_DIR [--on-error skip|stop] [--labels folders|F.csv]
+    mediatok decode CKPT TOKENS_DIR -o OUT_DIR [--format wav|flac] [--force]
+    mediatok eval CKPT MEDIA_DIR -o REPORT_DIR [--on-error skip|stop]
+    mediatok sample GEN_CKPT -n 64 [--class 3|NAME] [--cfg 2.0] [--seed 0] -o OUT_DIR
     mediatok eval SAMPLES_DIR --reference REFERENCE_DIR -o REPORT_DIR    # gFID
 
-The checkpoint says whether the codec codes images or audio; the media folder is read to match
-(audio at any sample rate and channel count is converted to the codec's, and decoding gives
-each file back at its source's duration).
+The checkpoint says whether the codec codes images, audio or video; the media folder is read to
+match (audio at any sample rate and channel count is converted to the codec's, and decoding
+gives each file back at its source's duration; a video at its source's frame count and rate).
 
 Encoding is safe to kill and rerun (finished shards are kept; Ctrl-C and SIGTERM also keep the
 samples encoded so far), runs on every rank under `torchrun`, and a rerun may use another number
-of ranks. Decoding into a folder again decodes only what is new or changed.
+of ranks. Decoding into a folder again decodes only what is new or changed (other codes, or
+another checkpoint).
 
 This module parses arguments, calls the pipeline and prints: a mistake in what the user gave
-(the library's `ValueError`s say what was expected and what came) is one line, `mediatok CMD:
-error: ...`, and exit status 2; library warnings are one line each, `mediatok CMD: warning:
-...`.
+(the library's `ValueError`s say what was expected and what came; an optional package that is
+not installed) is one line, `mediatok CMD: error: ...`, and exit status 2; library warnings are
+one line each, `mediatok CMD: warning: ...`.
 """
 
 from __future__ import annotations
@@ -36,15 +38,30 @@ PROGRAM = "mediatok"
 
 
 def command_train(args: argparse.Namespace) -> int:
-    from mediatok.training.run import train_from_config
+    from mediatok.training.run import RunFinished, train_from_config
 
-    trainer = train_from_config(args.config, args.overrides, resume=args.resume)
-    if trainer.stopped_early and trainer.is_main:
+    try:
+        with _progress_lines("train"):
+            trainer = train_from_config(
+                args.config, args.overrides, resume=args.resume, allow_changes=args.allow_changes
+            )
+    except RunFinished as finished:  # an outcome, not a mistake: it says how to go on
+        print(f"{PROGRAM} train: {finished}", file=sys.stderr)
+        return 0
+    if not trainer.is_main:
+        return 0
+    if trainer.stopped_early:
         print(
             f"{PROGRAM} train: stopped by train.time_limit_minutes at step {trainer.step} of "
             f"{trainer.config.steps}; run the same command with --resume to continue",
             file=sys.stderr,
         )
+    loss = trainer.last_logged.get("train/loss")
+    print(
+        f"trained to step {trainer.step} of {trainer.config.steps}"
+        + ("" if loss is None else f", train/loss {loss:.4g}")
+        + f"; checkpoint: {trainer.checkpoint_dir}"
+    )
     return 0
 
 
@@ -52,7 +69,13 @@ def command_encode(args: argparse.Namespace) -> int:
     from mediatok.pipelines import EncodeOptions, encode_folder
     from mediatok.runtime import torchrun_rank
 
-    options = EncodeOptions(args.batch_size, args.crop, args.chunk_seconds)
+    options = EncodeOptions(
+        batch_size=args.batch_size,
+        crop=args.crop,
+        chunk_seconds=args.chunk_seconds,
+        chunk_frames=args.chunk_frames,
+        fps=args.fps,
+    )
     result = encode_folder(
         args.checkpoint,
         args.input,
@@ -61,11 +84,20 @@ def command_encode(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         on_error=args.on_error,
         device=args.device,
+        labels=args.labels,
     )
     if torchrun_rank()[0] == 0:  # the merged result of every rank
-        print(f"encoded {result.encoded} of {result.total} {result.noun} into {args.output}")
+        notes = []
+        if result.reencoded:
+            notes.append(f"{result.reencoded} re-encoded: changed since the last run")
+        if result.class_names is not None:
+            notes.append(f"{len(result.class_names)} classes")
+        note = f" ({'; '.join(notes)})" if notes else ""
+        print(f"encoded {result.encoded} of {result.total} {result.noun} into {args.output}{note}")
         for entry in result.skipped:
             print(f"  skipped {entry['key']}: {entry['error']}")
+        for entry in result.stale:
+            print(f"  kept the earlier tokens of {entry['key']}, changed, now: {entry['error']}")
     return 0
 
 
@@ -74,12 +106,14 @@ def command_decode(args: argparse.Namespace) -> int:
 
     options = DecodeOptions(args.batch_size, args.format, args.chunk_tokens)
     result = decode_folder(
-        args.checkpoint, args.tokens, args.output, options=options, device=args.device
+        args.checkpoint,
+        args.tokens,
+        args.output,
+        options=options,
+        device=args.device,
+        force=args.force,
     )
-    print(
-        f"decoded {result.written} {result.noun} into {result.directory} "
-        f"({result.total - result.written} already there)"
-    )
+    print(result.summary())
     return 0
 
 
@@ -105,6 +139,7 @@ def command_eval(args: argparse.Namespace) -> int:
             args.output,
             batch_size=args.batch_size,
             device=args.device,
+            on_error=args.on_error,
         )
     elif args.input is None:
         raise SystemExit(
@@ -122,6 +157,9 @@ def command_eval(args: argparse.Namespace) -> int:
             fid=not args.no_fid,
             speech_metrics=not args.no_speech_metrics,
             dnsmos=args.dnsmos,
+            chunk_frames=args.chunk_frames,
+            i3d_weights=args.i3d_weights,
+            on_error=args.on_error,
         )
     print(json.dumps(report, indent=1))
     return 0
@@ -188,9 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
     device = {"default": "auto", "help": "auto, cpu, cuda or cuda:N"}
 
     train = commands.add_parser("train", help="train a tokenizer or a generator from a YAML config")
-    train.add_argument("config", help="YAML file under configs/ (or your own)")
+    train.add_argument(
+        "config", help="YAML file under configs/ (or your own); with --resume, the run's folder"
+    )
     train.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in train.out_dir with the settings its checkpoint saved; "
+        "overrides may change train.steps, the time limit, cadences, workers and device",
+    )
+    train.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="with --resume: let overrides change other settings (data, model, losses) too",
+    )
     train.set_defaults(run=command_train)
 
     encode = commands.add_parser("encode", help="encode a folder of media into token shards")
@@ -206,7 +256,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="audio longer than this is encoded alone, in chunks (same codes as one pass)",
     )
+    encode.add_argument(
+        "--chunk-frames",
+        type=_positive_int,
+        default=64,
+        help="video: longer videos are encoded alone, in chunks of this many frames (same codes)",
+    )
+    encode.add_argument(
+        "--fps",
+        type=_positive_float,
+        default=None,
+        help="video: resample every video to this frame rate (default: keep each one's)",
+    )
     encode.add_argument("--on-error", choices=["skip", "stop"], default="skip")
+    encode.add_argument(
+        "--labels",
+        default=None,
+        metavar="folders|FILE.csv",
+        help="class labels: 'folders' (a file's class is its first-level subfolder) or a CSV "
+        "with a header row naming the columns path and class",
+    )
     encode.add_argument("--device", **device)
     encode.set_defaults(run=command_encode)
 
@@ -216,13 +285,21 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("-o", "--output", required=True)
     decode.add_argument("--batch-size", type=_positive_int, default=32)
     decode.add_argument(
-        "--format", choices=["png", "wav", "flac"], default=None, help="default: png, wav"
+        "--format",
+        choices=["png", "wav", "flac", "mp4", "webm", "mkv"],
+        default=None,
+        help="default: png, wav, mp4 (images, audio, video)",
     )
     decode.add_argument(
         "--chunk-tokens",
         type=_natural_int,
         default=2250,
         help="audio longer than this many tokens is decoded alone, in overlapping chunks",
+    )
+    decode.add_argument(
+        "--force",
+        action="store_true",
+        help="decode tokens another checkpoint of the codec encoded (a retrained decoder)",
     )
     decode.add_argument("--device", **device)
     decode.set_defaults(run=command_decode)
@@ -244,9 +321,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-speech-metrics", action="store_true", help="audio: skip PESQ and STOI"
     )
     evaluate.add_argument(
+        "--i3d-weights",
+        default=None,
+        metavar="PATH",
+        help="video: FVD with the I3D network at PATH (a state dict or TorchScript file; none "
+        "ships with mediatok)",
+    )
+    evaluate.add_argument(
+        "--chunk-frames", type=_positive_int, default=64, help="video: frames per chunk"
+    )
+    evaluate.add_argument(
         "--dnsmos",
         action="store_true",
         help="audio: also DNSMOS of reconstructions and originals (pip install 'mediatok[dnsmos]')",
+    )
+    evaluate.add_argument(
+        "--on-error",
+        choices=["skip", "stop"],
+        default="skip",
+        help="a file that cannot be read, or whose metric is undefined (the PESQ of silence): "
+        "left out of the means and listed in the report, or stop",
     )
     evaluate.add_argument("--device", **device)
     evaluate.set_defaults(run=command_eval)
@@ -255,7 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     sampler.add_argument("checkpoint", help="generator checkpoint")
     sampler.add_argument("-n", "--num-samples", type=_positive_int, default=16)
     sampler.add_argument("-o", "--output", required=True)
-    sampler.add_argument("--class", dest="label", type=int, default=None, help="class of all")
+    sampler.add_argument(
+        "--class",
+        dest="label",
+        default=None,
+        help="class of all samples: its name (as `encode --labels` recorded it) or its id",
+    )
     sampler.add_argument("--cfg", type=float, default=None, help="guidance scale")
     sampler.add_argument("--temperature", type=float, default=None)
     sampler.add_argument("--top-k", type=int, default=None)
@@ -275,10 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the run's",
     )
     sampler.add_argument("--codec", default=None, help="codec checkpoint (default: the run's)")
-    sampler.add_argument("--seed", type=int, default=0)
+    sampler.add_argument("--seed", type=_natural_int, default=0, help="an integer >= 0")
     sampler.add_argument("--batch-size", type=_positive_int, default=64)
     sampler.add_argument(
-        "--format", choices=["png", "wav", "flac"], default=None, help="default: png, wav"
+        "--format",
+        choices=["png", "wav", "flac", "mp4", "webm", "mkv"],
+        default=None,
+        help="default: png, wav, mp4 (images, audio, video)",
     )
     sampler.add_argument("--device", **device)
     sampler.set_defaults(run=command_sample)
@@ -305,22 +407,60 @@ def _one_line_warnings(command: str) -> Iterator[None]:
         logger.removeHandler(handler)
 
 
+@contextmanager
+def _progress_lines(command: str) -> Iterator[None]:
+    """Without a terminal on stderr (a log file, a scheduler's output), show the training's
+    progress (the `INFO` records under `mediatok.training`: a line per `train.log_every` steps
+    and per evaluation) as `mediatok CMD: step N: ...` lines on stderr. In a terminal the
+    progress bar shows it instead."""
+    if sys.stderr.isatty():
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(lambda record: record.levelno == logging.INFO)  # warnings: one line above
+    handler.setFormatter(logging.Formatter(f"{PROGRAM} {command}: %(message)s"))
+    logger = logging.getLogger("mediatok.training")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a command. A mistake in what the user gave (a config key, a value out of range, a
     missing or damaged file) prints its message on one line and exits with 2; a batch job that
     stopped before its end (a bad file with `--on-error stop`, SIGTERM) says so and how to
     continue, and exits with 1 (143 for SIGTERM). `MEDIATOK_TRACEBACK=1` raises the mistakes
     instead."""
-    from mediatok.pipelines import Stopped
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `train RUN --resume key=value`: argparse stops filling a positional list at the first
+    # option, so overrides after one come back as unknown arguments; they are overrides still.
+    if args.command == "train" and all("=" in item and not item.startswith("-") for item in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    # Before torch loads OpenMP: its threads then sleep rather than spin when they wait, so a
+    # CPU another process holds is not fought over (spinning, a training step ran 2x slower,
+    # the demo's quantizers 1.5-2.5x, up to 10x under heavier load, beside other CPU-bound work
+    # on two cores; waiting asleep, an idle machine loses 10-30 % on tiny kernels).
+    # OMP_WAIT_POLICY=ACTIVE in the environment keeps the spinning.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from mediatok.pipelines import Stopped  # after parsing: `--help` imports no torch
 
-    args = build_parser().parse_args(argv)
     try:
         with _one_line_warnings(args.command):
             return args.run(args)
     except Stopped as stop:  # an outcome, not a mistake: its message says how to continue
         print(f"{PROGRAM} {args.command}: {stop}", file=sys.stderr)
         return stop.exit_status
-    except (ValueError, FileNotFoundError) as error:
+    # ImportError: an optional package a command needs (pesq, pystoi, speechmos), whose message
+    # names the install command and the flag that does without it
+    except (ValueError, FileNotFoundError, ImportError) as error:
         if os.environ.get("MEDIATOK_TRACEBACK"):
             raise
         print(f"{PROGRAM} {args.command}: error: {error}", file=sys.stderr)

@@ -26,8 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
+
+# Before torch loads OpenMP, as `mediatok.cli.main` does: waiting threads sleep instead of
+# spinning, so the demo does not slow 1.5-10x beside other CPU-bound processes on a small
+# machine. OMP_WAIT_POLICY=ACTIVE in the environment keeps the spinning.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
@@ -179,7 +185,7 @@ def demo_image(args: argparse.Namespace) -> None:
         f"{config.model['image_size']}x{config.model['image_size']} crops) for "
         f"{config.train.steps} steps on {args.assets} ..."
     )
-    train(config, resume=True)
+    train(config, resume="if_found")  # continue or skip a finished run
     checkpoint = str(out / "checkpoint")
     print(f"checkpoint: {checkpoint}")
     cli(["encode", checkpoint, str(args.assets), "-o", str(out / "tokens")])
@@ -214,7 +220,7 @@ def demo_audio(args: argparse.Namespace) -> None:
         f"{config.model['quantizer']['options']['codebook_size']} codes) for "
         f"{config.train.steps} steps on {config.data.segment_seconds:g} s crops of {speech} ..."
     )
-    train(config, resume=True)
+    train(config, resume="if_found")  # continue or skip a finished run
     checkpoint = str(out / "checkpoint")
     print(f"checkpoint: {checkpoint}")
     cli(["encode", checkpoint, str(held_out), "-o", str(out / "tokens")])
@@ -269,7 +275,7 @@ def demo_generation(args: argparse.Namespace) -> None:
     print(
         f"training a class-conditional {config.generator} generator for {config.train.steps} steps"
     )
-    train(config, resume=True)
+    train(config, resume="if_found")  # continue or skip a finished run
     checkpoint = str(out / "checkpoint")
     samples = out / "samples"
     num = 2 * len(photos)

@@ -1,4 +1,5 @@
-"""Codecs: media ⇄ tokens, each built from an encoder, a shared-core quantizer and a decoder."""
+"""Codecs: media ⇄ tokens, each built from an encoder, a shared-core quantizer and a decoder
+(image: TiTok, VQGAN; audio: WavTokenizer; video: the causal 3-D tokenizer)."""
 
 from mediatok.codecs.base import (
     CODECS,
@@ -13,6 +14,7 @@ from mediatok.codecs.base import (
 # Importing the modality packages registers their codecs.
 from mediatok.codecs import image  # noqa: F401  isort: skip
 from mediatok.codecs import audio  # noqa: F401  isort: skip
+from mediatok.codecs import video  # noqa: F401  isort: skip
 
 __all__ = [
     "CODECS",

@@ -14,11 +14,26 @@ Images (`image_io`, `images`):
 - `read_center_crops`: files to one center-cropped float batch on the CPU, for evaluation; an
   unreadable file stops it.
 
-Layer 3: torch, torchvision, Pillow, numpy; never models.
-
 Audio (`audio`): `read_audio` (soundfile; mono mixdown and torchaudio resampling; `AudioReadError`
 names the file), `write_audio` (WAV/FLAC, atomic), `loudness_normalize` (RMS), `list_audio`, and
 `AudioFolder`, a dataset of fixed-length crops.
+
+Video (`video`, PyAV): every video is `(3, T, H, W)` (C, T, H, W), uint8 from the readers, float
+in [-1, 1] in models.
+
+- `read_video`: any container FFmpeg reads to RGB frames; `fps` resamples by time (output frame k
+  is the source frame shown at k / fps), `start` / `max_frames` pick a window without decoding
+  past it; display rotation applied; `VideoReadError` names the file (truncated and damaged
+  files included), never a black or silently cut video.
+- `video_info`: `VideoInfo(frames, fps, width, height)` from the container.
+- `write_video`: MP4/MOV/MKV (H.264, yuv420p, CRF 18) or WebM (VP9), a rational frame rate, odd
+  sizes kept, atomically.
+- `resize_and_crop_video`: `resize_and_crop` with one window for all frames.
+- `list_videos`, and `VideoFolder`, a dataset of fixed-length clips (random window per item and
+  epoch, one crop for all frames, short videos padded with their last frame, `length` real
+  frames).
+
+Layer 3 throughout: torch, torchvision, Pillow, soundfile, PyAV, numpy; never models.
 """
 
 from mediatok.data.audio import (
@@ -48,10 +63,22 @@ from mediatok.data.images import (
     resize_and_crop,
     side_by_side,
 )
+from mediatok.data.video import (
+    VIDEO_EXTENSIONS,
+    VideoFolder,
+    VideoInfo,
+    VideoReadError,
+    list_videos,
+    read_video,
+    resize_and_crop_video,
+    video_info,
+    write_video,
+)
 
 __all__ = [
     "AUDIO_EXTENSIONS",
     "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
     "AudioFolder",
     "AudioReadError",
     "ImageFolder",
@@ -59,18 +86,26 @@ __all__ = [
     "MediaFolder",
     "MediaReadError",
     "Repeated",
+    "VideoFolder",
+    "VideoInfo",
+    "VideoReadError",
     "apply_exif_orientation",
     "decode_batch",
     "list_audio",
     "list_images",
+    "list_videos",
     "loudness_normalize",
     "read_audio",
     "read_center_crops",
     "read_image",
+    "read_video",
     "resize_and_crop",
+    "resize_and_crop_video",
     "side_by_side",
     "to_float",
     "to_uint8",
+    "video_info",
     "write_audio",
     "write_image",
+    "write_video",
 ]

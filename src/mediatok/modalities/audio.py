@@ -13,6 +13,7 @@ Layer 5.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from mediatok.codecs import Codec
 from mediatok.data import AudioReadError, list_audio, read_audio, write_audio
 from mediatok.eval import CodebookUsage
-from mediatok.eval.audio import reconstruction_scores
+from mediatok.eval.audio import check_speech_packages, score_items
 from mediatok.modalities.base import (
     DecodeOptions,
     Encoded,
@@ -34,12 +35,15 @@ from mediatok.modalities.base import (
     EncodeOptions,
     EvalOptions,
     Modality,
+    file_problem,
 )
 from mediatok.tokens import TokenSpec
 
 __all__ = ["AUDIO", "READ_THREADS", "AudioModality"]
 
 READ_THREADS = 4  # audio files are read on this many threads while the model runs
+
+logger = logging.getLogger(__name__)
 
 
 class AudioModality(Modality):
@@ -134,7 +138,9 @@ class AudioModality(Modality):
                 media[i] = _fit(clip, media_lengths[i])
         return [clip.clamp(-1, 1) for clip in media]
 
-    def write(self, path: Path, media: torch.Tensor, spec: TokenSpec) -> None:
+    def write(
+        self, path: Path, media: torch.Tensor, spec: TokenSpec, rate: float | None = None
+    ) -> None:
         write_audio(path, media, self.geometry(spec)["sample_rate"])
 
     def decode_order(self, lengths: Sequence[int]) -> list[int]:
@@ -145,29 +151,57 @@ class AudioModality(Modality):
     ) -> dict[str, Any]:
         """Each file, read as mono at the codec's rate, encoded (in chunks when longer than
         `chunk_seconds`), decoded and compared with itself: mel distance, multi-resolution STFT
-        distance and SI-SDR (means over files), wide-band PESQ and STOI (speech; resampled to 16
-        kHz by the metrics), DNSMOS when asked for, codebook usage and perplexity over every
-        token. The first `examples` files are written to `examples/<name>.wav` and
-        `examples/<name>-reconstruction.wav`.
+        distance and SI-SDR, wide-band PESQ and STOI (speech; resampled to 16 kHz by the
+        metrics), DNSMOS when asked for (each the mean over files), codebook usage and
+        perplexity over every token. The first `examples` files are written to
+        `examples/<name>.wav` and `examples/<name>-reconstruction.wav`.
+
+        A metric undefined for a file (`mediatok.eval.audio`: a silent original, a file too
+        short for the STFT or for PESQ, too little speech for STOI) is left out of that
+        metric's mean and listed under `undefined` (metric -> {key: why}); `scored` counts the
+        files in each mean (a mean over none is null). A file that cannot be read is listed
+        under `skipped`. With `on_error="stop"`, either stops the evaluation.
+
+        Raises:
+            ImportError: PESQ's or STOI's package is missing (before any work), naming the
+                install command and `speech_metrics=False`.
+            ValueError: no file could be read, or a file the metrics cannot score (NaN).
+            StopEvaluation: see above.
         """
+        if options.speech_metrics:
+            try:
+                check_speech_packages()
+            except ImportError as error:
+                raise ImportError(
+                    f"{error}; or score without PESQ and STOI: speech_metrics=False "
+                    "(--no-speech-metrics)"
+                ) from error
         geometry = self.geometry(codec.token_spec)
         rate = geometry["sample_rate"]
         device = next(codec.parameters()).device
         root = Path(folder)
         paths = self.list_files(root)[: options.limit]
         usage = CodebookUsage(list(codec.token_spec.vocab_sizes))
-        scores: list[dict[str, float]] = []
-        seconds = 0.0
-        for index, path in enumerate(tqdm(paths, desc="eval", disable=None)):
-            audio = read_audio(path, rate)[0].to(device)[None]  # (1, 1, S)
-            tokens = codec.encode_long(audio, options.chunk_seconds)
+        scores: dict[str, list[float]] = {}  # metric -> its value for each file it is defined for
+        undefined: dict[str, dict[str, str]] = {}
+        skipped: list[dict[str, str]] = []
+        seconds, scored = 0.0, 0
+        for path in tqdm(paths, desc="eval", disable=None):
+            key = path.relative_to(root).as_posix()
+            try:
+                audio = read_audio(path, rate)[0][None]  # (1, 1, S)
+            except AudioReadError as error:
+                outcome = "skipped (listed in the report's `skipped`)"
+                file_problem(path, error.problem, outcome, options, logger)
+                skipped.append({"key": key, "error": error.problem})
+                continue
+            tokens = codec.encode_long(audio.to(device), options.chunk_seconds)
             reconstruction = codec.decode_long(tokens.codes)[..., : audio.shape[-1]].float()
-            reconstruction = reconstruction.clamp(-1, 1)
+            reconstruction = reconstruction.clamp(-1, 1).cpu()
             usage.update(tokens.codes.reshape(1, -1, 1))
             seconds += audio.shape[-1] / rate
-            reconstruction, audio = reconstruction.cpu(), audio.cpu()
             try:
-                clip_scores = reconstruction_scores(
+                values, why = score_items(
                     reconstruction,
                     audio,
                     rate,
@@ -176,26 +210,53 @@ class AudioModality(Modality):
                 )
             except ImportError:
                 raise
-            except Exception as error:  # too short for an STFT or PESQ, silence PESQ refuses, ...
+            except Exception as error:  # NaN in a reconstruction, ...
                 raise ValueError(
                     f"{path}: cannot score this file ({audio.shape[-1]} samples at {rate} Hz): "
                     f"{type(error).__name__}: {error}"
                 ) from error
-            scores.append(clip_scores)
-            if index < options.examples:
+            metrics_by_reason: dict[str, list[str]] = {}
+            for name, items in why.items():
+                metrics_by_reason.setdefault(items[0], []).append(name)
+            if metrics_by_reason:
+                problem = "; ".join(
+                    f"{', '.join(names)} undefined: {reason}"
+                    for reason, names in metrics_by_reason.items()
+                )
+                outcome = "left out of those means (listed in the report's `undefined`)"
+                file_problem(path, problem, outcome, options, logger)
+            for name, value in values.items():
+                if name in why:
+                    undefined.setdefault(name, {})[key] = why[name][0]
+                    scores.setdefault(name, [])
+                else:
+                    scores.setdefault(name, []).append(float(value[0]))
+            if scored < options.examples:
                 stem = path.relative_to(root).with_suffix("").as_posix().replace("/", "_")
                 write_audio(out / "examples" / f"{stem}.wav", audio[0], rate)
                 write_audio(
                     out / "examples" / f"{stem}-reconstruction.wav", reconstruction[0], rate
                 )
+            scored += 1
+        if not scored:
+            raise ValueError(
+                f"expected readable audio files in {root}, got none of {len(paths)} "
+                f"({len(skipped)} skipped)"
+            )
         codebook = usage.compute()
         return {
             "audio": str(folder),
-            "num_files": len(paths),
+            "num_files": scored,
             "seconds": round(seconds, 3),
             "sample_rate": rate,
             "tokens_per_second": rate / geometry["hop_length"],
-            **{name: sum(clip[name] for clip in scores) / len(scores) for name in scores[0]},
+            **{
+                name: sum(values) / len(values) if values else None
+                for name, values in scores.items()
+            },
+            "scored": {name: len(values) for name, values in scores.items()},
+            "undefined": undefined,
+            "skipped": skipped,
             "codebook_usage": codebook["usage"],
             "codebook_perplexity": codebook["perplexity"],
         }

@@ -13,6 +13,7 @@ Layer 5: data, eval, codecs.
 
 from __future__ import annotations
 
+import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,8 @@ __all__ = [
     "EncodedBatch",
     "EvalOptions",
     "Modality",
+    "StopEvaluation",
+    "file_problem",
 ]
 
 
@@ -42,20 +45,29 @@ class EncodeOptions:
 
     Attributes:
         batch_size: files per batch.
-        crop: images: "center" (the default) or "random" crops at the codec's size.
+        crop: images and videos: "center" (the default) or "random" crops at the codec's size.
         chunk_seconds: audio: a file longer than this is encoded alone, in chunks of it (the
             codes of one pass, in bounded memory).
+        chunk_frames: video: a video of more frames is encoded alone, in chunks of this many
+            frames (a multiple of the codec's temporal compression; the codes of one pass).
+        fps: video: resample every video to this many frames per second; None keeps each
+            source's frames (and records its rate, so decoding writes it back at it).
     """
 
     batch_size: int = 32
     crop: Literal["center", "random"] = "center"
     chunk_seconds: float = 30.0
+    chunk_frames: int = 64
+    fps: float | None = None
 
     def __post_init__(self) -> None:
         check_positive_int("batch_size", self.batch_size)
         check_choice("crop", self.crop, ("center", "random"))
         if not (0 < self.chunk_seconds < float("inf")):
             raise ValueError(f"expected chunk_seconds finite and > 0, got {self.chunk_seconds}")
+        check_positive_int("chunk_frames", self.chunk_frames)
+        if self.fps is not None and not (0 < self.fps < float("inf")):
+            raise ValueError(f"expected fps finite and > 0 (or None), got {self.fps}")
 
 
 @dataclass(frozen=True)
@@ -68,16 +80,22 @@ class DecodeOptions:
             first).
         chunk_tokens: audio: a sample of more tokens is decoded alone, in overlapping chunks
             of this many (the audio of one pass, in bounded memory); 0 decodes each in one pass.
+            Video: a sample of more latent frames is decoded alone, in chunks of
+            `chunk_latent_frames`.
+        chunk_latent_frames: video: latent frames per chunk of a long sample (the frames of one
+            pass, in bounded memory).
     """
 
     batch_size: int = 32
     format: str | None = None
     chunk_tokens: int = 2250
+    chunk_latent_frames: int = 16
 
     def __post_init__(self) -> None:
         check_positive_int("batch_size", self.batch_size)
         if not isinstance(self.chunk_tokens, int) or self.chunk_tokens < 0:
             raise ValueError(f"expected chunk_tokens an integer >= 0, got {self.chunk_tokens!r}")
+        check_positive_int("chunk_latent_frames", self.chunk_latent_frames)
 
 
 @dataclass(frozen=True)
@@ -94,6 +112,14 @@ class EvalOptions:
         dnsmos: audio: DNSMOS of the reconstructions and the originals.
         examples: audio: files whose original and reconstruction are written to `examples/`.
         chunk_seconds: audio: longer files are encoded in chunks (same codes as one pass).
+        chunk_frames: video: videos are encoded in chunks of this many frames, and decoded in
+            the matching chunks of latent frames (one pass's codes and frames).
+        i3d_weights: video: FVD with the I3D network whose weights are at this path (a state
+            dict or a TorchScript file: `mediatok.eval.i3d`); None leaves FVD out (null in the
+            report, which says why).
+        on_error: a file that cannot be read, or for which a metric is undefined (a silent
+            original's PESQ), is left out and listed in the report ("skip"), or stops the
+            evaluation (`StopEvaluation`, "stop").
     """
 
     batch_size: int = 32
@@ -104,12 +130,49 @@ class EvalOptions:
     dnsmos: bool = False
     examples: int = 4
     chunk_seconds: float = 30.0
+    chunk_frames: int = 64
+    i3d_weights: str | None = None
+    on_error: Literal["skip", "stop"] = "skip"
 
     def __post_init__(self) -> None:
         check_positive_int("batch_size", self.batch_size)
         check_positive_int("grid_pairs", self.grid_pairs)
         if self.limit is not None:
             check_positive_int("limit", self.limit)
+        check_choice("on_error", self.on_error, ("skip", "stop"))
+
+
+class StopEvaluation(Exception):
+    """A file stopped `Modality.evaluate` (`on_error="stop"`): it cannot be read, or a metric is
+    undefined for it. `evaluate_codec` turns it into the pipelines' `Stopped`.
+
+    Args:
+        path: the file.
+        problem: what is wrong with it.
+    """
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def file_problem(
+    path: Path, problem: str, outcome: str, options: EvalOptions, logger: logging.Logger
+) -> None:
+    """A file an evaluation cannot score, wholly or in part: a warning (the caller lists it in
+    the report), or, with `on_error="stop"`, `StopEvaluation`.
+
+    Args:
+        path: the file, named in the warning.
+        problem: what is wrong ("cannot read ...", "pesq undefined: silent original").
+        outcome: what skipping it means, for the warning ("skipped").
+        options: whose `on_error` decides.
+        logger: the modality's.
+    """
+    if options.on_error == "stop":
+        raise StopEvaluation(path, problem)
+    logger.warning("%s: %s; %s", path, problem, outcome)
 
 
 @dataclass
@@ -121,14 +184,18 @@ class Encoded:
         codes: `(B, *token_shape)` int64 on the CPU (padded along the length axis when
             `lengths` is set).
         lengths: `(B,)` valid tokens per row, or None when every row is whole.
-        media_lengths: `(B,)` each source's length in media units (audio samples), recorded so
-            that decoding restores it; None when the media has a fixed size.
+        media_lengths: `(B,)` each source's length in media units (audio samples, video
+            frames), recorded so that decoding restores it; None when the media has a fixed
+            size.
+        media_rates: `(B,)` each source's rate where it varies between files (a video's frames
+            per second), recorded so that decoding writes it back at that rate; else None.
     """
 
     paths: list[Path]
     codes: torch.Tensor
     lengths: torch.Tensor | None = None
     media_lengths: torch.Tensor | None = None
+    media_rates: torch.Tensor | None = None
 
 
 @dataclass
@@ -223,13 +290,39 @@ class Modality(ABC):
         """
 
     @abstractmethod
-    def write(self, path: Path, media: torch.Tensor, spec: TokenSpec) -> None:
-        """Write one decoded sample to `path` (its suffix from `suffix`), atomically."""
+    def write(
+        self, path: Path, media: torch.Tensor, spec: TokenSpec, rate: float | None = None
+    ) -> None:
+        """Write one decoded sample to `path` (its suffix from `suffix`), atomically.
+
+        Args:
+            path: the file.
+            media: one decoded sample (`decode`'s).
+            spec: the codec's token spec (its geometry: a sample rate, a frame rate).
+            rate: the source's own rate where the token shards recorded it (a video's frames
+                per second), which wins over the spec's; None where there is none.
+        """
 
     def decode_order(self, lengths: Sequence[int]) -> list[int]:
         """The order in which to decode samples of these token lengths (batches of similar
         lengths waste less padding where lengths vary); the input order by default."""
         return list(range(len(lengths)))
+
+    def write_preview(
+        self, folder: Path, files: Sequence[Path], labels: Sequence[int] | None
+    ) -> Path | None:
+        """Write one file that shows decoded samples at a glance (images: `grid.png`) into
+        `folder`; None where the modality has none (audio).
+
+        Args:
+            folder: where the samples were written.
+            files: the decoded samples' files, in sample order.
+            labels: each sample's class, or None for unconditional samples.
+
+        Returns:
+            The preview's path, or None.
+        """
+        return None
 
     @abstractmethod
     def evaluate(
@@ -242,6 +335,13 @@ class Modality(ABC):
         """Score `codec`'s reconstructions of the files in `folder`; write what the report
         shows besides the metrics (grids, example files) into `out`.
 
+        A file that cannot be read, or for which a metric is undefined, goes through
+        `file_problem` (`options.on_error`).
+
         Returns:
-            The metrics, JSON-ready.
+            The metrics, JSON-ready, with `skipped` (`{"key", "error"}` of each unreadable
+            file, keys relative to `folder`) and `undefined` (metric -> {key: why}).
+
+        Raises:
+            StopEvaluation: such a file, with `on_error="stop"`.
         """

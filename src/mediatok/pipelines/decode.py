@@ -3,8 +3,15 @@ decoded samples that `mediatok sample` and training's evaluations share.
 
 Each source key decodes to the same relative path with the modality's suffix (`sub/a.jpg` ->
 `sub/a.png`), at its source's length where the shards recorded it (audio durations). Decoding
-into a folder again decodes only what is new or changed: `.mediatok-decode.json` there records
-which key each file was decoded from, so a file keeps its name across reruns.
+into a folder again decodes only what is new or changed: `.mediatok-decode.json` there records,
+for each file, the key it was decoded from, a digest of its codes and the sha256 of the weights
+of the checkpoint that decoded it (`mediatok.checkpoint.weights_sha256`), so a file keeps its
+name across reruns, and one that another checkpoint decoded (a retrained decoder) is decoded
+again.
+
+Tokens that another checkpoint encoded (the shards record its weights' sha256) are refused
+unless `force=True` (`--force`): a checkpoint of the same codec with other weights decodes them
+into plausible-looking garbage, unless it is a decoder retrained for that encoder's codes.
 
 Layer 5.
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -36,7 +44,8 @@ __all__ = ["DECODE_INDEX", "DecodeResult", "decode_folder", "write_decoded"]
 
 logger = logging.getLogger(__name__)
 
-DECODE_INDEX = ".mediatok-decode.json"  # in a decode's output folder: key -> file, codes digest
+DECODE_INDEX = ".mediatok-decode.json"  # in the output folder: key -> file, codes, checkpoint
+DECODE_INDEX_VERSION = 2  # 1: no checkpoint per file (such files are decoded again)
 _DECODE_INDEX_SECONDS = 10.0  # at most this much decoding is redone after a kill
 
 
@@ -47,14 +56,29 @@ class DecodeResult:
     Attributes:
         directory: the output folder.
         written: files decoded by this call.
-        total: samples in the token directory (the others were decoded before).
+        total: samples in the token directory (the others were decoded before, from the same
+            codes by the same checkpoint).
         noun: what the files are ("images", "files").
+        redecoded: of `written`, files that another checkpoint (or one the index does not name)
+            had decoded into the folder before, decoded again with this one.
     """
 
     directory: Path
     written: int
     total: int
     noun: str
+    redecoded: int = 0
+
+    def summary(self) -> str:
+        """What `mediatok decode` prints: "decoded 3 images into out (47 already there; 3
+        decoded before by another checkpoint, replaced)"."""
+        text = (
+            f"decoded {self.written} {self.noun} into {self.directory} "
+            f"({self.total - self.written} already there"
+        )
+        if self.redecoded:
+            text += f"; {self.redecoded} decoded before by another checkpoint, replaced"
+        return text + ")"
 
 
 def decode_folder(
@@ -64,24 +88,31 @@ def decode_folder(
     *,
     options: DecodeOptions | None = None,
     device: str = "auto",
+    force: bool = False,
 ) -> DecodeResult:
     """Decode every sample of a token directory into a media file under `out`.
 
+    A file decoded before into `out` from the same codes by a checkpoint with the same weights
+    is kept; every other file is decoded (again), so decoding with a retrained decoder replaces
+    what the old one wrote.
+
     Args:
-        checkpoint: the codec checkpoint that encoded the tokens (another checkpoint of the same
-            codec, such as a retrained decoder, is logged as a warning).
+        checkpoint: the codec checkpoint that encoded the tokens.
         tokens: a token directory written by `encode_folder`.
         out: the output folder (created).
         options: batch size, file format, audio chunking.
         device: "auto", "cpu", "cuda" or "cuda:N".
+        force: decode tokens that another checkpoint of the same codec encoded (a decoder
+            retrained on that encoder's codes); refused otherwise.
 
     Returns:
         What was decoded (see `DecodeResult`).
 
     Raises:
         ValueError: `out` is a file; a generator checkpoint, or a codec that does not decode
-            these tokens (another codec, vocabulary, layout or geometry); sources that would
-            decode to one file; a damaged decode index.
+            these tokens (another codec, vocabulary, layout or geometry); tokens encoded by
+            another checkpoint without `force`; sources that would decode to one file; a
+            damaged decode index.
         TokenFileError: a damaged shard, or a key that is not a relative path inside `out`.
     """
     options = options or DecodeOptions()
@@ -100,14 +131,21 @@ def decode_folder(
         f"the tokens in {dataset.directory}",
         written_by=dataset.metadata["codec"],
     )
-    if dataset.metadata["checkpoint_sha256"] not in (None, weights_sha256(checkpoint)):
-        logger.warning(
-            "%s was encoded with another checkpoint than %s", dataset.directory, checkpoint
-        )
+    sha256 = weights_sha256(checkpoint)
+    encoder = dataset.metadata["checkpoint_sha256"]
+    if encoder not in (None, sha256):
+        if not force:
+            raise ValueError(
+                f"{dataset.directory} was encoded by another checkpoint of {codec.name} "
+                f"(weights sha256 {encoder[:12]}...) than {checkpoint} ({sha256[:12]}...); "
+                "decode with the checkpoint that encoded them, or, for a decoder retrained on "
+                "that encoder's codes, pass force=True (--force)"
+            )
+        logger.info("decoding tokens of checkpoint %s... with %s", encoder[:12], checkpoint)
     modality = modality_of(codec)
     suffix = modality.suffix(options.format)
     index_path = out / DECODE_INDEX
-    decoded = _read_decode_index(index_path)  # key -> {"file", "codes"} of earlier runs
+    decoded = _read_decode_index(index_path)  # key -> {"file", "codes", "checkpoint"}
     recorded = {key: entry["file"] for key, entry in decoded.items()}
     names = _targets(dataset.directory, out, dataset.keys, suffix, recorded)
 
@@ -118,10 +156,21 @@ def decode_folder(
             and entry["file"] == names[i]
             and (out / names[i]).is_file()
             and entry["codes"] == _codes_digest(dataset, i)
+            and entry.get("checkpoint") == sha256
+        )
+
+    def by_another_checkpoint(i: int) -> bool:  # its file holds another checkpoint's decode
+        entry = decoded.get(dataset.keys[i])
+        return (
+            entry is not None
+            and entry["file"] == names[i]
+            and (out / names[i]).is_file()
+            and entry.get("checkpoint") != sha256
         )
 
     lengths = [int(length) for length in dataset.lengths]
     indices = [i for i in modality.decode_order(lengths) if not is_current(i)]
+    redecoded = sum(by_another_checkpoint(i) for i in indices)
     written, saved = 0, time.monotonic()
     try:
         for start in tqdm(range(0, len(indices), options.batch_size), desc="decode", disable=None):
@@ -135,17 +184,21 @@ def decode_folder(
                 device,
                 options,
             )
-            for i, sample in zip(batch, media, strict=True):
-                modality.write(out / names[i], sample, codec.token_spec)
-                decoded[dataset.keys[i]] = {"file": names[i], "codes": _codes_digest(dataset, i)}
+            for i, item, sample in zip(batch, items, media, strict=True):
+                modality.write(out / names[i], sample, codec.token_spec, item.get("media_rate"))
+                decoded[dataset.keys[i]] = {
+                    "file": names[i],
+                    "codes": _codes_digest(dataset, i),
+                    "checkpoint": sha256,
+                }
             written += len(batch)
             if time.monotonic() - saved > _DECODE_INDEX_SECONDS:
-                atomic_write_json(index_path, {"format_version": 1, "files": decoded})
+                _write_decode_index(index_path, decoded)
                 saved = time.monotonic()
     finally:  # also when stopped: the files written so far are not decoded again
         if written:
-            atomic_write_json(index_path, {"format_version": 1, "files": decoded})
-    return DecodeResult(out, written, len(dataset), modality.noun)
+            _write_decode_index(index_path, decoded)
+    return DecodeResult(out, written, len(dataset), modality.noun, redecoded)
 
 
 def write_decoded(
@@ -195,7 +248,9 @@ def write_decoded(
 
 def _read_decode_index(path: Path) -> dict[str, dict[str, str]]:
     """The files that earlier decodes into this folder wrote: key -> `{"file": path relative to
-    the folder, "codes": _codes_digest}`; empty when there is no index yet."""
+    the folder, "codes": _codes_digest, "checkpoint": the decoder's weights sha256}` (no
+    "checkpoint" in a version-1 index: those files are decoded again); empty when there is no
+    index yet."""
     if not path.is_file():
         return {}
     try:
@@ -206,21 +261,32 @@ def _read_decode_index(path: Path) -> dict[str, dict[str, str]]:
         isinstance(entry, dict)
         and isinstance(entry.get("codes"), str)
         and isinstance(entry.get("file"), str)
+        and isinstance(entry.get("checkpoint", ""), str)
         and _is_relative_inside(entry["file"])
         for entry in files.values()
     ):
         raise ValueError(
-            f"{path}: expected the index that `mediatok decode` keeps (each key's file and "
-            "codes digest), got a damaged file; delete it (every file is then decoded again)"
+            f"{path}: expected the index that `mediatok decode` keeps (each key's file, codes "
+            "digest and checkpoint), got a damaged file; delete it (every file is then decoded "
+            "again)"
         )
     return files
 
 
+def _write_decode_index(path: Path, files: dict[str, dict[str, str]]) -> None:
+    """Write the decode index atomically (see `_read_decode_index`)."""
+    atomic_write_json(path, {"format_version": DECODE_INDEX_VERSION, "files": files})
+
+
 def _codes_digest(dataset: TokenDataset, index: int) -> str:
-    """A digest of what sample `index` decodes from: its codes, their shape, its media length."""
+    """A digest of what sample `index` decodes from: its codes, their shape, its media length
+    (and its media rate, where the shards record one)."""
     codes = dataset.sample_codes(index).astype("<i8")
     media_length = None if dataset.media_lengths is None else int(dataset.media_lengths[index])
-    digest = hashlib.sha256(json.dumps([list(codes.shape), media_length]).encode())
+    described: list = [list(codes.shape), media_length]
+    if dataset.media_rates is not None and not math.isnan(dataset.media_rates[index]):
+        described.append(float(dataset.media_rates[index]))
+    digest = hashlib.sha256(json.dumps(described).encode())
     digest.update(codes.tobytes())
     return digest.hexdigest()[:32]
 

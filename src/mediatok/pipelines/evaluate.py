@@ -8,19 +8,28 @@ Layer 5.
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from mediatok.codecs import Codec
+from mediatok.config import check_choice
 from mediatok.eval import fid as fid_scores  # the module: tests replace its `fid`
-from mediatok.modalities import EvalOptions, modality_of
-from mediatok.pipelines.common import load_decoding_codec
+from mediatok.modalities import EvalOptions, StopEvaluation, modality_of
+from mediatok.pipelines.common import Stopped, load_decoding_codec
 from mediatok.runtime import resolve_device
 
-__all__ = ["evaluate_codec", "evaluate_samples"]
+__all__ = ["GFID_MIN_IMAGES", "evaluate_codec", "evaluate_samples"]
+
+logger = logging.getLogger(__name__)
+
+# Below this many images in either folder, gFID is said to be biased (see `evaluate_samples`).
+GFID_MIN_IMAGES = 5000
+_SIZES_CHECKED = 1000  # the resolution check reads the headers of this many files a folder
 
 
 def evaluate_codec(
@@ -40,20 +49,31 @@ def evaluate_codec(
     Audio: mel and multi-resolution STFT distances, SI-SDR, PESQ and STOI (and DNSMOS when
     asked for), codebook usage, and `examples/` (originals beside reconstructions).
 
+    Each metric is the mean over the files for which it is defined. The report says which
+    were left out: `scored` (metric -> files in its mean), `undefined` (metric -> {key: why}:
+    a silent original has no PESQ, a file of 1000 samples no STFT distance; see
+    `mediatok.eval.audio`) and `skipped` (`{"key", "error"}` of each file that cannot be read);
+    keys are paths relative to `folder`. With `on_error="stop"`, the first such file stops the
+    evaluation instead.
+
     Args:
         codec: a codec checkpoint directory, or a loaded codec (which stays on its device).
         folder: the media files (searched recursively).
         out: gets `metrics.json` and what the modality writes beside it.
         device: where to load a checkpoint.
         **options: `EvalOptions` fields (`batch_size`, `limit`, `fid`, `grid_pairs`,
-            `speech_metrics`, `dnsmos`, `examples`, `chunk_seconds`).
+            `speech_metrics`, `dnsmos`, `examples`, `chunk_seconds`, `on_error`).
 
     Returns:
         The report written to `metrics.json`.
 
     Raises:
         ValueError: a bad option, an option the codec's modality does not have (DNSMOS of
-            images), or a file the metrics cannot score.
+            images), no readable file, or a file the metrics cannot score (NaN).
+        ImportError, FileNotFoundError: a metric's package or the FID weights are missing; the
+            message names the install command and the option that does without.
+        Stopped: a file that cannot be read or scored, with `on_error="stop"`; nothing is
+            written.
     """
     settings = EvalOptions(**options)
     checkpoint = None
@@ -63,7 +83,14 @@ def evaluate_codec(
         codec = load_decoding_codec(checkpoint, device)
     modality = modality_of(codec)
     out = Path(out)
-    metrics = modality.evaluate(codec, folder, out, settings)
+    try:
+        metrics = modality.evaluate(codec, folder, out, settings)
+    except StopEvaluation as stop:
+        raise Stopped(
+            f"stopped at {stop.path} (on_error='stop', --on-error stop): {stop.problem}; no "
+            "report was written: remove or fix the file, or leave it out of the scores with "
+            "--on-error skip (on_error='skip'), which lists it in the report"
+        ) from None
     report = {"checkpoint": None if checkpoint is None else str(checkpoint), **metrics}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(report, indent=1))
@@ -77,17 +104,88 @@ def evaluate_samples(
     *,
     batch_size: int = 32,
     device: str | torch.device = "auto",
+    on_error: Literal["skip", "stop"] = "skip",
 ) -> dict[str, Any]:
     """gFID of a folder of generated images against a folder of reference images at the
     samples' resolution (the standard FID Inception network); write `metrics.json`.
 
+    Logs a warning (`mediatok eval: warning: ...` on the command line) when either folder
+    holds fewer than `GFID_MIN_IMAGES` images (the 2048-d covariances are then poorly
+    estimated and FID is biased upward; published gFIDs use 10,000 or 50,000), or when the samples and the references are not all of one
+    resolution (judged from the headers of each folder's first 1000 files): both are resized
+    to the network's 299×299, so the score would measure the resolution gap too.
+
+    Args:
+        samples: a folder of generated images (searched recursively).
+        reference: a folder of reference images.
+        out: gets `metrics.json`.
+        batch_size: images per forward pass of the network.
+        device: where to run it.
+        on_error: an unreadable image is logged and left out ("skip") or stops the job with
+            an error naming it ("stop").
+
     Returns:
         `{"samples", "reference", "gfid"}`, as written.
     """
+    check_choice("on_error", on_error, ("skip", "stop"))
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    score = fid_scores.fid(samples, reference, batch_size=batch_size, device=device)
+    _warn_about_gfid_folders(Path(samples), Path(reference))
+    score = fid_scores.fid(
+        samples,
+        reference,
+        batch_size=batch_size,
+        device=device,
+        on_error="raise" if on_error == "stop" else "skip",
+    )
     report = {"samples": str(samples), "reference": str(reference), "gfid": score}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def _warn_about_gfid_folders(samples: Path, reference: Path) -> None:
+    """The warnings of `evaluate_samples`: too few images, or resolutions that differ. A folder
+    that is missing is left to the scoring, which says so."""
+    from PIL import Image
+
+    from mediatok.data import list_images
+
+    counts, sizes = {}, {}
+    for name, folder in (("samples", samples), ("reference", reference)):
+        if not folder.is_dir():
+            return
+        files = list_images(folder, extensions=fid_scores.IMAGE_SUFFIXES)
+        counts[name] = len(files)
+        sizes[name] = Counter()
+        for file in files[:_SIZES_CHECKED]:
+            try:
+                with Image.open(file) as image:
+                    sizes[name][image.size] += 1
+            except Exception:  # unreadable: the scoring reports it
+                continue
+    if min(counts.values()) < GFID_MIN_IMAGES:
+        logger.warning(
+            "gFID of %d samples against %d reference images: below %d images in a folder the "
+            "covariance of the 2048 Inception features is poorly estimated and FID is biased "
+            "upward (published gFIDs use 10,000 or 50,000 samples); compare it only with gFIDs "
+            "of as many images",
+            counts["samples"],
+            counts["reference"],
+            GFID_MIN_IMAGES,
+        )
+    every = set(sizes["samples"]) | set(sizes["reference"])
+    if len(every) > 1:
+
+        def describe(found: Counter) -> str:
+            common = [f"{width}×{height}" for (width, height), _ in found.most_common(3)]
+            more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+            return ", ".join(common) + more if common else "none readable"
+
+        logger.warning(
+            "gFID: the samples are %s but the reference images are %s: both are resized to "
+            "299×299 for the Inception network, so the score measures the difference in "
+            "resolution too; use reference images at the samples' resolution",
+            describe(sizes["samples"]),
+            describe(sizes["reference"]),
+        )

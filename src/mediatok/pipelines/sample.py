@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from mediatok.checkpoint import read_checkpoint
 from mediatok.codecs import Codec, Tokens
 from mediatok.config import check_positive_int, from_dict
 from mediatok.generation import SampleConfig, load_generator, read_generator_run
-from mediatok.modalities import DecodeOptions
+from mediatok.modalities import DecodeOptions, modality_of
 from mediatok.pipelines.common import check_decodes, load_decoding_codec
 from mediatok.pipelines.decode import write_decoded
 from mediatok.runtime import resolve_device
@@ -62,7 +63,7 @@ def sample(
     checkpoint: str | os.PathLike,
     num_samples: int,
     *,
-    label: int | None = None,
+    label: int | str | None = None,
     codec: str | os.PathLike | None = None,
     seed: int = 0,
     batch_size: int = 64,
@@ -75,10 +76,11 @@ def sample(
     Args:
         checkpoint: a generator checkpoint directory.
         num_samples: N.
-        label: class of every sample for a class-conditional generator; None cycles through
-            the classes (0, 1, 2, ...). An unconditional generator refuses one.
+        label: class of every sample for a class-conditional generator, by id or by the name
+            that `mediatok encode --labels` recorded (`class_id`); None cycles through the
+            classes (0, 1, 2, ...). An unconditional generator refuses one.
         codec: codec checkpoint to decode with; None: the one the run recorded, if any.
-        seed: seeds the sampling.
+        seed: seeds the sampling, an integer in [0, 2**64).
         batch_size: samples per `generate` call.
         device: where to sample ("auto", "cpu", "cuda", or a torch.device).
         require_codec: raise unless a codec is known (to write media files).
@@ -94,6 +96,7 @@ def sample(
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"expected num_samples >= 1, got {num_samples}")
     check_positive_int("batch_size", batch_size)
+    check_seed(seed)
     run = read_generator_run(checkpoint)
     config = from_dict(SampleConfig, {**run.sample, **settings}, where="sampling")
     config.check_for(
@@ -106,8 +109,8 @@ def sample(
     num_classes = model.config.num_classes
     if label is not None and not num_classes:
         raise ValueError(f"{checkpoint}: an unconditional generator takes no class, got {label}")
-    if label is not None and not 0 <= label < num_classes:
-        raise ValueError(f"expected a class in [0, {num_classes}), got {label}")
+    names = read_checkpoint(checkpoint, kind="generator").run.get("class_names")
+    label = class_id(label, names, num_classes, checkpoint)
     decoder = _codec(checkpoint, codec, run.codec, run.spec, device, require_codec)
     precision = config.precision
     if precision == "auto":
@@ -168,14 +171,61 @@ def _codec(
     )
 
 
+def class_id(
+    label: int | str | None,
+    names: list[str] | None,
+    num_classes: int,
+    checkpoint: str | os.PathLike = "",
+) -> int | None:
+    """The class id that `label` asks for.
+
+    Args:
+        label: an id, a class name (one of `names`), a string of digits that is not a name (an
+            id typed on the command line), or None.
+        names: the class names the generator's run recorded (`GeneratorRunConfig.class_names`,
+            from the shards' manifest), or None.
+        num_classes: the generator's number of classes.
+        checkpoint: named in the errors.
+
+    Returns:
+        An id in `[0, num_classes)`, or None for None.
+
+    Raises:
+        ValueError: an unknown name (the known ones are listed), or an id out of range.
+    """
+    if label is None:
+        return None
+    if isinstance(label, str):
+        if names is not None and label in names:
+            return names.index(label)
+        if not label.strip().lstrip("-").isdigit():
+            known = f"one of {', '.join(names)}" if names else "an id: the run records no names"
+            raise ValueError(f"{checkpoint}: expected a class name or id, {known}; got {label!r}")
+        label = int(label)
+    if not 0 <= label < num_classes:
+        named = f" ({', '.join(names)})" if names else ""
+        raise ValueError(f"expected a class in [0, {num_classes}){named}, got {label}")
+    return label
+
+
 def batch_seed(seed: int, batch: int) -> int:
     """The 64-bit seed of batch `batch` of a `sample` run seeded with `seed`.
 
     Mixed by numpy's `SeedSequence`, not `seed + batch`: with a sum, seed 1's first batch would
     be seed 0's second, and runs with neighbouring seeds would share samples.
+
+    Raises:
+        ValueError: a seed outside [0, 2**64) (a negative one used to alias seed + 2**64).
     """
-    sequence = np.random.SeedSequence(seed % 2**64, spawn_key=(batch,))
+    check_seed(seed)
+    sequence = np.random.SeedSequence(seed, spawn_key=(batch,))
     return int(sequence.generate_state(1, dtype=np.uint64)[0])
+
+
+def check_seed(seed: int) -> None:
+    """Raise unless `seed` is an integer in [0, 2**64), naming what came."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise ValueError(f"expected a seed, an integer in [0, 2**64), got {seed!r}")
 
 
 def write_samples(
@@ -184,7 +234,8 @@ def write_samples(
     """Write decoded samples as media files into `out` and their tokens into `out/tokens`.
 
     Files are named `sample-00000` (or `class-0003-sample-00000` for a conditional generator).
-    A rerun of the same command skips the tokens already written, so that a killed run
+    The modality's preview goes beside them (`Modality.write_preview`; images: `grid.png`,
+    one row per class when labelled). A rerun of the same command skips the tokens already written, so that a killed run
     finishes; a folder that holds other samples under these names is refused before anything
     is written.
 
@@ -209,7 +260,11 @@ def write_samples(
             f"class-{int(c):04d}-{name}" for c, name in zip(samples.labels, names, strict=True)
         ]
     _check_earlier_samples(out, samples, names)
-    write_decoded(samples.codec, samples.codes, out, names, samples.lengths, options=options)
+    files = write_decoded(
+        samples.codec, samples.codes, out, names, samples.lengths, options=options
+    )
+    labels = None if samples.labels is None else samples.labels.tolist()
+    modality_of(samples.codec).write_preview(out, files, labels)  # grid.png of images
     codec = samples.codec
     with TokenWriter(out / "tokens", codec.token_spec, codec=codec.name) as writer:
         new = [i for i, name in enumerate(names) if name not in writer.done_keys]  # a rerun

@@ -12,6 +12,7 @@ int64 codes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -72,7 +73,16 @@ class FiniteScalarQuantizer(Quantizer):
         size = math.prod(config.levels)
         self.codebook_sizes = (size,)
         self.check_finite = config.check_finite
-        self.fsq = FSQ(
+        # The library's FSQ reads one of its buffers (`.item()`) while it builds, which a build
+        # on the meta device (the config checks build every YAML there) cannot do; its buffers
+        # are a few numbers, so they are made on the CPU then.
+        on_meta = torch.get_default_device().type == "meta"
+        with torch.device("cpu") if on_meta else contextlib.nullcontext():
+            self.fsq = self._build_fsq(FSQ, config)
+        self.usage = CodeUsage(1, size, config.dead_code_after_tokens or 32 * size)
+
+    def _build_fsq(self, fsq_class: type, config: FSQConfig) -> torch.nn.Module:
+        return fsq_class(
             levels=list(config.levels),
             dim=self.dim,
             num_codebooks=1,
@@ -88,7 +98,6 @@ class FiniteScalarQuantizer(Quantizer):
             bound_hard_clamp=False,
             orthogonal_rotation=False,
         )
-        self.usage = CodeUsage(1, size, config.dead_code_after_tokens or 32 * size)
 
     def _quantize(self, latents: torch.Tensor) -> Step:
         quantized, indices = self.fsq(latents.unsqueeze(0))  # (1, N, D), (1, N)

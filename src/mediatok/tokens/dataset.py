@@ -2,8 +2,14 @@
 
 Opening a dataset reads `manifest.json` and every shard's header and small tensors (offsets,
 shapes, labels); codes stay on disk and are memory-mapped on first access, at most
-`max_open_shards` at a time (each map holds a file descriptor). Items are
-`{"codes": LongTensor (sample shape), "label": int, "key": str}`.
+`max_open_shards` at a time (each map holds a file descriptor). The first time a shard is mapped,
+the CRC-32 of its tensors is checked against its header (one read of the shard, once per dataset
+object), so a flipped bit raises a `TokenFileError` naming the shard instead of feeding a wrong
+code to a decoder or a generator. Items are `{"codes": LongTensor (sample shape), "label": int,
+"key": str}`.
+
+A sample that a later shard replaces (a source re-encoded because it changed; the shard's
+`replaces`) is not served: the dataset holds the newest sample of each key only.
 
 For generator training, `pad_collate` pads flattened samples into a batch and `pack` cuts the
 stream of flattened samples, separated by a separator token, into fixed-length blocks.
@@ -46,6 +52,8 @@ class _ShardIndex:
     shapes: np.ndarray  # (n, ndim) int64
     keys: list[str]
     media_lengths: np.ndarray | None = None  # (n,) int64, when the shard records them
+    media_rates: list[float | None] | None = None  # (n,), when the shard records them
+    replaces: dict[str, str] | None = None  # key -> the older shard whose sample it replaces
 
 
 class TokenDataset:
@@ -57,21 +65,25 @@ class TokenDataset:
             accept the stored one.
         max_open_shards: how many shards stay memory-mapped at once (least recently used first
             out); bounds open file descriptors on large datasets.
+        verify_payload: check each shard's CRC-32s the first time it is mapped (reads each
+            shard once; see the module docstring). Off only to measure what it costs.
 
     Attributes:
         spec: the stored `TokenSpec`.
         lengths: `(num_samples,)` int64, tokens per sample.
         labels: `(num_samples,)` int64, or None when the samples have no labels.
+        class_names: what the labels mean (label i is `class_names[i]`), or None.
         media_lengths: `(num_samples,)` int64 source lengths (samples, frames), or None.
         keys: the source key of every sample.
         skipped: `[{"key", "error"}]`, sources the writers could not read.
-        metadata: `format_version`, `codec`, `config_hash`, `checkpoint_sha256`, `source_dir`
-            (the folder the keys are paths in, or None), `num_samples`, `num_tokens` from the
-            manifest.
+        metadata: `format_version`, `codec`, `config_hash`, `checkpoint_sha256`,
+            `class_names`, `source_dir` (the folder the keys are paths in, or None) from the
+            manifest; `num_samples`, `num_tokens` of the live samples.
 
     Raises:
         TokenFileError: no manifest, wrong vocabulary, a listed shard missing or of the wrong
-            size, a shard on disk that no manifest lists, or any damage `read_shard` detects.
+            size, a shard on disk that no manifest lists, a shard that replaces a sample no
+            listed shard holds, or any damage `read_shard` detects.
     """
 
     def __init__(
@@ -80,9 +92,11 @@ class TokenDataset:
         spec: TokenSpec | None = None,
         *,
         max_open_shards: int = 64,
+        verify_payload: bool = True,
     ) -> None:
         self.directory = Path(directory)
         self.max_open_shards = max(1, max_open_shards)
+        self.verify_payload = verify_payload
         manifest_path = self.directory / MANIFEST_NAME
         if not manifest_path.is_file():
             raise TokenFileError(self.directory, _no_manifest_problem(self.directory))
@@ -106,27 +120,50 @@ class TokenDataset:
                 f"num_samples {manifest['num_samples']} but the shards hold {sum(sizes)}",
             )
         self._starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])  # (shards + 1,)
-        self.lengths = np.concatenate(
-            [np.diff(shard.offsets) for shard in self._shards] or [np.zeros(0, np.int64)]
+        # Stored sample number of each live one; None while every stored sample is live.
+        self._live = self._live_samples()
+        self.lengths = self._select(
+            np.concatenate(
+                [np.diff(shard.offsets) for shard in self._shards] or [np.zeros(0, np.int64)]
+            )
         )
         self.labels = None
         if label_arrays and label_arrays[0] is not None:
-            self.labels = np.concatenate(label_arrays)
-        self.keys = [key for shard in self._shards for key in shard.keys]
+            self.labels = self._select(np.concatenate(label_arrays))
+        self.class_names: list[str] | None = manifest["class_names"]
+        keys = [key for shard in self._shards for key in shard.keys]
+        self.keys = keys if self._live is None else [keys[i] for i in self._live.tolist()]
         media = [shard.media_lengths for shard in self._shards]
         if len({lengths is None for lengths in media}) > 1:
             raise TokenFileError(self.directory, "some shards have media lengths and some not")
-        self.media_lengths = np.concatenate(media) if media and media[0] is not None else None
+        self.media_lengths = None
+        if media and media[0] is not None:
+            self.media_lengths = self._select(np.concatenate(media))
+        self.media_rates = None  # (num_samples,) float64, NaN where a sample records none
+        if any(shard.media_rates is not None for shard in self._shards):
+            rates = [
+                np.nan if rate is None else rate
+                for shard in self._shards
+                for rate in (shard.media_rates or [None] * len(shard.keys))
+            ]
+            self.media_rates = self._select(np.array(rates, dtype=np.float64))
         self.skipped: list[dict[str, str]] = manifest["skipped"]
         self.metadata = {
             name: manifest[name]
-            for name in ("format_version", "codec", "config_hash", "checkpoint_sha256")
+            for name in (
+                "format_version",
+                "codec",
+                "config_hash",
+                "checkpoint_sha256",
+                "class_names",
+            )
         } | {
             SOURCE_FIELD: manifest.get(SOURCE_FIELD),
             "num_samples": len(self.keys),
             "num_tokens": int(self.lengths.sum()),
         }
         self._open: OrderedDict[int, np.ndarray] = OrderedDict()  # shard number -> codes map
+        self._verified: set[int] = set()  # shards whose CRC-32s were checked
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -139,8 +176,9 @@ class TokenDataset:
 
         Returns:
             `{"codes": LongTensor of the sample's token shape, "key": str}` plus `"label": int`
-            when the dataset has labels and `"media_length": int` (the source's length in
-            samples or frames) when the shards record it.
+            when the dataset has labels, `"media_length": int` (the source's length in
+            samples or frames) and `"media_rate": float` (a video's frames per second) when the
+            shards record them.
         """
         index = self._normalize(index)
         item: dict[str, Any] = {
@@ -151,6 +189,8 @@ class TokenDataset:
             item["label"] = int(self.labels[index])
         if self.media_lengths is not None:
             item["media_length"] = int(self.media_lengths[index])
+        if self.media_rates is not None and not np.isnan(self.media_rates[index]):
+            item["media_rate"] = float(self.media_rates[index])
         return item
 
     def sample_codes(self, index: int) -> np.ndarray:
@@ -162,9 +202,7 @@ class TokenDataset:
         Returns:
             Read-only array of the sample's token shape, dtype `spec.code_dtype`.
         """
-        index = self._normalize(index)
-        number = int(np.searchsorted(self._starts, index, side="right")) - 1
-        local = index - int(self._starts[number])
+        number, local = self._locate(index)
         shard = self._shards[number]
         start, end = shard.offsets[local], shard.offsets[local + 1]
         return self._codes(number)[start:end].reshape(tuple(shard.shapes[local]))
@@ -193,8 +231,7 @@ class TokenDataset:
                 continue
             problem = _codes_problem(_levels(codes, self.spec), self.keys[index], vocab_sizes)
             if problem is not None:
-                index = self._normalize(index)
-                number = int(np.searchsorted(self._starts, index, side="right")) - 1
+                number, _ = self._locate(index)
                 raise TokenFileError(
                     self._shards[number].path,
                     f"{problem}: the shard is damaged; run TokenDataset({str(self.directory)!r})"
@@ -202,11 +239,13 @@ class TokenDataset:
                 )
 
     def verify(self) -> None:
-        """Full scan: recompute every shard's sha256 and check every code against the vocabulary.
+        """Full scan: recompute every shard's sha256 and CRC-32s and check every code against
+        the vocabulary, and that no key has two live samples.
 
         Raises:
-            TokenFileError: naming the first shard whose hash differs from the manifest, or whose
-                codes fall outside `[0, vocab size)` of their level (with the sample's key).
+            TokenFileError: naming the first shard whose hash differs from the manifest or whose
+                checksums differ from its header, or whose codes fall outside `[0, vocab size)`
+                of their level (with the sample's key).
         """
         for shard in self._shards:
             digest = file_sha256(shard.path)
@@ -215,7 +254,7 @@ class TokenDataset:
                     shard.path,
                     f"sha256 mismatch: manifest says {shard.entry['sha256']}, file has {digest}",
                 )
-            data = read_shard(shard.path, self.spec)
+            data = read_shard(shard.path, self.spec, verify_payload=True)
             _check_shard_codes(data.codes, shard, self.spec)
         if len(set(self.keys)) != len(self.keys):
             raise TokenFileError(self.directory, "the same source key appears in several samples")
@@ -232,12 +271,64 @@ class TokenDataset:
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         return index % len(self)
 
+    def _locate(self, index: int) -> tuple[int, int]:
+        """(shard number, sample number in it) of live sample `index`."""
+        index = self._normalize(index)
+        if self._live is not None:
+            index = int(self._live[index])
+        number = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return number, index - int(self._starts[number])
+
+    def _select(self, values: np.ndarray) -> np.ndarray:
+        """The live samples' entries of a per-stored-sample array."""
+        return values if self._live is None else values[self._live]
+
+    def _live_samples(self) -> np.ndarray | None:
+        """Stored sample numbers of the live samples (those no later shard replaces), `(n,)`
+        int64; None when all are live."""
+        numbers = {shard.path.name: number for number, shard in enumerate(self._shards)}
+        positions: dict[int, dict[str, int]] = {}  # shard number -> key -> sample in it
+        replaced: set[int] = set()
+        for shard in self._shards:
+            for key, old in shard.replaces.items():
+                target = numbers.get(old)
+                if target is None:
+                    raise TokenFileError(
+                        shard.path,
+                        f"replaces the sample of {key!r} in {old}, which {MANIFEST_NAME} does "
+                        "not list",
+                    )
+                if target not in positions:
+                    keys = self._shards[target].keys
+                    positions[target] = {name: i for i, name in enumerate(keys)}
+                if key not in positions[target]:
+                    raise TokenFileError(
+                        shard.path, f"replaces the sample of {key!r} in {old}, which holds none"
+                    )
+                stored = int(self._starts[target]) + positions[target][key]
+                if stored in replaced:
+                    raise TokenFileError(
+                        shard.path,
+                        f"replaces the sample of {key!r} in {old}, which another shard replaces "
+                        "too: the key would have two live samples",
+                    )
+                replaced.add(stored)
+        if not replaced:
+            return None
+        return np.setdiff1d(
+            np.arange(int(self._starts[-1]), dtype=np.int64), np.fromiter(replaced, np.int64)
+        )
+
     def _codes(self, number: int) -> np.ndarray:
-        """The memory-mapped codes of shard `number`, opening it if needed (LRU)."""
+        """The memory-mapped codes of shard `number`, opening it if needed (LRU); its payload
+        checksums are checked the first time."""
         if number in self._open:
             self._open.move_to_end(number)
         else:
-            self._open[number] = read_shard(self._shards[number].path, self.spec).codes
+            verify = self.verify_payload and number not in self._verified
+            shard = read_shard(self._shards[number].path, self.spec, verify_payload=verify)
+            self._verified.add(number)
+            self._open[number] = shard.codes
             while len(self._open) > self.max_open_shards:
                 self._open.popitem(last=False)
         return self._open[number]
@@ -285,6 +376,8 @@ class TokenDataset:
         # Copies, so that the index does not keep the file mapped.
         index = _ShardIndex(path, entry, np.array(data.offsets), np.array(data.shapes), data.keys)
         index.media_lengths = None if data.media_lengths is None else np.array(data.media_lengths)
+        index.media_rates = data.metadata["media_rates"]
+        index.replaces = data.replaces
         return index, labels
 
 

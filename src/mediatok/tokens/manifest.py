@@ -5,19 +5,22 @@ tokens/
   shard-r000-00000.safetensors   shard-r000-00001.safetensors   shard-r001-00000.safetensors ...
   manifest-r000.json  manifest-r001.json     # one per rank, rewritten atomically after each shard
   manifest.json                              # merge_manifests(): what TokenDataset opens
+  .lock-r000  .lock-r001                     # held by the live writer of each rank (writer.py)
 ```
 
 A part manifest holds the writer's identity (`spec`, `codec`, `config_hash`,
-`checkpoint_sha256`), its `rank`, `world_size`, whether the writer was `complete`ly closed, its
-`shards` (`file`, `num_samples`, `num_tokens`, `bytes`, `sha256`) and the `skipped` sources
-(`key`, `error`), and optionally `source_dir`, the folder the keys are paths in (`mediatok
-encode`'s input, resolved). The merged manifest holds the identity, `source_dir`,
-`num_samples`, `num_tokens` and the shards and skipped sources of every rank.
+`checkpoint_sha256`, `class_names`), its `rank`, `world_size`, whether the writer was
+`complete`ly closed, its `shards` (`file`, `num_samples`, `num_tokens`, `bytes`, `sha256`) and
+the `skipped` sources (`key`, `error`), and optionally `source_dir`, the folder the keys are paths
+in (`mediatok encode`'s input, resolved). The merged manifest holds the identity, `source_dir`,
+`num_samples`, `num_tokens` and the shards and skipped sources of every rank. `num_samples` and
+`num_tokens` count what the shards store, samples that a re-encode replaced included (see
+`shards.py`, `replaces`); `TokenDataset` serves only the live ones.
 
 A directory may be resumed by a job with another number of ranks. Every job has a rank 0, so
 rank 0's part manifest gives the world size of the last job; part manifests of higher ranks are
 left by an earlier job with more ranks. Their shards are whole and are kept, closed or not: the
-later job skipped every key that any shard holds (`writer.written_keys`) and wrote the rest.
+later job skipped every key that any shard holds (`written.written_keys`) and wrote the rest.
 """
 
 from __future__ import annotations
@@ -54,8 +57,9 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.json"
-# What must agree between every shard and manifest of one directory.
-IDENTITY_FIELDS = ("spec", "codec", "config_hash", "checkpoint_sha256")
+# What must agree between every shard and manifest of one directory. `class_names` too: label i
+# means class_names[i], so a rerun with other classes (a class folder added) would mix ids.
+IDENTITY_FIELDS = ("spec", "codec", "config_hash", "checkpoint_sha256", "class_names")
 # Optional (absent in directories written before it, or by a writer given no source folder).
 SOURCE_FIELD = "source_dir"
 _PART_FIELDS = ("rank", "world_size", "complete", "shards", "skipped")
@@ -133,6 +137,11 @@ def _check_field_types(path: Path, manifest: dict[str, Any], *, part: bool) -> N
     def text_or_none(value: Any) -> bool:
         return value is None or isinstance(value, str)
 
+    def names_or_none(value: Any) -> bool:
+        return value is None or (
+            isinstance(value, list) and all(isinstance(name, str) for name in value)
+        )
+
     def file_name(value: Any) -> bool:  # a name in the directory, never a path out of it
         return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value
 
@@ -141,6 +150,7 @@ def _check_field_types(path: Path, manifest: dict[str, Any], *, part: bool) -> N
         "codec": (text_or_none, "a string or null"),
         "config_hash": (text_or_none, "a string or null"),
         "checkpoint_sha256": (text_or_none, "a string or null"),
+        "class_names": (names_or_none, "a list of strings or null"),
         SOURCE_FIELD: (text_or_none, "a string or null"),
         "shards": (lambda value: isinstance(value, list), "a list"),
         "skipped": (lambda value: isinstance(value, list), "a list"),
@@ -197,8 +207,27 @@ def identity_differences(existing: dict[str, Any], new: dict[str, Any]) -> list[
         if old_value != new_value:
             if name == "spec":
                 old_value, new_value = old_value.to_dict(), new_value.to_dict()
+            if name == "class_names":
+                differences.append(_class_names_difference(old_value, new_value))
+                continue
             differences.append(f"{name} {old_value!r} vs {new_value!r}")
     return differences
+
+
+def _class_names_difference(old: list[str] | None, new: list[str] | None) -> str:
+    """`class_names` of both sides, shortened for a thousand ImageNet classes, and why they
+    must agree."""
+
+    def short(names: list[str] | None) -> str:
+        if names is None or len(names) <= 8:
+            return repr(names)
+        return f"{len(names)} classes [{', '.join(map(repr, names[:3]))}, ...]"
+
+    text = f"class_names {short(old)} vs {short(new)}"
+    if old is not None and new is not None:
+        added, removed = sorted(set(new) - set(old)), sorted(set(old) - set(new))
+        text += f" (added {added[:5]}, removed {removed[:5]})" if added or removed else ""
+    return text + " (a label is an index of the class names: other classes renumber them)"
 
 
 def last_job_problems(paths: list[Path], parts: list[dict[str, Any]]) -> tuple[int, list[str]]:
@@ -249,8 +278,8 @@ def merge_manifests(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         TokenFileError: no part manifests; parts that disagree on spec, codec, config hash,
-            checkpoint or source folder; a rank of the last job missing or not closed; a listed
-            shard missing on disk; a damaged shard of an earlier job.
+            checkpoint, class names or source folder; a rank of the last job missing or not
+            closed; a listed shard missing on disk; a damaged shard of an earlier job.
     """
     directory = Path(directory)
     paths = part_manifest_paths(directory)
@@ -292,6 +321,7 @@ def merge_manifests(directory: str | os.PathLike[str]) -> dict[str, Any]:
         "codec": first["codec"],
         "config_hash": first["config_hash"],
         "checkpoint_sha256": first["checkpoint_sha256"],
+        "class_names": first["class_names"],
         SOURCE_FIELD: sources[0] if sources else None,
         "num_samples": sum(entry["num_samples"] for entry in shards),
         "num_tokens": sum(entry["num_tokens"] for entry in shards),
@@ -335,7 +365,7 @@ def _earlier_job_orphans(
         parsed = shard_index(path.name)
         if parsed is None or parsed[0] < world_size or path.name in listed:
             continue
-        shard = read_shard(path, identity["spec"])
+        shard = read_shard(path, identity["spec"], verify_payload=True)  # whole, being read
         differences = shard_differences(shard, identity, parsed[0])
         if differences:
             raise TokenFileError(

@@ -16,7 +16,16 @@ import numpy as np
 
 from mediatok.tokens.spec import TokenSpec
 
-__all__ = ["Sample", "check_codes", "check_label", "to_numpy", "trim"]
+__all__ = [
+    "Sample",
+    "check_codes",
+    "check_label",
+    "check_media_length",
+    "check_media_rate",
+    "check_source_stats",
+    "to_numpy",
+    "trim",
+]
 
 
 @dataclass
@@ -28,6 +37,9 @@ class Sample:
     label: int | None
     key: str
     media_length: int | None = None  # the source's length in samples/frames, or None
+    media_rate: float | None = None  # the source's frames per second (video), or None
+    source_stats: tuple[int, int] | None = None  # (size, mtime_ns) of the source file, or None
+    replaces: str | None = None  # the shard file whose sample of this key this one replaces
 
 
 def to_numpy(array: Any) -> np.ndarray:
@@ -93,6 +105,39 @@ def check_media_length(length: Any) -> int | None:
     if value < 0:
         raise ValueError(f"expected a media length >= 0, got {length!r}")
     return value
+
+
+def check_media_rate(rate: Any) -> float | None:
+    """A source's rate (a video's frames per second) as a finite Python float > 0, or None."""
+    if rate is None:
+        return None
+    try:
+        value = float(rate)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a media rate (a number > 0), got {rate!r}") from None
+    if not (0 < value < float("inf")):
+        raise ValueError(f"expected a finite media rate > 0, got {rate!r}")
+    return value
+
+
+def check_source_stats(stats: Any) -> tuple[int, int] | None:
+    """A source's `(size in bytes, mtime in ns)` as two Python ints, or None.
+
+    Raises:
+        ValueError: anything but a pair of integers with a size >= 0.
+    """
+    if stats is None:
+        return None
+    try:
+        size, mtime_ns = stats
+        size, mtime_ns = operator.index(size), operator.index(mtime_ns)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"expected source_stats (size, mtime_ns) integers, got {stats!r}"
+        ) from None
+    if size < 0:
+        raise ValueError(f"expected a source size >= 0, got {size}")
+    return size, mtime_ns
 
 
 def trim(codes: np.ndarray, length: Any, spec: TokenSpec) -> np.ndarray:

@@ -13,8 +13,25 @@ A shard holds N samples as tensors:
   token count gives only to within a hop.
 
 The safetensors `__metadata__` holds one key, `"mediatok"`, whose value is a JSON object:
-`format_version`, `spec` (`TokenSpec.to_dict()`), `codec`, `config_hash`, `checkpoint_sha256`,
-`keys` (one source key per sample) and `rank`.
+
+- `format_version`, `spec` (`TokenSpec.to_dict()`), `codec`, `config_hash`,
+  `checkpoint_sha256`, `class_names` (the label names, label i is `class_names[i]`, or null);
+- `keys`: one source key per sample; `rank`: the writer's rank;
+- `source_stats`: per sample `[size in bytes, mtime in ns]` of its source file when it was
+  encoded, or null (for the sample, or for the whole shard), so that a rerun re-encodes a source
+  that changed;
+- `media_rates`: per sample the source's rate (a video's frames per second) or null, or null for
+  the whole shard, so that decoding writes a video back at its source's rate;
+- `replaces`: `{key: shard file name}` for the samples of this shard that replace an older
+  sample of the same key in that (older) shard: a source re-encoded because it changed. Readers
+  drop the replaced sample, so a directory holds one live sample per key. The record lives in
+  the new shard itself, so a shard adopted after a kill (renamed, not yet in a manifest) still
+  says what it replaces;
+- `crc32`: `{"metadata": CRC-32 of this object without `crc32` (JSON, sorted keys, no spaces),
+  and one CRC-32 per tensor, of its bytes}`. The metadata's is checked on every open (it guards
+  the keys, which no other check covers); the tensors' when asked (`verify_payload=True`), which
+  `TokenDataset` does the first time it maps a shard: a flipped bit in the codes is an error
+  naming the shard, not a wrong token handed to a decoder or a generator.
 
 We parse the safetensors header ourselves (8-byte little-endian length, JSON, data) rather than
 call `safetensors.safe_open`, so that damage is reported as a `TokenFileError` naming the file and
@@ -30,6 +47,7 @@ import json
 import math
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,9 +66,24 @@ __all__ = [
     "write_shard",
 ]
 
-FORMAT_VERSION = 1
+# 2: class names, source stats, replaced samples and CRC-32 checksums (nothing was released at
+# 1, so a shard of version 1 is refused like any other version, not read).
+FORMAT_VERSION = 2
 METADATA_KEY = "mediatok"
-_METADATA_FIELDS = ("format_version", "spec", "codec", "config_hash", "checkpoint_sha256", "keys")
+_METADATA_FIELDS = (
+    "format_version",
+    "spec",
+    "codec",
+    "config_hash",
+    "checkpoint_sha256",
+    "class_names",
+    "keys",
+    "source_stats",
+    "media_rates",
+    "replaces",
+    "crc32",
+)
+CHECKSUM_FIELD = "crc32"
 # No sane shard header (a few bytes per key) comes near this; a larger length field is damage.
 _MAX_HEADER_BYTES = 1 << 30
 # safetensors dtype names; stored little-endian whatever the machine.
@@ -105,7 +138,7 @@ class ShardData:
         labels: `(N,)` int64, or None when the shard has no labels.
         media_lengths: `(N,)` int64 source lengths, or None.
         metadata: the `"mediatok"` metadata object (format_version, spec, codec, config_hash,
-            checkpoint_sha256, keys, rank).
+            checkpoint_sha256, class_names, keys, source_stats, replaces, crc32, rank).
     """
 
     path: Path
@@ -121,6 +154,25 @@ class ShardData:
     def keys(self) -> list[str]:
         """Source key of each sample, `(N,)`."""
         return self.metadata["keys"]
+
+    @property
+    def source_stats(self) -> list[tuple[int, int] | None]:
+        """Per sample, `(size, mtime_ns)` of its source file when it was encoded, or None."""
+        stats = self.metadata["source_stats"]
+        if stats is None:
+            return [None] * len(self)
+        return [None if entry is None else (entry[0], entry[1]) for entry in stats]
+
+    @property
+    def media_rates(self) -> list[float | None]:
+        """Per sample, its source's rate (a video's frames per second), or None."""
+        rates = self.metadata["media_rates"]
+        return [None] * len(self) if rates is None else list(rates)
+
+    @property
+    def replaces(self) -> dict[str, str]:
+        """`{key: older shard file name}`: the samples this shard's samples replace."""
+        return self.metadata["replaces"]
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -138,18 +190,23 @@ class ShardData:
         return self.codes[start:end].reshape(tuple(self.shapes[index]))
 
 
-def read_shard(path: str | os.PathLike[str], spec: TokenSpec | None = None) -> ShardData:
+def read_shard(
+    path: str | os.PathLike[str], spec: TokenSpec | None = None, *, verify_payload: bool = False
+) -> ShardData:
     """Open a shard zero-copy and check it.
 
     Checks: the file is as long as its header says (truncation), the header is valid JSON with
-    every field (corruption), the format version, the vocabulary against `spec`, the dtypes and
-    shapes of every tensor, and that offsets start at 0, never decrease, end at `len(codes)` and
-    agree with `shapes`. Codes are not scanned; `TokenDataset.verify` does that.
+    every field (corruption), the format version, the metadata's checksum, the vocabulary against
+    `spec`, the dtypes and shapes of every tensor, and that offsets start at 0, never decrease,
+    end at `len(codes)` and agree with `shapes`. With `verify_payload`, also every tensor's
+    CRC-32 (this reads the whole file). Codes are not compared with the vocabulary;
+    `TokenDataset.verify` does that.
 
     Args:
         path: the `.safetensors` shard.
         spec: the spec the caller expects; only vocabulary sizes and layout must match (order and
             geometry are taken from the file). None accepts any spec.
+        verify_payload: check the CRC-32 of every tensor's bytes against the header's.
 
     Returns:
         The opened shard; its arrays are views of one read-only memory map of the file.
@@ -201,6 +258,16 @@ def read_shard(path: str | os.PathLike[str], spec: TokenSpec | None = None) -> S
         )
     if np.any(shapes < 0) or not np.array_equal(np.prod(shapes, axis=1), np.diff(offsets)):
         raise TokenFileError(path, "bad shapes: sample shapes do not match the offsets")
+    checksums = metadata[CHECKSUM_FIELD]
+    if set(checksums) - {"metadata"} != set(arrays):
+        raise TokenFileError(
+            path,
+            f"corrupted header: expected a checksum for each of the tensors {sorted(arrays)}, "
+            f"got checksums for {sorted(set(checksums) - {'metadata'})}",
+        )
+    if verify_payload:
+        for name, array in arrays.items():
+            _check_payload(path, name, array, checksums[name])
     return ShardData(
         path=path,
         spec=stored_spec,
@@ -259,20 +326,132 @@ def _parse_metadata(path: Path, header: dict[str, Any]) -> dict[str, Any]:
         raise TokenFileError(path, f"corrupted header: metadata is not JSON ({error})") from None
     if not isinstance(metadata, dict):
         raise TokenFileError(path, "corrupted header: metadata is not a JSON object")
+    # The version first: a shard of another version is refused as such, not for the fields it
+    # lacks.
+    version = metadata.get("format_version")
+    if "format_version" in metadata and version != FORMAT_VERSION:
+        raise TokenFileError(path, f"expected format version {FORMAT_VERSION}, got {version!r}")
     missing = [name for name in _METADATA_FIELDS if name not in metadata]
     if missing:
         raise TokenFileError(path, f"corrupted header: metadata is missing {missing}")
-    version = metadata["format_version"]
-    if version != FORMAT_VERSION:
-        raise TokenFileError(path, f"expected format version {FORMAT_VERSION}, got {version!r}")
+    checksums = metadata[CHECKSUM_FIELD]
+    if not isinstance(checksums, dict) or not all(
+        isinstance(value, int) and not isinstance(value, bool) for value in checksums.values()
+    ):
+        raise TokenFileError(path, f"corrupted header: bad checksums {checksums!r}")
+    recorded, computed = checksums.get("metadata"), metadata_crc32(metadata)
+    if recorded != computed:
+        raise TokenFileError(
+            path,
+            f"metadata checksum mismatch: the header records crc32 {_hex(recorded)}, its "
+            f"metadata has {_hex(computed)}; {_DAMAGED}",
+        )
     keys = metadata["keys"]
     if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
         raise TokenFileError(path, "corrupted header: metadata keys are not a list of strings")
+    _check_sample_fields(path, metadata, len(keys))
     try:
         metadata["spec"] = TokenSpec.from_dict(metadata["spec"])
     except ValueError as error:
         raise TokenFileError(path, f"corrupted header: bad spec ({error})") from None
     return metadata
+
+
+# What a damaged file calls for: a re-encode cannot repair it in place (its keys count as done).
+_DAMAGED = (
+    "the file is damaged (a flipped bit on disk or in a copy); restore it from a good copy, or "
+    "encode its sources again into a new directory"
+)
+
+
+def _hex(value: Any) -> str:
+    return f"{value:08x}" if isinstance(value, int) else repr(value)
+
+
+def metadata_crc32(metadata: dict[str, Any]) -> int:
+    """CRC-32 of a shard's metadata without its `crc32` field: of its JSON with sorted keys and
+    no spaces, which a JSON round trip leaves as it was (so the reader recomputes the writer's).
+
+    Args:
+        metadata: the plain-JSON metadata object (`spec` as a dict or a `TokenSpec`).
+    """
+    body = {name: value for name, value in metadata.items() if name != CHECKSUM_FIELD}
+    if isinstance(body.get("spec"), TokenSpec):
+        body["spec"] = body["spec"].to_dict()
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def _check_sample_fields(path: Path, metadata: dict[str, Any], num_samples: int) -> None:
+    """Check the types of `class_names`, `source_stats`, `media_rates` and `replaces`."""
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    names = metadata["class_names"]
+    if names is not None and not (
+        isinstance(names, list) and all(isinstance(name, str) for name in names)
+    ):
+        raise TokenFileError(path, f"corrupted header: bad class_names {names!r}")
+    stats = metadata["source_stats"]
+    if stats is not None and not (
+        isinstance(stats, list)
+        and len(stats) == num_samples
+        and all(
+            entry is None
+            or (isinstance(entry, list) and len(entry) == 2 and all(map(integer, entry)))
+            for entry in stats
+        )
+    ):
+        raise TokenFileError(
+            path,
+            f"corrupted header: expected source_stats null or {num_samples} entries of "
+            "[size, mtime_ns] or null",
+        )
+    rates = metadata["media_rates"]
+    if rates is not None and not (
+        isinstance(rates, list)
+        and len(rates) == num_samples
+        and all(
+            rate is None
+            or (
+                isinstance(rate, int | float) and not isinstance(rate, bool) and 0 < rate < math.inf
+            )
+            for rate in rates
+        )
+    ):
+        raise TokenFileError(
+            path,
+            f"corrupted header: expected media_rates null or {num_samples} numbers > 0 or null",
+        )
+    replaces = metadata["replaces"]
+    if not isinstance(replaces, dict) or not all(
+        isinstance(name, str) and name not in ("", ".", "..", path.name) and "/" not in name
+        for name in replaces.values()
+    ):
+        raise TokenFileError(
+            path,
+            f"corrupted header: expected replaces to map keys to other shard files, got "
+            f"{replaces!r}",
+        )
+    unknown = set(replaces) - set(metadata["keys"]) if replaces else set()
+    if unknown:
+        raise TokenFileError(
+            path,
+            f"corrupted header: replaces names keys this shard does not hold: "
+            f"{sorted(unknown)[:5]}",
+        )
+
+
+def _check_payload(path: Path, name: str, array: np.ndarray, recorded: int) -> None:
+    """Raise TokenFileError unless the CRC-32 of `array`'s bytes is `recorded`."""
+    computed = zlib.crc32(np.ascontiguousarray(array).view(np.uint8))
+    if computed != recorded:
+        raise TokenFileError(
+            path,
+            f"payload checksum mismatch: {name!r} has crc32 {_hex(computed)}, the header "
+            f"records {_hex(recorded)}; {_DAMAGED}",
+        )
 
 
 def _tensor_view(
@@ -314,7 +493,8 @@ def write_shard(
         offsets: `(N + 1,)` int64.
         shapes: `(N, ndim)` int64.
         labels: `(N,)` int64 or None.
-        metadata: the `"mediatok"` metadata object (plain JSON).
+        metadata: the `"mediatok"` metadata object (plain JSON) without `crc32`, which is
+            computed here.
         media_lengths: `(N,)` int64 or None.
 
     Returns:
@@ -327,6 +507,14 @@ def write_shard(
         tensors["labels"] = labels
     if media_lengths is not None:
         tensors["media_lengths"] = media_lengths
+    # Little-endian, as safetensors stores them, so the reader's CRC of the mapped bytes matches.
+    tensors = {
+        name: np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        for name, array in tensors.items()
+    }
+    checksums = {"metadata": metadata_crc32(metadata)}
+    checksums |= {name: zlib.crc32(array.view(np.uint8)) for name, array in tensors.items()}
+    metadata = {**metadata, CHECKSUM_FIELD: checksums}
     # Serialized here and written with `open`, not `save_file`, which creates its file with
     # mode 0600 whatever the umask: shards get the mode of any other file (0644 under umask 022).
     data = save(tensors, metadata={METADATA_KEY: json.dumps(metadata)})

@@ -9,6 +9,14 @@ Resume: a writer opened on a directory that already holds this rank's shards loa
 `done_keys` tells the caller which inputs to skip; a shard renamed into place but missing from the
 part manifest (killed between the two) is checked and adopted; leftover temporary files are
 deleted.
+
+One writer per rank at a time: a writer holds its rank's lock file (`lock.py`) while it is open,
+and a second one is refused with `TokenWriterBusy` before it touches anything.
+
+Replacing: a sample added with `replaces=SHARD` (the shard that holds the key's current sample,
+as `written.written_samples` reports it) supersedes that older sample; the new shard records it,
+and readers see only the newest sample of each key. `mediatok encode` does this for a source
+that changed since it was encoded (its `source_stats`, size and mtime, differ).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from mediatok.tokens.lock import RankLock
 from mediatok.tokens.manifest import (
     MANIFEST_NAME,
     SOURCE_FIELD,
@@ -39,6 +48,8 @@ from mediatok.tokens.samples import (
     check_codes,
     check_label,
     check_media_length,
+    check_media_rate,
+    check_source_stats,
     to_numpy,
     trim,
 )
@@ -52,7 +63,7 @@ from mediatok.tokens.shards import (
 )
 from mediatok.tokens.spec import TokenSpec
 
-__all__ = ["TokenWriter", "written_keys"]
+__all__ = ["TokenWriter"]
 
 
 class TokenWriter:
@@ -69,11 +80,15 @@ class TokenWriter:
         world_size: number of writer ranks; with 1, `close()` also writes `manifest.json`.
         source_dir: the folder that the keys are paths in (`mediatok encode`'s input), recorded
             in the manifests; None when the keys are not paths (or not said).
+        class_names: what the labels mean, label i is `class_names[i]` (distinct strings), or
+            None. With names, every sample needs a label in `[0, len(class_names))`.
 
     Raises:
         ValueError: bad arguments, a directory path that is an existing file, or a directory
-            that holds tokens of another spec, codec, config hash or checkpoint, or keys of
-            another source folder (the message names the directory and both values).
+            that holds tokens of another spec, codec, config hash, checkpoint or class names, or
+            keys of another source folder (the message names the directory and both values).
+        TokenWriterBusy: (a `TokenFileError`) another open writer holds this rank of the
+            directory, in this process or another.
         TokenFileError: this rank's existing shards are damaged or missing.
 
     Example:
@@ -95,6 +110,7 @@ class TokenWriter:
         rank: int = 0,
         world_size: int = 1,
         source_dir: str | os.PathLike[str] | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         if not isinstance(spec, TokenSpec):
             raise TypeError(f"expected spec to be a TokenSpec, got {type(spec).__name__}")
@@ -117,6 +133,7 @@ class TokenWriter:
                 f"expected source_dir to be a path or None, got {type(source_dir).__name__}"
             )
         self.source_dir = None if source_dir is None else str(Path(source_dir))
+        self.class_names = _check_class_names(class_names)
         self.rank = rank
         self.world_size = world_size
         self.shard_size = shard_size
@@ -125,11 +142,13 @@ class TokenWriter:
             "codec": codec,
             "config_hash": config_hash,
             "checkpoint_sha256": checkpoint_sha256,
+            "class_names": self.class_names,
         }
         self._shards: list[dict[str, Any]] = []  # this rank's part-manifest entries
         self._skipped: dict[str, str] = {}  # key -> error, in the order they came
-        self._done_keys: set[str] = set()  # keys in flushed shards
+        self._done: dict[str, str] = {}  # key in a flushed shard -> that shard's file name
         self._done_view: frozenset[str] | None = None
+        self._foreign: dict[str, frozenset[str]] = {}  # other shards' keys, for `replaces`
         self._pending: list[Sample] = []
         self._pending_keys: set[str] = set()
         self._has_labels: bool | None = None  # decided by the first sample
@@ -137,10 +156,17 @@ class TokenWriter:
         self._next_index = 0
         self._closed = False
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._remove_temporary_files()
-        self._check_other_manifests()
-        self._resume()
-        self._count = len(self._done_keys)  # running counter for default keys
+        # Before anything is read or deleted: the temporary files are another live writer's.
+        self._lock = RankLock(self.directory, rank)
+        self._lock.acquire()
+        try:
+            self._remove_temporary_files()
+            self._check_other_manifests()
+            self._resume()
+        except BaseException:
+            self._lock.release()
+            raise
+        self._count = len(self._done)  # running counter for default keys
 
     # ---------------------------------------------------------------------------------------
     # public API
@@ -149,7 +175,7 @@ class TokenWriter:
     def done_keys(self) -> frozenset[str]:
         """Keys of the samples already flushed to shards (by this rank), including earlier runs."""
         if self._done_view is None:
-            self._done_view = frozenset(self._done_keys)
+            self._done_view = frozenset(self._done)
         return self._done_view
 
     def add(
@@ -158,6 +184,10 @@ class TokenWriter:
         label: int | None = None,
         key: str | None = None,
         media_length: int | None = None,
+        *,
+        source_stats: tuple[int, int] | None = None,
+        replaces: str | None = None,
+        media_rate: float | None = None,
     ) -> None:
         """Add one sample.
 
@@ -170,14 +200,24 @@ class TokenWriter:
             media_length: the source's length in the codec's units (audio samples at the
                 codec's rate), so decoding restores its exact duration; None if not recorded.
                 Like labels: every sample of a directory has one or none does.
+            source_stats: `(size in bytes, mtime in ns)` of the source file, taken before it
+                was read, so that a rerun can tell a changed source; None if not a file.
+            replaces: the shard file that holds this key's current sample, which this one
+                replaces (`written.written_samples(directory)[key].file`); None for a new key.
+            media_rate: the source's rate (a video's frames per second), so that decoding
+                writes it back at that rate; None if not recorded.
 
         Raises:
             ValueError: float codes, a wrong number of axes or levels, codes out of
-                `[0, vocab_size)` of their level, a duplicate key, labels on some samples only.
+                `[0, vocab_size)` of their level, a key already written (and not replaced) or
+                one `replaces` does not hold, labels on some samples only, a label out of
+                `class_names`.
         """
         self._check_open()
-        sample = self._prepare(codes, label, key, self._count, media_length)
-        self._check_new_keys([sample.key])
+        sample = self._prepare(
+            codes, label, key, self._count, media_length, source_stats, replaces, media_rate
+        )
+        self._check_new_keys([sample])
         self._append([sample])
 
     def add_batch(
@@ -187,6 +227,10 @@ class TokenWriter:
         keys: Sequence[str] | None = None,
         lengths: Any = None,
         media_lengths: Any = None,
+        *,
+        source_stats: Sequence[tuple[int, int] | None] | None = None,
+        replaces: Sequence[str | None] | None = None,
+        media_rates: Any = None,
     ) -> None:
         """Add a batch of samples; all of them or, on an error, none.
 
@@ -199,6 +243,9 @@ class TokenWriter:
                 T for `"Q T"` and `"T H W"`, H for `"H W"`): for variable-length codecs whose
                 batch is padded.
             media_lengths: `(B,)` source lengths (see `add`), or None.
+            source_stats: B `(size, mtime_ns)` pairs or Nones (see `add`), or None.
+            replaces: B shard file names or Nones (see `add`), or None.
+            media_rates: `(B,)` source rates (see `add`), or None.
 
         Raises:
             ValueError: as `add`, or arguments whose batch sizes disagree.
@@ -217,11 +264,16 @@ class TokenWriter:
             lengths = to_numpy(lengths).reshape(-1)
         if media_lengths is not None:
             media_lengths = to_numpy(media_lengths).reshape(-1)
+        if media_rates is not None:
+            media_rates = to_numpy(media_rates).reshape(-1)
         per_sample = {
             "labels": labels,
             "keys": keys,
             "lengths": lengths,
             "media_lengths": media_lengths,
+            "source_stats": source_stats,
+            "replaces": replaces,
+            "media_rates": media_rates,
         }
         for name, values in per_sample.items():
             if values is not None and len(values) != batch_size:
@@ -238,9 +290,12 @@ class TokenWriter:
                     None if keys is None else keys[index],
                     self._count + index,
                     None if media_lengths is None else media_lengths[index],
+                    None if source_stats is None else source_stats[index],
+                    None if replaces is None else replaces[index],
+                    None if media_rates is None else media_rates[index],
                 )
             )
-        self._check_new_keys([sample.key for sample in samples])
+        self._check_new_keys(samples)
         self._append(samples)
 
     def skip(self, key: str, error: str) -> None:
@@ -256,7 +311,7 @@ class TokenWriter:
         self._check_open()
         if not isinstance(key, str) or not isinstance(error, str):
             raise TypeError(f"expected key and error strings, got {key!r}, {error!r}")
-        if key in self._done_keys or key in self._pending_keys:
+        if key in self._done or key in self._pending_keys:
             raise ValueError(f"key {key!r} was already written to {self.directory}")
         self._skipped.pop(key, None)
         self._skipped[key] = error
@@ -265,16 +320,20 @@ class TokenWriter:
         """Flush the last partial shard and mark this rank complete in its part manifest.
 
         With world_size == 1 this also writes `manifest.json` (`merge_manifests`); with more
-        ranks, call `merge_manifests(directory)` on one rank after a barrier. Idempotent.
+        ranks, call `merge_manifests(directory)` on one rank after a barrier. Releases the
+        rank's lock. Idempotent.
         """
         if self._closed:
             return
-        if self._pending:
-            self._flush(self._pending)
-        self._write_part_manifest(complete=True)
-        self._closed = True
-        if self.world_size == 1:
-            merge_manifests(self.directory)
+        try:
+            if self._pending:
+                self._flush(self._pending)
+            self._write_part_manifest(complete=True)
+            self._closed = True
+            if self.world_size == 1:
+                merge_manifests(self.directory)
+        finally:
+            self._lock.release()
 
     def abort(self) -> None:
         """End a job that failed or was stopped: flush the samples added so far (finished work is
@@ -283,10 +342,13 @@ class TokenWriter:
         if self._closed:
             return
         self._closed = True
-        if self._pending:
-            self._flush(self._pending)
-        else:
-            self._write_part_manifest(complete=False)
+        try:
+            if self._pending:
+                self._flush(self._pending)
+            else:
+                self._write_part_manifest(complete=False)
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> TokenWriter:
         return self
@@ -303,16 +365,39 @@ class TokenWriter:
             # A failed job ends as if killed: unflushed samples are redone by the rerun and no
             # manifest.json claims the directory is finished.
             self._closed = True
+            self._lock.release()
 
     # ---------------------------------------------------------------------------------------
     # checking samples
 
     def _prepare(
-        self, codes: Any, label: Any, key: str | None, number: int, media_length: Any = None
+        self,
+        codes: Any,
+        label: Any,
+        key: str | None,
+        number: int,
+        media_length: Any = None,
+        source_stats: Any = None,
+        replaces: Any = None,
+        media_rate: Any = None,
     ) -> Sample:
         """Check one sample and convert it to the stored form; changes no state."""
         label = check_label(label)
         media_length = check_media_length(media_length)
+        media_rate = check_media_rate(media_rate)
+        source_stats = check_source_stats(source_stats)
+        if replaces is not None and (not isinstance(replaces, str) or not shard_index(replaces)):
+            raise ValueError(
+                "expected replaces to name a shard file of this directory "
+                f"(shard-r000-00000.safetensors), got {replaces!r}"
+            )
+        if self.class_names is not None and not (
+            label is not None and 0 <= label < len(self.class_names)
+        ):
+            raise ValueError(
+                f"expected a label in [0, {len(self.class_names)}) (an index of this writer's "
+                f"{len(self.class_names)} class names), got {label!r}"
+            )
         for name, value, has in (
             ("label", label, self._has_labels),
             ("media length", media_length, self._has_media_lengths),
@@ -327,17 +412,45 @@ class TokenWriter:
         elif not isinstance(key, str):
             raise TypeError(f"expected key to be a string, got {type(key).__name__}")
         flat, shape = check_codes(codes, self.spec)
-        return Sample(flat, shape, label, key, media_length)
+        return Sample(flat, shape, label, key, media_length, media_rate, source_stats, replaces)
 
-    def _check_new_keys(self, keys: list[str]) -> None:
+    def _check_new_keys(self, samples: list[Sample]) -> None:
+        keys = [sample.key for sample in samples]
         if len(set(keys)) != len(keys):
             raise ValueError(f"duplicate keys within one batch: {keys}")
-        for key in keys:
-            if key in self._done_keys or key in self._pending_keys:
+        for sample in samples:
+            key, old = sample.key, sample.replaces
+            if key in self._pending_keys:
+                raise ValueError(
+                    f"key {key!r} was already written to {self.directory} by this writer"
+                )
+            if old is None and key in self._done:
                 raise ValueError(
                     f"key {key!r} was already written to {self.directory}; "
-                    "skip the inputs in writer.done_keys"
+                    "skip the inputs in writer.done_keys, or pass replaces= the shard that "
+                    "holds it to replace it"
                 )
+            if old is None:
+                continue
+            # This rank's shards are all loaded (`_done`); another rank's is read to check (a
+            # key of this rank's may have been replaced there, by a job with another world size).
+            if shard_index(old)[0] == self.rank:
+                if self._done.get(key) != old:
+                    where = f"is in {self._done[key]}" if key in self._done else "has no sample"
+                    raise ValueError(
+                        f"key {key!r} {where} of this rank in {self.directory}, got "
+                        f"replaces={old!r}"
+                    )
+            elif key not in self._keys_of(old):
+                raise ValueError(f"{self.directory / old} holds no sample {key!r} to replace")
+
+    def _keys_of(self, name: str) -> frozenset[str]:
+        """The keys of shard `name` of the directory (cached), none if it does not exist."""
+        if name not in self._foreign:
+            path = self.directory / name
+            keys = read_shard(path, self.spec).keys if path.is_file() else []
+            self._foreign[name] = frozenset(keys)
+        return self._foreign[name]
 
     def _check_open(self) -> None:
         if self._closed:
@@ -371,11 +484,16 @@ class TokenWriter:
         if self._has_media_lengths:
             media_lengths = np.array([s.media_length for s in samples], dtype=np.int64)
         keys = [sample.key for sample in samples]
+        stats = [None if s.source_stats is None else list(s.source_stats) for s in samples]
+        rates = [s.media_rate for s in samples]
         metadata = {
             "format_version": FORMAT_VERSION,
             **self._identity,
             "spec": self.spec.to_dict(),
             "keys": keys,
+            "source_stats": stats if any(entry is not None for entry in stats) else None,
+            "media_rates": rates if any(rate is not None for rate in rates) else None,
+            "replaces": {s.key: s.replaces for s in samples if s.replaces is not None},
             "rank": self.rank,
         }
         name = shard_name(self.rank, self._next_index)
@@ -390,7 +508,7 @@ class TokenWriter:
         )
         self._next_index += 1
         self._shards.append(shard_entry(name, len(samples), int(offsets[-1]), size, digest))
-        self._done_keys.update(keys)
+        self._done.update(dict.fromkeys(keys, name))
         self._done_view = None
         self._pending_keys.difference_update(keys)
         del self._pending[: len(samples)]
@@ -473,8 +591,8 @@ class TokenWriter:
         )
         for path in orphans:
             # Renamed into place, then killed before the manifest was written: the rename came
-            # after fsync, so the file is whole; check it anyway before trusting it.
-            num_samples, num_tokens = self._load_shard(path)
+            # after fsync, so the file is whole; check it anyway, payload too, before trusting it.
+            num_samples, num_tokens = self._load_shard(path, verify_payload=True)
             entry = shard_entry(
                 path.name, num_samples, num_tokens, path.stat().st_size, file_sha256(path)
             )
@@ -484,9 +602,10 @@ class TokenWriter:
         if orphans:
             self._write_part_manifest(complete=False)
 
-    def _load_shard(self, path: Path) -> tuple[int, int]:
-        """Check one of this rank's shards and take its keys; returns (samples, tokens)."""
-        shard = read_shard(path, self.spec)
+    def _load_shard(self, path: Path, verify_payload: bool = False) -> tuple[int, int]:
+        """Check one of this rank's shards (loaded in the order they were written) and take its
+        keys; returns (samples, tokens)."""
+        shard = read_shard(path, self.spec, verify_payload=verify_payload)
         differences = shard_differences(shard, self._identity, self.rank)
         if differences:
             raise TokenFileError(
@@ -494,7 +613,10 @@ class TokenWriter:
                 f"written by another setup (this shard vs this writer): {'; '.join(differences)}; "
                 "write to a new directory",
             )
-        duplicates = self._done_keys.intersection(shard.keys)
+        # A key may repeat only where this shard replaces the sample that an earlier one holds.
+        duplicates = {
+            key for key in shard.keys if key in self._done and shard.replaces.get(key) is None
+        }
         if duplicates:
             raise TokenFileError(path, f"keys also in another shard: {sorted(duplicates)[:5]}")
         if self._has_labels is not None and self._has_labels != (shard.labels is not None):
@@ -504,29 +626,18 @@ class TokenWriter:
         if self._has_media_lengths not in (None, has_media_lengths):
             raise TokenFileError(path, "some shards of this rank have media lengths, some not")
         self._has_media_lengths = has_media_lengths
-        self._done_keys.update(shard.keys)
+        self._done.update(dict.fromkeys(shard.keys, path.name))
         return len(shard), int(shard.offsets[-1])
 
 
-def written_keys(directory: str | os.PathLike[str], spec: TokenSpec | None = None) -> set[str]:
-    """Source keys of every shard in `directory`, of every rank, listed in a manifest or not.
-
-    A job resumed on more files than before, or with another split of them between ranks,
-    skips what any rank already wrote (`TokenWriter.done_keys` holds only its own rank's).
-    Shards are renamed into place whole, so reading them while other ranks write is safe.
-
-    Args:
-        directory: a token directory; one that does not exist holds no keys.
-        spec: the spec the caller expects (vocabulary checked, as `read_shard`), or None.
-
-    Raises:
-        TokenFileError: a damaged shard, or one of another vocabulary.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        return set()
-    keys: set[str] = set()
-    for path in sorted(directory.glob("shard-r*-*.safetensors")):
-        if shard_index(path.name) is not None:
-            keys.update(read_shard(path, spec).keys)
-    return keys
+def _check_class_names(names: Sequence[str] | None) -> list[str] | None:
+    """`names` as a list of distinct non-empty strings, or None."""
+    if names is None:
+        return None
+    if isinstance(names, str) or not all(isinstance(name, str) and name for name in names):
+        raise TypeError(f"expected class_names a sequence of non-empty strings, got {names!r}")
+    names = list(names)
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"expected distinct class names, got {repeated} more than once")
+    return names

@@ -51,11 +51,14 @@ class TrainConfig:
         num_workers: DataLoader worker processes per rank.
         device: "auto" (CUDA when available), "cpu" or "cuda".
         tensorboard: write TensorBoard scalars (needs the ``tensorboard`` package).
-        resume: continue from ``out_dir/checkpoint`` when it exists (else start fresh).
-        time_limit_minutes: wall-clock limit of this session of the run (0: none). The run
-            stops at the first log step past it, on every rank, and saves a checkpoint as at
-            its last step; ``resume`` continues it (the schedule still spans ``steps``). For
-            jobs under a scheduler's time limit.
+        resume: continue the run in ``out_dir``, as ``mediatok train --resume`` does: its
+            checkpoint must exist (``Trainer``'s ``resume="if_found"`` starts a run that has
+            none).
+        time_limit_minutes: wall-clock limit of this session of the run (0: none), counted
+            from ``Trainer.fit``. The run stops at the first log step past it, on every rank,
+            and saves a checkpoint as at its last step; an evaluation that would end past it
+            is skipped (its duration is estimated from the last one). ``resume`` continues the
+            run (the schedule still spans ``steps``). For jobs under a scheduler's time limit.
     """
 
     steps: int = 1000

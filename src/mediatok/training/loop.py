@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -56,9 +56,8 @@ __all__ = ["Losses", "Task", "TrainConfig", "Trainer", "is_main_process"]
 
 logger = logging.getLogger(__name__)
 
-# Train-config fields that must not change on resume: they decide which samples make a step
-# and how the optimizer state is to be read. Others (steps, cadences, workers, device,
-# precision, compile, grad_clip) may change between sessions.
+# Train-config fields that must not change on resume, even when asked for: they decide which
+# samples make a step and how the optimizer state is to be read.
 _FIXED_ON_RESUME = (
     "batch_size",
     "grad_accumulation",
@@ -69,6 +68,26 @@ _FIXED_ON_RESUME = (
     "ema_decay",
     "discriminator_lr",
     "discriminator_betas",
+)
+
+# Run-config keys that may change between the sessions of a run: how long it runs, how often it
+# logs, evaluates and saves, where and how fast. Any other change (the data, the model, the
+# losses, the schedule) makes a different run and needs `allow_changes`.
+SESSION_KEYS = frozenset(
+    f"train.{name}"
+    for name in (
+        "steps",
+        "time_limit_minutes",
+        "log_every",
+        "eval_every",
+        "save_every",
+        "out_dir",
+        "num_workers",
+        "device",
+        "compile",
+        "tensorboard",
+        "resume",
+    )
 )
 
 
@@ -84,17 +103,35 @@ class Trainer:
         config: the loop settings.
         run_config: the run config dataclass (or a JSON-ready mapping) that describes the
             model, saved as ``run`` in ``config.json`` with ``config`` as its ``train``
-            section; a resume that changes it logs a warning.
-        resume: continue from ``out_dir/checkpoint`` if present; ``config.resume`` too.
+            section.
+        resume: True (or ``config.resume``): continue the run in ``out_dir``, whose checkpoint
+            must exist; "if_found": continue it if there is a checkpoint, else start; False:
+            start, refusing to overwrite a checkpoint.
+        allow_changes: let a resumed run differ from the checkpoint's run config in other keys
+            than ``SESSION_KEYS`` (the data, the model, the losses, the schedule); they are
+            refused otherwise. The keys of ``_FIXED_ON_RESUME`` (batch size, accumulation, seed,
+            optimizer settings) and the world size are refused even then.
+
+    Raises:
+        FileNotFoundError: resume asked for, and no checkpoint in ``out_dir``.
+        ValueError: a checkpoint there and no resume asked for; a resume that changes the run
+            (see ``allow_changes``).
 
     Attributes:
         model, discriminator: the raw modules (no wrappers); ``ema``: the :class:`EMA` or None;
         optimizer, discriminator_optimizer; step: optimizer steps done; device; rank;
-        world_size; checkpoint_dir.
+        world_size; checkpoint_dir; stopped_early: the time limit stopped ``fit``;
+        last_logged: the scalars ``fit`` returned.
     """
 
     def __init__(
-        self, task: Task, config: TrainConfig, run_config: Any = None, *, resume: bool = False
+        self,
+        task: Task,
+        config: TrainConfig,
+        run_config: Any = None,
+        *,
+        resume: bool | Literal["if_found"] = False,
+        allow_changes: bool = False,
     ) -> None:
         if not isinstance(task, Task):
             raise TypeError(f"expected a mediatok.training.Task, got {type(task).__name__}")
@@ -112,17 +149,29 @@ class Trainer:
         self.rank, self.world_size = torchrun_rank()
         self.is_main = self.rank == 0
         self.stopped_early = False  # set by fit when the time limit stops the run
+        self.last_logged: dict[str, float] = {}  # what fit returned
         self.out_dir = config.out_dir
         self.checkpoint_dir = self.out_dir / "checkpoint"
         found = ckpt.resolve_checkpoint(self.checkpoint_dir)
+        if resume not in (True, False, "if_found"):
+            raise ValueError(f"expected resume to be True, False or 'if_found', got {resume!r}")
+        if resume == "if_found":
+            resume = found is not None
         resume = resume or config.resume
         if found is not None and not resume:
             raise ValueError(
-                f"{found} exists; set resume=true to continue it or choose another out_dir"
+                f"{found} exists: resume that run (mediatok train --resume, resume=True) or "
+                "choose another train.out_dir"
+            )
+        if resume and found is None:
+            where = "holds no checkpoint" if self.out_dir.is_dir() else "does not exist"
+            raise FileNotFoundError(
+                f"{self.out_dir}: expected a run to resume (its {self.checkpoint_dir}), but the "
+                f"folder {where}; start the run without --resume (resume=False)"
             )
         resume_from = found if resume else None
-        if resume and found is None and self.is_main:
-            logger.info("resume asked for but %s holds no checkpoint: starting fresh", self.out_dir)
+        if resume_from is not None:
+            self._check_resumable(resume_from, allow_changes)
 
         # Identical initial weights on every rank (DDP would broadcast them anyway).
         seed_everything(config.seed)
@@ -135,7 +184,6 @@ class Trainer:
             self.discriminator.to(self.device)
         state: dict[str, Any] = {}
         if resume_from is not None:
-            self._check_resumable(resume_from)
             state = ckpt.load_training_state(resume_from)
             self.model.load_state_dict(ckpt.load_weights(resume_from / ckpt.MODEL_NAME))
             path = resume_from / ckpt.DISCRIMINATOR_NAME
@@ -204,13 +252,10 @@ class Trainer:
         find = self.task.find_unused_parameters
         return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find)
 
-    def _check_resumable(self, directory: Path) -> None:
+    def _check_resumable(self, directory: Path, allow_changes: bool) -> None:
+        """Raise unless this run may continue the checkpoint at ``directory`` (see ``__init__``'s
+        ``allow_changes``); log the settings it changes."""
         saved = ckpt.read_checkpoint(directory)
-        differ = _differences(saved.run, self.run_config)
-        if differ:
-            # A warning, not an error: evaluation or logging settings may change between
-            # sessions; the fields that decide the optimization are checked below.
-            logger.warning("resuming %s with a changed run config: %s", directory, differ)
         now, before = self.run_config["train"], saved.run.get("train", {})
         changed = [
             f"{key}: saved {before.get(key)!r}, now {now[key]!r}"
@@ -221,6 +266,26 @@ class Trainer:
             changed.append(f"world size: saved {saved.world_size}, now {self.world_size}")
         if changed:
             raise ValueError(f"cannot resume {directory} exactly; changed: {'; '.join(changed)}")
+        differ = _differences(saved.run, self.run_config)
+        shown = [
+            f"{key}: saved {_short(_lookup(saved.run, key))}, now "
+            f"{_short(_lookup(self.run_config, key))}"
+            for key in differ
+        ]
+        session = [text for key, text in zip(differ, shown) if key in SESSION_KEYS]
+        settled = [text for key, text in zip(differ, shown) if key not in SESSION_KEYS]
+        if settled and not allow_changes:
+            raise ValueError(
+                f"{directory / ckpt.CONFIG_NAME}: resuming would change the run: "
+                f"{'; '.join(settled)}. A resumed run keeps its saved settings but for "
+                f"{', '.join(sorted(SESSION_KEYS))}; to change these anyway, pass "
+                "--allow-changes (allow_changes=True), or start a new run in another "
+                "train.out_dir"
+            )
+        if settled and self.is_main:
+            logger.warning("resuming %s with changed settings: %s", directory, "; ".join(settled))
+        if session and self.is_main:
+            logger.info("resuming %s with %s", directory, "; ".join(session))
 
     # ----------------------------------------------------------------------------------------
     # the loop
@@ -232,7 +297,9 @@ class Trainer:
         Every rank calls it. The last step always writes a checkpoint. Logged ``train/*``
         scalars are rank 0's, averaged over the step's micro-batches. A run stopped by the time
         limit saves (before any evaluation due at that step) and sets ``stopped_early``; the
-        limit counts from the call, after the model is built and the checkpoint loaded.
+        limit counts from the call, after the model is built and the checkpoint loaded. Under
+        a time limit, an evaluation that would end past it (if it takes as long as the last
+        one of this session) is skipped with a warning; the final save still happens.
 
         Returns:
             The last logged scalars (on rank 0; an empty dict on other ranks).
@@ -253,7 +320,12 @@ class Trainer:
         self.stopped_early = False
         limit = 60 * cfg.time_limit_minutes
         deadline = time.monotonic() + limit if limit else None
+        eval_seconds: float | None = None  # the last evaluation's, for the time limit
         self.model.train()
+        if self.step >= cfg.steps and self.is_main:
+            logger.info(
+                "%s is at step %d of %d: nothing to train", self.out_dir, self.step, cfg.steps
+            )
         try:
             started = time.perf_counter()
             done_since_log = 0
@@ -287,7 +359,10 @@ class Trainer:
                         )
                     break
                 if cfg.eval_every and (self.step % cfg.eval_every == 0 or final):
-                    last = {**last, **self._write(self._evaluate(), writer, metrics)}
+                    if self._evaluation_fits(deadline, eval_seconds):
+                        began = time.monotonic()
+                        last = {**last, **self._write(self._evaluate(), writer, metrics)}
+                        eval_seconds = time.monotonic() - began
                     started = time.perf_counter()  # step_time measures training only
                 if final or (cfg.save_every and self.step % cfg.save_every == 0):
                     self._check_finite(logs)
@@ -301,7 +376,8 @@ class Trainer:
                 metrics.close()
             if self._owns_group and dist.is_initialized():
                 dist.destroy_process_group()
-        return last if self.is_main else {}
+        self.last_logged = last if self.is_main else {}
+        return self.last_logged
 
     def _check_finite(self, logs: Mapping[str, float | Tensor]) -> None:
         """Raise before a save when this step's loss or gradient norm is not finite (on any
@@ -321,10 +397,27 @@ class Trainer:
                 "not saved, the last checkpoint is kept"
             )
 
-    def _past(self, deadline: float) -> bool:
-        """Whether rank 0's clock is past `deadline` (a `time.monotonic()` value): every rank
-        gets rank 0's answer, so all stop at the same step."""
-        past = torch.tensor(float(time.monotonic() > deadline), device=self.device)
+    def _evaluation_fits(self, deadline: float | None, seconds: float | None) -> bool:
+        """Whether the evaluation due now ends before `deadline`, if it takes `seconds` (the
+        last one's; None: none yet, so it runs); logs a warning when it does not. Every rank
+        gets rank 0's answer, since an evaluation may hold collectives."""
+        if deadline is None or seconds is None or not self._past(deadline, ahead=seconds):
+            return True
+        if self.is_main:
+            logger.warning(
+                "skipped the evaluation at step %d: the last one took %.0f s and this one "
+                "would end past train.time_limit_minutes=%g",
+                self.step,
+                seconds,
+                self.config.time_limit_minutes,
+            )
+        return False
+
+    def _past(self, deadline: float, ahead: float = 0.0) -> bool:
+        """Whether rank 0's clock, `ahead` seconds from now, is past `deadline` (a
+        `time.monotonic()` value): every rank gets rank 0's answer, so all stop at the same
+        step."""
+        past = torch.tensor(float(time.monotonic() + ahead > deadline), device=self.device)
         if self.world_size > 1:
             dist.broadcast(past, src=0)
         return bool(past)
@@ -421,15 +514,12 @@ class Trainer:
     # logging and checkpoints
 
     def _open_logs(self) -> tuple[Any, Any]:
+        """Open ``metrics.jsonl`` for appending, after :func:`_drop_records_after` has cut the
+        records this session redoes, and the TensorBoard writer if asked for."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / "metrics.jsonl"
-        # A resumed run redoes the steps after its checkpoint: drop their old records.
-        kept = []
-        if self.step > 0 and path.exists():
-            lines = path.read_text(encoding="utf-8").splitlines()
-            kept = [line for line in lines if _record_step(line) <= self.step]
-        metrics = path.open("w", encoding="utf-8")
-        metrics.writelines(line + "\n" for line in kept)
+        _drop_records_after(path, self.step)
+        metrics = path.open("a", encoding="utf-8")
         writer = None
         if self.config.tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # checked by _require_tensorboard
@@ -545,6 +635,33 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def _drop_records_after(path: Path, step: int) -> None:
+    """Keep only the records of ``metrics.jsonl`` up to ``step`` (the checkpoint's): a resumed
+    run redoes the steps after it, so their old records go, and each step keeps one record.
+
+    The kept lines are written to a temporary file that is renamed over ``path``: a job killed
+    at any moment leaves either the old file or the kept lines, never a truncated history. The
+    file is left untouched when nothing is to go (the usual resume after a time-limit stop).
+
+    Args:
+        path: the run's ``metrics.jsonl``; it need not exist.
+        step: the last step whose records stay (0 for a run that starts: none stay).
+    """
+    if not path.exists():
+        return
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    kept = [line for line in lines if _record_step(line) <= step]
+    if not text or (kept == lines and text.endswith("\n")):
+        return
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("w", encoding="utf-8") as file:
+        file.writelines(line + "\n" for line in kept)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
 def _record_step(line: str) -> float:
     """The step of a ``metrics.jsonl`` line; infinity (dropped on resume) for an empty or torn
     line, which a job killed while appending leaves behind."""
@@ -552,6 +669,19 @@ def _record_step(line: str) -> float:
         return float(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):
         return float("inf")
+
+
+def _lookup(data: Any, key: str) -> Any:
+    """The value at dotted ``key`` in nested mappings (None where a part is missing)."""
+    for part in key.split(".") if key != "(all)" else []:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _differences(saved: Any, now: Any, where: str = "") -> list[str]:

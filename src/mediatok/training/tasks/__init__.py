@@ -6,6 +6,9 @@ YAML's `task:`), its data, and its losses and discriminators beside it.
 - `audio_codec`: `AudioCodecTask` (`AudioCodecRunConfig`): multi-scale mel, multi-period,
   multi-resolution and multi-band discriminators, feature matching (`audio_losses.py`,
   `audio_discriminators.py`).
+- `video_codec`: `VideoCodecTask` (`VideoCodecRunConfig`): clips and images as 1-frame videos,
+  per-frame L1 and perceptual losses, a 3-D PatchGAN (`video_losses.py`), inflation from an
+  image checkpoint.
 - `generator`: `GeneratorTask` (`GeneratorRunConfig`): AR or masked generators on token shards.
 
 The codec tasks share `codec.py` (the codec, the quantizer's terms) and `adversarial.py` (hinge
@@ -34,6 +37,12 @@ from mediatok.training.tasks.image_codec import (
     ImageDataConfig,
     ImageLossConfig,
 )
+from mediatok.training.tasks.video_codec import (
+    VideoCodecRunConfig,
+    VideoCodecTask,
+    VideoDataConfig,
+    VideoLossConfig,
+)
 
 __all__ = [
     "AudioCodecRunConfig",
@@ -49,5 +58,9 @@ __all__ = [
     "ImageDataConfig",
     "ImageLossConfig",
     "TokenWindows",
+    "VideoCodecRunConfig",
+    "VideoCodecTask",
+    "VideoDataConfig",
+    "VideoLossConfig",
     "prepare_generator_run",
 ]

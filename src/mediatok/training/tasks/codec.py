@@ -42,6 +42,11 @@ class CodecTask(Task):
         # The last generator pass's (real, detached reconstruction), for the discriminator pass.
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    @classmethod
+    def from_run(cls, config: Any) -> CodecTask:
+        """The task a resolved run config (`ImageCodecRunConfig`, ...) describes."""
+        return cls(config.codec, config.model, config.data, config.loss, seed=config.train.seed)
+
     def build_codec(self) -> Codec:
         """The codec, fresh, after checking it codes this task's modality."""
         codec = build_codec(self.codec_name, self.model_config)

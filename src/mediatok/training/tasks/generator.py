@@ -210,6 +210,9 @@ class GeneratorRunConfig:
             absolute path, so that `mediatok sample` finds it from any directory.
         spec, token_shape: filled in from the shards when training starts and saved with the
             checkpoint, so sampling needs no shards.
+        class_names: what the shards' labels mean (label i is `class_names[i]`, as `mediatok
+            encode --labels` recorded them), filled in from the shards and saved with the
+            checkpoint, so that `mediatok sample --class NAME` works; None without names.
         train: the loop's settings.
     """
 
@@ -221,6 +224,7 @@ class GeneratorRunConfig:
     codec: str | None = None
     spec: dict[str, Any] | None = None
     token_shape: list[int] | None = None
+    class_names: list[str] | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -261,9 +265,18 @@ def prepare_generator_run(config: GeneratorRunConfig) -> tuple[GeneratorRunConfi
             f"{config.data.tokens}: samples differ in length ({int(tokens.lengths.min())} to "
             f"{int(tokens.lengths.max())} tokens); set data.window to train on windows"
         )
+    class_names = tokens.class_names
+    if config.class_names is not None and config.class_names != class_names:
+        raise ValueError(
+            f"{config.data.tokens}: expected token shards of the run's classes "
+            f"{config.class_names}, got {class_names}; point data.tokens at the shards the run "
+            "was started on, or start a new run"
+        )
     model = dict(config.model)
     if tokens.labels is not None and "num_classes" not in model:
-        model["num_classes"] = int(tokens.labels.max()) + 1
+        # Every named class, also one that no sample has; else up to the largest label.
+        known = len(class_names) if class_names is not None else 0
+        model["num_classes"] = max(known, int(tokens.labels.max()) + 1)
     config_class = GENERATORS[config.generator][0]
     if "variable_length" in _field_names(config_class) and "variable_length" not in model:
         # Decided from the shards here, so the checkpoint's config records it for sampling.
@@ -302,7 +315,12 @@ def prepare_generator_run(config: GeneratorRunConfig) -> tuple[GeneratorRunConfi
     # Relative to where training runs: `mediatok sample` may run anywhere.
     codec = None if config.codec is None else os.fspath(Path(config.codec).resolve())
     config = dataclasses.replace(
-        config, model=to_dict(model_config), spec=spec.to_dict(), token_shape=shape, codec=codec
+        config,
+        model=to_dict(model_config),
+        spec=spec.to_dict(),
+        token_shape=shape,
+        codec=codec,
+        class_names=class_names,
     )
     task = GeneratorTask(
         config.generator,
