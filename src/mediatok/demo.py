@@ -1,4 +1,4 @@
-"""`make demo`: the pipeline on the shipped photos and speech clips, in four parts.
+"""`make demo`: the pipeline on the shipped photos and speech clips, in five parts.
 
 1. quantize: every quantizer kind learns to code 8×8 RGB patches (192 numbers) of the sample
    photos at about 10 bits per patch, then codes the patches of a photo it never saw; the demo
@@ -15,8 +15,15 @@
    token shards, a tiny class-conditional AR transformer (`configs/gen/demo-ar.yaml`) trains
    on them, and `mediatok sample` draws two images of each class.
    Output: `demo-output/generation/{tokens/, checkpoint/, samples/, samples.png}`.
+5. video: clips made by moving a camera across the shipped photos (pans with a slow zoom,
+   written as MP4s: `camera_clips`); a tiny causal video tokenizer
+   (`configs/video/demo-video.yaml`) trains on three moves across each photo and, jointly, on
+   the photos as 1-frame videos; `mediatok encode|decode|eval` code a fourth, held-out move; a
+   tiny AR generator trains on the tokens of clip windows and `mediatok sample` draws clips.
+   Output: `demo-output/video/{clips/, checkpoint/, tokens/, decoded/, metrics.json,
+   reconstructions.png, generation/}`.
 
-    python -m mediatok.demo [--part all|quantize|image|audio|generation] [--out demo-output]
+    python -m mediatok.demo [--part all|quantize|image|audio|generation|video] [--out demo-output]
 
 Rerunning continues finished or interrupted training runs instead of starting over.
 """
@@ -129,7 +136,9 @@ def train_one(name: str, options: dict, train: torch.Tensor, steps: int, batch: 
 def main() -> None:
     parser = argparse.ArgumentParser(description="The pipeline on the shipped photos.")
     parser.add_argument(
-        "--part", choices=["all", "quantize", "image", "audio", "generation"], default="all"
+        "--part",
+        choices=["all", "quantize", "image", "audio", "generation", "video"],
+        default="all",
     )
     parser.add_argument("--assets", type=Path, default=default_assets())
     parser.add_argument("--out", type=Path, default=Path("demo-output"))
@@ -148,6 +157,9 @@ def main() -> None:
     parser.add_argument(
         "--crops-per-photo", type=int, default=100, help="generation part: training samples"
     )
+    parser.add_argument(
+        "--video-overrides", nargs="*", default=[], help="video part: key=value for its config"
+    )
     args = parser.parse_args()
     began = time.perf_counter()
     if args.part in ("all", "quantize"):
@@ -162,6 +174,9 @@ def main() -> None:
     if args.part in ("all", "generation"):
         print("\n== part 4: a generator on the image tokens, sampled back to pixels ==")
         demo_generation(args)
+    if args.part in ("all", "video"):
+        print("\n== part 5: a video tokenizer on camera moves across the photos ==")
+        demo_video(args)
     print(
         f"\ndemo finished in {time.perf_counter() - began:.0f} s; everything is under {args.out}/"
     )
@@ -291,6 +306,119 @@ def demo_generation(args: argparse.Namespace) -> None:
     print(
         f"wrote {num} samples into {samples}; {out / 'samples.png'}: each photo, then its samples"
     )
+
+
+CLIP_FRAMES, CLIP_SIZE, CLIP_FPS = 25, 48, 8.0  # the demo's camera clips
+
+
+def camera_clips(photo: torch.Tensor, clips: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """`clips` camera moves across `photo (3, H, W)` uint8: each pans in a straight line between
+    two random points while it zooms from one random window size to another (55 to 85 % of the
+    short side), `CLIP_FRAMES` frames of `CLIP_SIZE`² pixels; `(3, T, S, S)` uint8 each."""
+    _, height, width = photo.shape
+    short = min(height, width)
+    image = photo[None].float()  # (1, 3, H, W)
+    out = []
+    for _ in range(clips):
+        sides = (0.55 + 0.3 * torch.rand(2, generator=generator)) * short  # start, end window
+        starts, ends = torch.rand(2, 2, generator=generator)  # (y, x) in [0, 1) of the slack
+        frames = []
+        for t in torch.linspace(0, 1, CLIP_FRAMES).tolist():
+            side = int(sides[0] + t * (sides[1] - sides[0]))
+            y, x = (starts + t * (ends - starts)).tolist()
+            top, left = int(y * (height - side)), int(x * (width - side))
+            window = image[:, :, top : top + side, left : left + side]
+            frame = F.interpolate(window, size=CLIP_SIZE, mode="bilinear", antialias=True)
+            frames.append(frame[0].round().clamp(0, 255).byte())  # (3, S, S)
+        out.append(torch.stack(frames, dim=1))  # (3, T, S, S)
+    return out
+
+
+def demo_video(args: argparse.Namespace) -> None:
+    from mediatok.api import load
+    from mediatok.cli import main as cli
+    from mediatok.config import load_config
+    from mediatok.data import VideoFolder, list_images, read_image, write_video
+    from mediatok.tokens import TokenDataset, TokenWriter
+    from mediatok.training.run import train
+    from mediatok.training.tasks import GeneratorRunConfig, VideoCodecRunConfig
+
+    root = Path(__file__).resolve().parents[2]
+    out = args.out / "video"
+    train_clips, held_clips = out / "clips" / "train", out / "clips" / "held-out"
+    photos = list_images(args.assets)
+    generator = torch.Generator().manual_seed(args.seed)
+    if not any(held_clips.glob("*.mp4")):
+        for photo in photos:
+            for index, clip in enumerate(camera_clips(read_image(photo), 4, generator)):
+                folder = held_clips if index == 3 else train_clips  # a new move per photo
+                write_video(folder / f"{photo.stem}-{index}.mp4", clip, CLIP_FPS)
+    print(
+        f"{4 * len(photos)} camera clips of {CLIP_FRAMES} frames ({CLIP_SIZE}x{CLIP_SIZE}, "
+        f"{CLIP_FPS:g} fps) across the photos in {out / 'clips'}; one move per photo held out"
+    )
+    overrides = [
+        f"data.train_dir={train_clips}",
+        f"data.image_dir={args.assets}",
+        f"data.val_dir={held_clips}",
+        f"train.out_dir={out}",
+        *args.video_overrides,
+    ]
+    config_path = root / "configs" / "video" / "demo-video.yaml"
+    config = load_config(VideoCodecRunConfig, config_path, overrides)
+    print(
+        f"training {config.codec} ({config.data.frames}-frame clips of "
+        f"{config.model['image_size']}x{config.model['image_size']}, and the photos as 1-frame "
+        f"videos every {config.data.image_every} steps) for {config.train.steps} steps ..."
+    )
+    train(config, resume="if_found")  # continue or skip a finished run
+    checkpoint = str(out / "checkpoint")
+    print(f"checkpoint: {checkpoint}")
+    cli(["encode", checkpoint, str(held_clips), "-o", str(out / "tokens")])
+    cli(["decode", checkpoint, str(out / "tokens"), "-o", str(out / "decoded")])
+    # Frame FID needs far more frames than a few clips to mean anything: skipped here.
+    cli(["eval", checkpoint, str(held_clips), "-o", str(out), "--no-fid"])
+    print(
+        f"wrote {out / 'metrics.json'} and {out / 'reconstructions.png'} (strips: original above)"
+    )
+
+    # A generator on windows of the training clips, one class per photo.
+    codec = load(checkpoint)
+    generation = out / "generation"
+    tokens = generation / "tokens"
+    if not (tokens / "manifest.json").is_file():
+        windows = VideoFolder(
+            train_clips, codec.config.image_size, config.data.frames, crop="center", seed=args.seed
+        )
+        classes = sorted({key.rsplit("-", 1)[0] for key in windows.keys})
+        with TokenWriter(tokens, codec.token_spec, codec=codec.name) as writer:
+            for epoch in range(8):
+                windows.set_epoch(epoch)
+                batch = [windows[i] for i in range(len(windows))]
+                with torch.no_grad():
+                    codes = codec.encode(torch.stack([item["video"] for item in batch])).codes
+                labels = [classes.index(item["key"].rsplit("-", 1)[0]) for item in batch]
+                keys = [f"{item['key']}#{epoch}" for item in batch]
+                writer.add_batch(codes, labels=labels, keys=keys)
+    print(f"{len(TokenDataset(tokens))} clip windows coded into {tokens}")
+    overrides = [
+        f"data.tokens={tokens}",
+        f"codec={checkpoint}",
+        f"train.out_dir={generation}",
+        # 192 tokens a clip: fewer, smaller steps than the image generator's, for the budget
+        "train.steps=150",
+        "train.batch_size=16",
+        "train.save_every=150",
+        "train.eval_every=0",
+        "sample.num_samples=5",
+    ]
+    gen_config = load_config(
+        GeneratorRunConfig, root / "configs" / "gen" / "demo-ar.yaml", overrides
+    )
+    train(gen_config, resume="if_found")
+    samples = generation / "samples"
+    cli(["sample", str(generation / "checkpoint"), "-n", "5", "-o", str(samples)])
+    print(f"wrote 5 sampled clips into {samples} ({samples / 'strip.png'}: one row per clip)")
 
 
 def demo_quantizers(args: argparse.Namespace) -> None:
