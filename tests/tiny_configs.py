@@ -15,6 +15,20 @@ TITOK = {
     "quantizer": {"kind": "vq", "options": {"codebook_size": 64}},
 }
 
+# A 16×16 FlexTok: 16 patches of 4×4, 8 registers of the default FSQ (64,000 codes), a 2-block
+# encoder and flow decoder 32 wide.
+FLEXTOK = {
+    "image_size": 16,
+    "patch_size": 4,
+    "encoder_width": 32,
+    "encoder_depth": 2,
+    "encoder_heads": 4,
+    "decoder_width": 32,
+    "decoder_depth": 2,
+    "decoder_heads": 4,
+    "num_registers": 8,
+}
+
 # A 24 kHz, 75 tokens/s WavTokenizer (the default strides) with a 64-code VQ.
 WAVTOKENIZER = {
     "hop_length": 320,

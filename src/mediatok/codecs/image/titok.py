@@ -11,6 +11,13 @@ How we differ from the paper: training is one stage and the decoder predicts pix
 downloaded here); the quantizer is any kind of the shared core (default: VQ with a 12-d
 factorized-free codebook of 4096 codes, EMA, k-means init and dead-code revival).
 
+Tail token drop (optional, `tail_drop`; One-D-Piece, Miwa et al. 2025): in training, each image
+keeps the first k of its K quantized tokens, k drawn by `mediatok.codecs.nested_dropout`, and
+the decoder sees the learned mask token (the one its patch positions start from) in place of
+the rest, so that prefixes decode. `decode` of `Tokens` with `lengths` does the same to the
+codes past each row's length. A model trained without tail drop has never seen masked tokens:
+its short prefixes decode poorly, as expected. Off by default.
+
 Layout: images `(B, 3, H, W)` in [-1, 1]; patches `(B, (H/p)·(W/p), D)`; codes `(B, K)`
 (layout "N"), or `(B, Q, K)` with a residual quantizer (layout "Q N").
 """
@@ -26,6 +33,12 @@ from torch import nn
 
 from mediatok.codecs.base import Codec, CodecOutput, Tokens, register_codec
 from mediatok.codecs.image.common import check_images
+from mediatok.codecs.nested_dropout import (
+    NestedDropout,
+    NestedDropoutConfig,
+    check_lengths,
+    mask_tail,
+)
 from mediatok.nn import Transformer, init_weights
 from mediatok.quantize import QuantizerConfig
 from mediatok.tokens import TokenSpec
@@ -52,6 +65,8 @@ class TiTokConfig:
         num_tokens: K, the number of 1D tokens per image (32, 64 or 128 in the paper).
         token_dim: the dimension each token is quantized in (12–16 in the paper).
         quantizer: the shared-core quantizer, built with dim = token_dim.
+        tail_drop: nested dropout of the token tail in training (One-D-Piece's tail token
+            drop), or None (the paper's TiTok).
     """
 
     image_size: int = 256
@@ -63,6 +78,7 @@ class TiTokConfig:
     num_tokens: int = 128
     token_dim: int = 12
     quantizer: QuantizerConfig = field(default_factory=_default_quantizer)
+    tail_drop: NestedDropoutConfig | None = None
 
     def __post_init__(self) -> None:
         if self.size != "custom":
@@ -107,6 +123,7 @@ class TiTok(Codec):
         self.decoder_positions = nn.Parameter(scale * torch.randn(num_patches, width))
         self.decoder = Transformer(width, config.depth, config.heads)
         self.to_pixels = nn.Linear(width, patch * patch * 3)
+        self.tail_drop = NestedDropout(config.tail_drop) if config.tail_drop else None
         self.apply(init_weights)
 
     @property
@@ -129,10 +146,20 @@ class TiTok(Codec):
         hidden = self.encoder(torch.cat([patches, latents], dim=1))
         return self.to_token(hidden[:, patches.shape[1] :])  # (B, K, token_dim)
 
-    def _decode_quantized(self, quantized: torch.Tensor) -> torch.Tensor:
-        """`(B, K, token_dim)` → images `(B, 3, H, W)`."""
-        latents = self.from_token(quantized.to(self.from_token.weight.dtype))
-        latents = latents + self.latent_positions  # (B, K, D)
+    def _decode_quantized(
+        self,
+        quantized: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """`(B, K, token_dim)` → images `(B, 3, H, W)`; the tokens past `lengths (B,)` (or, in
+        training with tail drop, past drawn lengths) replaced by the mask token."""
+        latents = self.from_token(quantized.to(self.from_token.weight.dtype))  # (B, K, D)
+        if lengths is not None:
+            latents = mask_tail(latents, lengths, self.mask_token)
+        elif self.tail_drop is not None and self.training:
+            latents, _ = self.tail_drop(latents, self.mask_token, generator)
+        latents = latents + self.latent_positions
         masks = (self.mask_token + self.decoder_positions).expand(len(quantized), -1, -1)
         hidden = self.decoder(torch.cat([masks, latents], dim=1))
         pixels = self.to_pixels(hidden[:, : masks.shape[1]])  # (B, N, p·p·3)
@@ -144,11 +171,15 @@ class TiTok(Codec):
             pw=self.config.patch_size,
         )
 
-    def forward(self, images: torch.Tensor) -> CodecOutput:
-        """Reconstruct `images (B, 3, H, W)` through the quantized tokens (training)."""
+    def forward(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> CodecOutput:
+        """Reconstruct `images (B, 3, H, W)` through the quantized tokens (training); with
+        `tail_drop`, in training mode, each image through a prefix of them (lengths drawn from
+        `generator`, or the global RNG)."""
         check_images(self.name, images, self.config.image_size)
         out = self.quantizer(self._encode_latents(images))
-        return CodecOutput(self._decode_quantized(out.quantized), out)
+        return CodecOutput(self._decode_quantized(out.quantized, generator=generator), out)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> Tokens:
@@ -164,8 +195,11 @@ class TiTok(Codec):
     @torch.no_grad()
     def decode(self, tokens: Tokens | torch.Tensor) -> torch.Tensor:
         """`Tokens` (or codes `(B, K)`, `(B, Q, K)` for a residual quantizer) → images
-        `(B, 3, H, W)`, about [-1, 1] (not clamped)."""
+        `(B, 3, H, W)`, about [-1, 1] (not clamped). `Tokens` with `lengths (B,)` decode each
+        row from its prefix: the codes past it (padding, any value) are replaced by
+        the mask token, as tail drop trains (see the module docstring)."""
         codes = self._codes(tokens)
+        lengths = tokens.lengths if isinstance(tokens, Tokens) else None
         count, levels = self.config.num_tokens, self.quantizer.num_levels
         expected = (count,) if levels == 1 else (levels, count)
         if codes.ndim != len(expected) + 1 or tuple(codes.shape[1:]) != expected:
@@ -173,6 +207,10 @@ class TiTok(Codec):
                 f"titok expected codes (B, {', '.join(map(str, expected))}), got shape "
                 f"{tuple(codes.shape)}"
             )
+        if lengths is not None:
+            lengths = check_lengths(self.name, lengths, len(codes), count, codes.device)
+            keep = torch.arange(count, device=codes.device) < lengths[:, None]  # (B, K)
+            codes = codes.masked_fill(~(keep if levels == 1 else keep[:, None]), 0)
         if levels > 1:
             codes = rearrange(codes, "b q n -> b n q")  # (B, K, Q)
-        return self._decode_quantized(self.quantizer.decode(codes))
+        return self._decode_quantized(self.quantizer.decode(codes), lengths)
