@@ -234,7 +234,7 @@ def test_shipped_configs():
         "video-4x8x8.yaml": (4, 8, 128, "fsq", 64000),
         "video-4x16x16.yaml": (4, 16, 256, "fsq", 64000),
         "video-4x8x8-lfq.yaml": (4, 8, 128, "lfq", 2**18),
-        "demo-video.yaml": (4, 8, 32, "fsq", None),
+        "demo-video.yaml": (4, 4, 32, "fsq", None),
     }
     assert sorted(path.name for path in CONFIGS.glob("*.yaml")) == sorted(expected)
     for name, (time, space, size, kind, codebook) in expected.items():
@@ -252,10 +252,10 @@ def test_shipped_configs():
     demo = yaml.safe_load((CONFIGS / "demo-video.yaml").read_text())
     torch.manual_seed(0)
     codec = build_codec("causal_video", demo["model"])
-    assert sum(p.numel() for p in codec.parameters()) < 50_000
+    assert sum(p.numel() for p in codec.parameters()) < 100_000  # ~67k: a CPU minute of training
     frames = demo["data"]["frames"]
     codes = codec.eval().encode(clips(1, frames, size=32)).codes
-    assert codes.shape == (1, codec.latent_frames(frames), 4, 4)
+    assert codes.shape == (1, codec.latent_frames(frames), 8, 8)  # 32 / 4
 
 
 def test_bad_input_raises(codec):
