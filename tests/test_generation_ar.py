@@ -723,3 +723,18 @@ def test_cuda_graph_step_matches_eager(dtype):
         settings = SampleSettings(cfg_scale=2.0, compile=True)
         codes, lengths = model.generate(labels=labels, settings=settings)
     assert codes.shape == (3, 4, 4) and lengths.tolist() == [4] * 3
+
+
+def test_a_fixed_length_model_over_prefix_decodable_tokens_may_stop_at_k():
+    """FlexTok's tokens are ordered coarse to fine and any prefix decodes (the spec says
+    `prefix_decodable`): a model trained on all K may sample the first k; one over other tokens
+    may not (31 of TiTok's 32 tokens do not decode)."""
+    ordered = tiny(TokenSpec([16], geometry={"prefix_decodable": True}), (8,))
+    generator = torch.Generator().manual_seed(0)
+    full = ordered.generate(2, generator=generator)
+    codes, lengths = ordered.generate(2, generator=generator.manual_seed(0), max_tokens=3)
+    assert codes.shape == (2, 3) and lengths.tolist() == [3, 3]
+    assert torch.equal(codes, full.codes[:, :3])  # the same draws, stopped early
+    assert full.lengths.tolist() == [8, 8]
+    with pytest.raises(ValueError, match="expected max_tokens None or 8 for this fixed-length"):
+        tiny(TokenSpec([16]), (8,)).generate(2, max_tokens=3)

@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "mediatok.config": 1,
     "mediatok.nn": 1,
     "mediatok.runtime": 1,
+    "mediatok.progress": 1,
     "mediatok.quantize": 2,
     "mediatok.tokens": 3,
     "mediatok.data": 3,
@@ -35,6 +36,7 @@ LAYERS: dict[str, int] = {
     "mediatok.modalities": 5,
     "mediatok.pipelines": 5,
     "mediatok.training": 5,
+    "mediatok.report": 5,
     "mediatok.cli": 6,
     "mediatok.api": 6,
     "mediatok.demo": 6,
@@ -50,6 +52,7 @@ FORBIDDEN: set[tuple[str, str]] = {
     ("mediatok.pipelines", "mediatok.training"),
     ("mediatok.modalities", "mediatok.training"),
     ("mediatok.api", "mediatok.training"),
+    ("mediatok.report", "mediatok.training"),
 }
 
 

@@ -6,9 +6,10 @@
     mediatok train RUN_DIR --resume [train.steps=N] [--allow-changes]
     mediatok encode CKPT MEDIA_DIR -o TOKENS_DIR [--on-error skip|stop] [--labels folders|F.csv]
     mediatok decode CKPT TOKENS_DIR -o OUT_DIR [--format wav|flac] [--force]
-    mediatok eval CKPT MEDIA_DIR -o REPORT_DIR [--on-error skip|stop]
+    mediatok eval CKPT MEDIA_DIR -o REPORT_DIR [--on-error skip|stop]  # + report.html
     mediatok sample GEN_CKPT -n 64 [--class 3|NAME] [--cfg 2.0] [--seed 0] -o OUT_DIR
     mediatok eval SAMPLES_DIR --reference REFERENCE_DIR -o REPORT_DIR    # gFID
+    mediatok --quiet CMD ...   # (or CMD ... --quiet): no progress bars or progress lines
 
 The checkpoint says whether the codec codes images, audio or video; the media folder is read to
 match (audio at any sample rate and channel count is converted to the codec's, and decoding
@@ -33,6 +34,8 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from mediatok.progress import is_quiet, quiet  # tqdm only: `--help` still imports no torch
 
 PROGRAM = "mediatok"
 
@@ -75,6 +78,7 @@ def command_encode(args: argparse.Namespace) -> int:
         chunk_seconds=args.chunk_seconds,
         chunk_frames=args.chunk_frames,
         fps=args.fps,
+        num_tokens=args.tokens,
     )
     result = encode_folder(
         args.checkpoint,
@@ -104,7 +108,9 @@ def command_encode(args: argparse.Namespace) -> int:
 def command_decode(args: argparse.Namespace) -> int:
     from mediatok.pipelines import DecodeOptions, decode_folder
 
-    options = DecodeOptions(args.batch_size, args.format, args.chunk_tokens)
+    options = DecodeOptions(
+        args.batch_size, args.format, args.chunk_tokens, codec_settings=_codec_settings(args)
+    )
     result = decode_folder(
         args.checkpoint,
         args.tokens,
@@ -159,9 +165,13 @@ def command_eval(args: argparse.Namespace) -> int:
             dnsmos=args.dnsmos,
             chunk_frames=args.chunk_frames,
             i3d_weights=args.i3d_weights,
+            codec_settings=_codec_settings(args),
             on_error=args.on_error,
         )
     print(json.dumps(report, indent=1))
+    # stderr: stdout stays the JSON alone, for a pipe into jq
+    page = os.path.join(args.output, "report.html")
+    print(f"{PROGRAM} eval: wrote {page}, the report to look at and listen to", file=sys.stderr)
     return 0
 
 
@@ -190,13 +200,44 @@ def command_sample(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         require_codec=True,
+        tokens=args.tokens,
         **settings,
     )
-    options = DecodeOptions(args.batch_size, args.format)
+    decode = {"steps": args.decode_steps, "cfg": args.decode_cfg, "seed": args.decode_seed}
+    options = DecodeOptions(
+        args.batch_size, args.format, codec_settings=_codec_settings(argparse.Namespace(**decode))
+    )
     write_samples(samples, args.output, options=options)
     tokens = os.path.join(args.output, "tokens")
     print(f"wrote {args.num_samples} samples and their tokens ({tokens}) into {args.output}")
     return 0
+
+
+def _codec_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The decode settings given on the command line (`--steps`, `--cfg`, `--seed`,
+    `--guidance`), for codecs whose decoding is sampling (FlexTok); the pipelines refuse them for
+    other codecs."""
+    names = {"steps": "steps", "cfg": "cfg_scale", "seed": "seed", "guidance": "guidance"}
+    given = {name: getattr(args, flag, None) for flag, name in names.items()}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _decode_flags(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """`--steps`, `--cfg`, `--seed`, `--guidance`: how a codec whose decoding is sampling
+    (FlexTok's flow decoder) decodes; `prefix` names them apart where a command has its own."""
+    parser.add_argument(
+        f"--{prefix}steps", type=_positive_int, default=None, help="FlexTok: Euler steps (25)"
+    )
+    parser.add_argument(
+        f"--{prefix}cfg", type=float, default=None, help="FlexTok: guidance scale (1: none)"
+    )
+    parser.add_argument(
+        f"--{prefix}seed", type=_natural_int, default=None, help="FlexTok: the noise's seed (0)"
+    )
+    if not prefix:
+        parser.add_argument(
+            "--guidance", choices=["cfg", "apg"], default=None, help="FlexTok: cfg or apg"
+        )
 
 
 def _positive_int(text: str) -> int:
@@ -276,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="class labels: 'folders' (a file's class is its first-level subfolder) or a CSV "
         "with a header row naming the columns path and class",
     )
+    encode.add_argument(
+        "--tokens",
+        type=_positive_int,
+        default=None,
+        help="keep each sample's first K tokens (codecs whose tokens decode from any prefix)",
+    )
     encode.add_argument("--device", **device)
     encode.set_defaults(run=command_encode)
 
@@ -301,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="decode tokens another checkpoint of the codec encoded (a retrained decoder)",
     )
+    _decode_flags(decode)
     decode.add_argument("--device", **device)
     decode.set_defaults(run=command_decode)
 
@@ -342,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a file that cannot be read, or whose metric is undefined (the PESQ of silence): "
         "left out of the means and listed in the report, or stop",
     )
+    _decode_flags(evaluate)
     evaluate.add_argument("--device", **device)
     evaluate.set_defaults(run=command_eval)
 
@@ -382,8 +431,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: png, wav, mp4 (images, audio, video)",
     )
+    sampler.add_argument(
+        "--tokens",
+        type=_positive_int,
+        default=None,
+        help="AR: stop each sample at K tokens (variable-length models; prefix-decodable tokens)",
+    )
+    _decode_flags(sampler, prefix="decode-")
     sampler.add_argument("--device", **device)
     sampler.set_defaults(run=command_sample)
+    # `mediatok --quiet CMD` or `mediatok CMD --quiet`; SUPPRESS: a command's absent flag
+    # leaves the global one as it is
+    silent = "no progress bars (nor the training's progress lines); warnings and results stay"
+    parser.add_argument("-q", "--quiet", action="store_true", help=silent)
+    for command in commands.choices.values():
+        command.add_argument(
+            "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=silent
+        )
     return parser
 
 
@@ -412,8 +476,8 @@ def _progress_lines(command: str) -> Iterator[None]:
     """Without a terminal on stderr (a log file, a scheduler's output), show the training's
     progress (the `INFO` records under `mediatok.training`: a line per `train.log_every` steps
     and per evaluation) as `mediatok CMD: step N: ...` lines on stderr. In a terminal the
-    progress bar shows it instead."""
-    if sys.stderr.isatty():
+    progress bar shows it instead; under `--quiet`, neither."""
+    if sys.stderr.isatty() or is_quiet():
         yield
         return
     handler = logging.StreamHandler(sys.stderr)
@@ -453,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     from mediatok.pipelines import Stopped  # after parsing: `--help` imports no torch
 
     try:
-        with _one_line_warnings(args.command):
+        with _one_line_warnings(args.command), quiet(args.quiet):
             return args.run(args)
     except Stopped as stop:  # an outcome, not a mistake: its message says how to continue
         print(f"{PROGRAM} {args.command}: {stop}", file=sys.stderr)

@@ -55,13 +55,18 @@ class Codec(nn.Module):
     """Base class of every codec. Subclasses set `name`, `modality` and `config_class`, take
     their config in `__init__`, and implement `forward`, `encode`, `decode` and `token_spec`.
 
-    `modality` ("image", "audio", "video") tells the CLI and the evaluation which media readers,
-    writers and metrics fit the codec.
+    `modality` ("image", "audio", "video") names the codec's entry in the modality table
+    (`mediatok.modalities`): which media readers, writers and metrics fit it.
+
+    `decode_settings` names the keyword arguments `decode` takes besides the tokens, for codecs
+    whose decoding is sampling (FlexTok's flow decoder: `steps`, `cfg_scale`, `seed`, ...); the
+    pipelines pass the ones a user gives (`mediatok decode --steps 25`) and refuse the others.
     """
 
     name: ClassVar[str]
     modality: ClassVar[str]
     config_class: ClassVar[type]
+    decode_settings: ClassVar[tuple[str, ...]] = ()
     config: Any
 
     @property

@@ -260,7 +260,7 @@ def features_from_folder(
         path: a folder of images (png, jpg, bmp, webp, tif).
         batch_size: images per forward pass.
         device: where to run the network when `model` is None; CUDA when available if None.
-        progress: show a progress bar.
+        progress: show a progress bar (on a terminal, unless `mediatok.progress.quiet`).
         model: an `InceptionFeatures` to reuse (loading one costs a second).
         on_error: a file that cannot be decoded stops the job (`"raise"`) or is logged as a
             warning (the `mediatok.eval.fid` logger) and left out (`"skip"`).
@@ -299,13 +299,15 @@ def features_from_folder(
         while window:
             yield window.popleft().result()
 
-    from tqdm.auto import tqdm
+    from mediatok.progress import progress as progress_bar
 
     rows: list[torch.Tensor] = []
     batch: list[torch.Tensor] = []
     with (
         ThreadPoolExecutor(max(1, num_workers)) as pool,
-        tqdm(total=len(files), disable=not progress, desc=f"FID features {path}") as bar,
+        progress_bar(
+            desc=f"FID features {path}", total=len(files), unit="image", enabled=progress
+        ) as bar,
     ):
         for image in decoded(pool):  # in sorted file order
             bar.update(1)

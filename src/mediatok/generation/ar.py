@@ -419,8 +419,9 @@ class ARTransformer(nn.Module):
                 model and combination of batch size, guidance on or off, greedy or not, top_k,
                 and nucleus on or off.
             generator: random source on the model's device; the same seed gives the same samples.
-            max_tokens: tokens to sample, <= L; only variable-length models may ask for fewer
-                than L.
+            max_tokens: tokens to sample, <= L; fewer than L only where samples may be shorter:
+                a variable-length model, or a 1-D spec whose geometry says any prefix decodes
+                (`prefix_decodable`: FlexTok's ordered tokens), which then stops at k tokens.
 
         Returns:
             `GeneratedCodes(codes, lengths)`: codes `(B, *token_shape)` in layout order
@@ -441,8 +442,9 @@ class ARTransformer(nn.Module):
             raise ValueError(f"expected a generator on {device.type}, got {generator.device}")
         most = self.max_tokens
         steps = most if max_tokens is None else max_tokens
-        if not (1 <= steps <= most if self.variable_length else steps == most):
-            valid = f"in [1, {most}]" if self.variable_length else f"{most}"
+        prefixes = self.spec.ndim == 1 and bool(self.spec.geometry.get("prefix_decodable"))
+        if not (1 <= steps <= most if self.variable_length or prefixes else steps == most):
+            valid = f"in [1, {most}]" if self.variable_length or prefixes else f"{most}"
             kind = "variable-length" if self.variable_length else "fixed-length"
             raise ValueError(
                 f"expected max_tokens None or {valid} for this {kind} model, got {steps}"

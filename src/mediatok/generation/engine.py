@@ -129,7 +129,8 @@ class ARDecodeEngine:
             empty = torch.zeros(rows, 0, dtype=torch.int64, device=device)
             logits = model._run(empty, labels, "prefill")[:, 0]  # (rows, V + 1)
             ids = torch.zeros(batch, steps, dtype=torch.int64, device=device)
-            extent = steps if model.variable_length else model.extent
+            # 1-D: the tokens drawn (a prefix, or all L); other layouts always draw all of them
+            extent = steps if model.spec.ndim == 1 else model.extent
             lengths = torch.full((batch,), extent, dtype=torch.int64, device=device)
             finished = torch.zeros(batch, dtype=torch.bool, device=device)
             scales = [

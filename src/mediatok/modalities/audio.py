@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from mediatok.codecs import Codec
-from mediatok.data import AudioReadError, list_audio, read_audio, write_audio
+from mediatok.data import AudioReadError, list_audio, read_audio, write_audio, write_image
 from mediatok.eval import CodebookUsage
 from mediatok.eval.audio import check_speech_packages, score_items
 from mediatok.modalities.base import (
@@ -37,6 +36,8 @@ from mediatok.modalities.base import (
     Modality,
     file_problem,
 )
+from mediatok.progress import progress
+from mediatok.report import ReportMedia, ReportRow, spectrograms, write_codebook_counts
 from mediatok.tokens import TokenSpec
 
 __all__ = ["AUDIO", "READ_THREADS", "AudioModality"]
@@ -185,8 +186,9 @@ class AudioModality(Modality):
         scores: dict[str, list[float]] = {}  # metric -> its value for each file it is defined for
         undefined: dict[str, dict[str, str]] = {}
         skipped: list[dict[str, str]] = []
+        examples: list[dict[str, str]] = []
         seconds, scored = 0.0, 0
-        for path in tqdm(paths, desc="eval", disable=None):
+        for path in progress(paths, desc="eval", unit="file"):
             key = path.relative_to(root).as_posix()
             try:
                 audio = read_audio(path, rate)[0][None]  # (1, 1, S)
@@ -237,6 +239,13 @@ class AudioModality(Modality):
                 write_audio(
                     out / "examples" / f"{stem}-reconstruction.wav", reconstruction[0], rate
                 )
+                examples.append(
+                    {
+                        "key": key,
+                        "original": f"examples/{stem}.wav",
+                        "reconstruction": f"examples/{stem}-reconstruction.wav",
+                    }
+                )
             scored += 1
         if not scored:
             raise ValueError(
@@ -244,6 +253,7 @@ class AudioModality(Modality):
                 f"({len(skipped)} skipped)"
             )
         codebook = usage.compute()
+        write_codebook_counts(out, usage)
         return {
             "audio": str(folder),
             "num_files": scored,
@@ -259,7 +269,25 @@ class AudioModality(Modality):
             "skipped": skipped,
             "codebook_usage": codebook["usage"],
             "codebook_perplexity": codebook["perplexity"],
+            "examples": examples,
         }
+
+    def report_media(self, out: Path, report: dict[str, Any]) -> list[ReportRow]:
+        """Per example: the original and its reconstruction, each a player under its log-mel
+        spectrogram (one colour scale for both; written beside the WAVs as PNGs)."""
+        rate = report["sample_rate"]
+        rows = []
+        for example in report.get("examples", []):
+            files = [out / example["original"], out / example["reconstruction"]]
+            clips = [read_audio(file, rate)[0] for file in files]  # (1, S) each
+            items = []
+            sides = ("original", "reconstruction")
+            for file, image, side in zip(files, spectrograms(clips, rate), sides, strict=True):
+                picture = file.with_suffix(".png")
+                write_image(picture, image)
+                items.append(ReportMedia("audio", file, side, picture=picture))
+            rows.append(ReportRow(example["key"], tuple(items)))
+        return rows
 
 
 def _fit(audio: torch.Tensor, length: int | None) -> torch.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -25,6 +25,7 @@ import torch
 
 from mediatok.codecs import Codec
 from mediatok.config import check_choice, check_positive_int
+from mediatok.report import ReportRow
 from mediatok.tokens import TokenSpec
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "EvalOptions",
     "Modality",
     "StopEvaluation",
+    "codec_settings",
     "file_problem",
 ]
 
@@ -52,6 +54,8 @@ class EncodeOptions:
             frames (a multiple of the codec's temporal compression; the codes of one pass).
         fps: video: resample every video to this many frames per second; None keeps each
             source's frames (and records its rate, so decoding writes it back at it).
+        num_tokens: keep the first this many tokens of each sample, for codecs whose token spec
+            says any prefix decodes (`prefix_decodable`, FlexTok); None keeps all.
     """
 
     batch_size: int = 32
@@ -59,6 +63,7 @@ class EncodeOptions:
     chunk_seconds: float = 30.0
     chunk_frames: int = 64
     fps: float | None = None
+    num_tokens: int | None = None
 
     def __post_init__(self) -> None:
         check_positive_int("batch_size", self.batch_size)
@@ -68,6 +73,8 @@ class EncodeOptions:
         check_positive_int("chunk_frames", self.chunk_frames)
         if self.fps is not None and not (0 < self.fps < float("inf")):
             raise ValueError(f"expected fps finite and > 0 (or None), got {self.fps}")
+        if self.num_tokens is not None:
+            check_positive_int("num_tokens", self.num_tokens)
 
 
 @dataclass(frozen=True)
@@ -84,12 +91,16 @@ class DecodeOptions:
             `chunk_latent_frames`.
         chunk_latent_frames: video: latent frames per chunk of a long sample (the frames of one
             pass, in bounded memory).
+        codec_settings: keyword arguments of the codec's `decode` for codecs whose decoding is
+            sampling (`Codec.decode_settings`: FlexTok's `steps`, `cfg_scale`, `seed`, ...);
+            one the codec does not take is refused.
     """
 
     batch_size: int = 32
     format: str | None = None
     chunk_tokens: int = 2250
     chunk_latent_frames: int = 16
+    codec_settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_positive_int("batch_size", self.batch_size)
@@ -110,13 +121,16 @@ class EvalOptions:
         grid_pairs: images: originals beside reconstructions in `reconstructions.png`.
         speech_metrics: audio: PESQ and STOI.
         dnsmos: audio: DNSMOS of the reconstructions and the originals.
-        examples: audio: files whose original and reconstruction are written to `examples/`.
+        examples: audio and video: files whose original and reconstruction are written to
+            `examples/` (the report's players).
         chunk_seconds: audio: longer files are encoded in chunks (same codes as one pass).
         chunk_frames: video: videos are encoded in chunks of this many frames, and decoded in
             the matching chunks of latent frames (one pass's codes and frames).
         i3d_weights: video: FVD with the I3D network whose weights are at this path (a state
             dict or a TorchScript file: `mediatok.eval.i3d`); None leaves FVD out (null in the
             report, which says why).
+        codec_settings: keyword arguments of the codec's `decode` where decoding is sampling
+            (`DecodeOptions.codec_settings`).
         on_error: a file that cannot be read, or for which a metric is undefined (a silent
             original's PESQ), is left out and listed in the report ("skip"), or stops the
             evaluation (`StopEvaluation`, "stop").
@@ -132,6 +146,7 @@ class EvalOptions:
     chunk_seconds: float = 30.0
     chunk_frames: int = 64
     i3d_weights: str | None = None
+    codec_settings: dict[str, Any] = field(default_factory=dict)
     on_error: Literal["skip", "stop"] = "skip"
 
     def __post_init__(self) -> None:
@@ -155,6 +170,22 @@ class StopEvaluation(Exception):
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+
+
+def codec_settings(codec: Codec, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """`settings` as keyword arguments of `codec.decode`, checked against what it takes
+    (`Codec.decode_settings`).
+
+    Raises:
+        ValueError: a setting the codec does not take (its decoding is not sampling, say).
+    """
+    unknown = sorted(set(settings) - set(codec.decode_settings))
+    if unknown:
+        takes = ", ".join(codec.decode_settings) or "none"
+        raise ValueError(
+            f"expected decode settings that {codec.name} takes ({takes}), got {', '.join(unknown)}"
+        )
+    return dict(settings)
 
 
 def file_problem(
@@ -345,3 +376,11 @@ class Modality(ABC):
         Raises:
             StopEvaluation: such a file, with `on_error="stop"`.
         """
+
+    def report_media(self, out: Path, report: dict[str, Any]) -> list[ReportRow]:
+        """What `report.html` shows of an evaluation's media, from what `evaluate` wrote into
+        `out` and returned (`report`): rows of images (inlined), audio or video players (files
+        under `out`, by relative path), each with a caption. Files it makes for the page (a
+        spectrogram) go under `out` too. None by default.
+        """
+        return []

@@ -10,16 +10,17 @@ Layer 5.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from mediatok.codecs import Codec
+from mediatok.codecs import Codec, Tokens
 from mediatok.data import (
     ImageReadError,
     decode_batch,
@@ -37,14 +38,18 @@ from mediatok.modalities.base import (
     EncodeOptions,
     EvalOptions,
     Modality,
+    codec_settings,
     file_problem,
 )
+from mediatok.progress import progress
+from mediatok.report import ReportMedia, ReportRow, write_codebook_counts
 from mediatok.tokens import TokenSpec
 
 __all__ = ["IMAGE", "PREVIEW_COLUMNS", "PREVIEW_ROWS", "ImageModality", "codebook_usage"]
 
 PREVIEW_COLUMNS = 8  # samples a row of a sample folder's grid.png
 PREVIEW_ROWS = 16  # rows (classes) at most
+PREFIX_GRID_ROWS = 8  # images of `k_grid.png`, one row each
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +86,19 @@ class ImageModality(Modality):
         device: torch.device,
         options: DecodeOptions,
     ) -> list[torch.Tensor]:
-        batch = torch.stack(list(codes)).to(device)  # (B, *token_shape): one size
-        return list(codec.decode(batch).float().clamp(-1, 1).cpu())  # (3, S, S) each
+        """One batch; samples of different lengths (prefixes of a codec whose tokens decode
+        from any prefix) are padded along the length axis and decoded with their lengths."""
+        settings = codec_settings(codec, options.codec_settings)
+        axis = codec.token_spec.length_axis
+        lengths = torch.tensor([sample.shape[axis] for sample in codes])
+        if len(set(lengths.tolist())) == 1:
+            tokens = torch.stack(list(codes)).to(device)  # (B, *token_shape): one size
+        else:
+            batch = torch.zeros(len(codes), *codes[int(lengths.argmax())].shape, dtype=torch.int64)
+            for row, sample in enumerate(codes):
+                batch[row].narrow(axis, 0, sample.shape[axis]).copy_(sample)
+            tokens = Tokens(batch.to(device), codec.token_spec, lengths.to(device))
+        return list(codec.decode(tokens, **settings).float().clamp(-1, 1).cpu())  # (3, S, S)
 
     def write(
         self, path: Path, media: torch.Tensor, spec: TokenSpec, rate: float | None = None
@@ -160,10 +176,14 @@ class ImageModality(Modality):
                     f"{error}; or score without rFID: fid=False (--no-fid)"
                 ) from error
         usage = CodebookUsage(list(codec.token_spec.vocab_sizes))
+        settings = codec_settings(codec, options.codec_settings)
+        prefixes = prefix_lengths(codec.token_spec)
+        curve = {k: _PrefixScores() for k in prefixes}
         scores: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": []}
         real_features, fake_features, grid = [], [], []
         skipped: list[dict[str, str]] = []
-        for start in tqdm(range(0, len(paths), options.batch_size), desc="eval", disable=None):
+        batches = range(0, len(paths), options.batch_size)
+        for start in progress(batches, desc="eval", unit="batch"):
             crops = []
             for path in paths[start : start + options.batch_size]:
                 try:
@@ -178,7 +198,10 @@ class ImageModality(Modality):
                 continue
             images = torch.cat(crops).to(device)  # (B, 3, S, S)
             tokens = codec.encode(images)
-            reconstruction = codec.decode(tokens).float().clamp(-1, 1)
+            reconstruction = codec.decode(tokens, **settings).float().clamp(-1, 1)
+            for k in prefixes:  # every prefix of ordered tokens decodes: FlexTok's k-curve
+                decoded = codec.decode(tokens.codes[:, :k], **settings).float().clamp(-1, 1)
+                curve[k].add(decoded, images, inception, options.grid_pairs)
             usage.update(codebook_usage(tokens.codes, tokens.spec))
             scores["psnr"].append(psnr(reconstruction, images).cpu())
             scores["ssim"].append(ssim(reconstruction, images).cpu())
@@ -206,6 +229,18 @@ class ImageModality(Modality):
             out / "reconstructions.png",
             side_by_side(torch.stack(originals), torch.stack(reconstructions)),
         )
+        write_codebook_counts(out, usage)
+        k_curve = None
+        if prefixes:
+            k_curve = [{"k": k, **curve[k].summary(real_features)} for k in prefixes]
+            (out / "k_curve.json").write_text(json.dumps(k_curve, indent=1))
+            points = [(point["k"], point["psnr"]) for point in k_curve]
+            write_image(out / "k_curve.png", plot_curve(points, "tokens k", "PSNR dB"))
+            rows = [
+                torch.cat([original, *(curve[k].grid[i] for k in prefixes)], dim=2)
+                for i, original in enumerate(originals[:PREFIX_GRID_ROWS])
+            ]  # (3, S, S·(1 + len(prefixes))) each: the original, then one column per k
+            write_image(out / "k_grid.png", torch.cat(rows, dim=1))
         return {
             "images": str(folder),
             "num_images": count,
@@ -220,7 +255,93 @@ class ImageModality(Modality):
             "skipped": skipped,
             "codebook_usage": codebook["usage"],
             "codebook_perplexity": codebook["perplexity"],
+            **({} if k_curve is None else {"k_curve": k_curve}),
         }
+
+    def report_media(self, out: Path, report: dict[str, Any]) -> list[ReportRow]:
+        """`reconstructions.png`: the crops beside their reconstructions."""
+        size = report["image_size"]
+        caption = f"each {size}×{size} crop (left) beside its reconstruction (right)"
+        grid = ReportMedia("image", out / "reconstructions.png", caption)
+        return [ReportRow("Originals and reconstructions", (grid,))]
+
+
+def prefix_lengths(spec: TokenSpec) -> list[int]:
+    """The prefix lengths k a k-curve scores, for tokens whose spec says any prefix decodes
+    (`prefix_decodable`): 1, 2, 4, ... below the token count K, then K; none otherwise."""
+    count = spec.geometry.get("num_tokens")
+    if not spec.geometry.get("prefix_decodable") or not count:
+        return []
+    return [2**i for i in range(int(count).bit_length()) if 2**i < count] + [int(count)]
+
+
+class _PrefixScores:
+    """PSNR, SSIM, Inception features and the first images of the decodes from k tokens."""
+
+    def __init__(self) -> None:
+        self.psnr: list[torch.Tensor] = []
+        self.ssim: list[torch.Tensor] = []
+        self.features: list[torch.Tensor] = []
+        self.grid: list[torch.Tensor] = []
+
+    def add(self, decoded, images, inception, keep: int) -> None:
+        self.psnr.append(psnr(decoded, images).cpu())
+        self.ssim.append(ssim(decoded, images).cpu())
+        if inception is not None:
+            self.features.append(inception.features(decoded).cpu())
+        self.grid.extend(decoded.cpu()[: max(0, keep - len(self.grid))])
+
+    def summary(self, real_features: list[torch.Tensor]) -> dict[str, float | None]:
+        rfid = None
+        if self.features:
+            rfid = fid_from_features(torch.cat(real_features), torch.cat(self.features))
+        return {
+            "psnr": float(torch.cat(self.psnr).clamp(max=100).mean()),
+            "ssim": float(torch.cat(self.ssim).mean()),
+            "rfid": rfid,
+        }
+
+
+def plot_curve(
+    points: list[tuple[float, float]],
+    x_label: str,
+    y_label: str,
+    size: tuple[int, int] = (480, 320),
+) -> torch.Tensor:
+    """A line plot of `points` on a log2 x axis, drawn with Pillow (the library needs no
+    plotting package): `(3, H, W)` uint8, white background, labelled axes and ticks."""
+    from PIL import Image, ImageDraw
+
+    width, height = size
+    left, right, top, bottom = 56, 16, 16, 40
+    canvas = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(canvas)
+    xs = [math.log2(x) for x, _ in points]
+    ys = [y for _, y in points]
+    x_low, x_high = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y_low, y_high = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        u = left + (x - x_low) / (x_high - x_low) * (width - left - right)
+        v = height - bottom - (y - y_low) / (y_high - y_low) * (height - top - bottom)
+        return u, v
+
+    draw.line([(left, top), (left, height - bottom), (width - right, height - bottom)], "black")
+    for (x, _), u in zip(points, xs, strict=True):
+        px, _ = at(u, y_low)
+        draw.line([(px, height - bottom), (px, height - bottom + 4)], "black")
+        draw.text((px - 6, height - bottom + 6), f"{x:g}", fill="black")
+    for y in (y_low, (y_low + y_high) / 2, y_high):
+        _, py = at(x_low, y)
+        draw.text((4, py - 6), f"{y:.4g}", fill="black")
+    draw.line([at(u, y) for u, y in zip(xs, ys, strict=True)], fill=(31, 119, 180), width=2)
+    for u, y in zip(xs, ys, strict=True):
+        px, py = at(u, y)
+        draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=(31, 119, 180))
+    draw.text((width // 2 - 20, height - 16), x_label, fill="black")
+    draw.text((left + 4, 2), y_label, fill="black")
+    pixels = torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8)
+    return pixels.reshape(height, width, 3).permute(2, 0, 1).contiguous()  # (3, H, W)
 
 
 def codebook_usage(codes: torch.Tensor, spec: TokenSpec) -> torch.Tensor:

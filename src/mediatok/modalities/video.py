@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from mediatok.codecs import Codec
 from mediatok.data import (
@@ -58,6 +57,8 @@ from mediatok.modalities.base import (
     Modality,
     file_problem,
 )
+from mediatok.progress import progress
+from mediatok.report import ReportMedia, ReportRow, write_codebook_counts
 from mediatok.tokens import TokenSpec
 
 __all__ = ["STRIP_FRAMES", "VIDEO", "VideoModality", "frame_strip"]
@@ -225,10 +226,11 @@ class VideoModality(Modality):
         undefined: dict[str, dict[str, str]] = {}
         skipped: list[dict[str, str]] = []
         real_frames, fake_frames, real_clips, fake_clips, strips = [], [], [], [], []
-        for path in tqdm(paths, desc="eval", disable=None):
+        examples: list[dict[str, str]] = []
+        for path in progress(paths, desc="eval", unit="video"):
             key = path.relative_to(root).as_posix()
             try:
-                video, _ = self._read(path, size, "center", None)
+                video, rate = self._read(path, size, "center", None)
             except VideoReadError as error:
                 file_problem(path, error.problem, "skipped (listed in `skipped`)", options, logger)
                 skipped.append({"key": key, "error": error.problem})
@@ -258,6 +260,14 @@ class VideoModality(Modality):
                 fake_clips.append(fvd_features(i3d, reconstruction[:, :, :FVD_FRAMES]))
             if len(strips) < options.grid_pairs:
                 strips.append((frame_strip(clip[0].cpu()), frame_strip(reconstruction[0].cpu())))
+            if len(examples) < options.examples:  # the crop and its reconstruction, to play
+                stem = path.relative_to(root).with_suffix("").as_posix().replace("/", "_")
+                example = {"key": key}
+                for side, media in (("original", clip), ("reconstruction", reconstruction)):
+                    name = f"{stem}.mp4" if side == "original" else f"{stem}-{side}.mp4"
+                    write_video(out / "examples" / name, media[0].cpu(), rate)
+                    example[side] = f"examples/{name}"
+                examples.append(example)
         read = len(scores["psnr"])
         if not read:
             raise ValueError(
@@ -285,6 +295,7 @@ class VideoModality(Modality):
         out.mkdir(parents=True, exist_ok=True)
         originals, reconstructions = zip(*strips, strict=True)
         write_image(out / "reconstructions.png", _stack_strips(originals, reconstructions))
+        write_codebook_counts(out, usage)
         return {
             "videos": str(folder),
             "num_videos": read,
@@ -299,7 +310,24 @@ class VideoModality(Modality):
             "skipped": skipped,
             "codebook_usage": codebook["usage"],
             "codebook_perplexity": codebook["perplexity"],
+            "examples": examples,
         }
+
+    def report_media(self, out: Path, report: dict[str, Any]) -> list[ReportRow]:
+        """`reconstructions.png` (frame strips, originals above reconstructions), then each
+        example's crop and reconstruction as players (MP4s beside the report)."""
+        size = report["image_size"]
+        note = f"{STRIP_FRAMES} frames evenly spaced; each original above its reconstruction"
+        strips = ReportMedia("image", out / "reconstructions.png", f"{size}×{size} crops")
+        rows = [ReportRow("Frame strips", (strips,), note)]
+        width = size * max(1, min(8, 256 // size))  # small clips enlarged
+        for example in report.get("examples", []):
+            items = tuple(
+                ReportMedia("video", out / example[side], side, width=width)
+                for side in ("original", "reconstruction")
+            )
+            rows.append(ReportRow(example["key"], items))
+        return rows
 
     @staticmethod
     def _undefined(

@@ -30,12 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import torch
-from tqdm import tqdm
 
 from mediatok.checkpoint import weights_sha256
 from mediatok.codecs import Codec
 from mediatok.modalities import DecodeOptions, modality_of
+from mediatok.modalities.base import codec_settings
 from mediatok.pipelines.common import check_decodes, load_decoding_codec
+from mediatok.progress import progress
 from mediatok.runtime import resolve_device
 from mediatok.tokens import TokenDataset, TokenFileError
 from mediatok.tokens.shards import atomic_write_json
@@ -144,6 +145,7 @@ def decode_folder(
         logger.info("decoding tokens of checkpoint %s... with %s", encoder[:12], checkpoint)
     modality = modality_of(codec)
     suffix = modality.suffix(options.format)
+    codec_settings(codec, options.codec_settings)  # one the codec does not take: refused now
     index_path = out / DECODE_INDEX
     decoded = _read_decode_index(index_path)  # key -> {"file", "codes", "checkpoint"}
     recorded = {key: entry["file"] for key, entry in decoded.items()}
@@ -173,7 +175,8 @@ def decode_folder(
     redecoded = sum(by_another_checkpoint(i) for i in indices)
     written, saved = 0, time.monotonic()
     try:
-        for start in tqdm(range(0, len(indices), options.batch_size), desc="decode", disable=None):
+        batches = range(0, len(indices), options.batch_size)
+        for start in progress(batches, desc="decode", unit="batch"):
             batch = indices[start : start + options.batch_size]
             dataset.check_codes(batch)  # a damaged shard: its name, not the quantizer's error
             items = [dataset[i] for i in batch]
@@ -230,6 +233,7 @@ def write_decoded(
     options = options or DecodeOptions()
     modality = modality_of(codec)
     suffix = modality.suffix(options.format)
+    codec_settings(codec, options.codec_settings)  # one the codec does not take: refused now
     samples = list(codes)  # (*token_shape) each
     if lengths is not None:  # each row's own tokens: the padding after its end stays out
         axis = codec.token_spec.length_axis

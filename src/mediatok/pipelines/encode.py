@@ -37,15 +37,16 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from tqdm import tqdm
+import torch
 
 from mediatok.checkpoint import weights_sha256
 from mediatok.codecs import load_codec
 from mediatok.config import check_choice, config_hash
 from mediatok.modalities import EncodeOptions, modality_of
 from mediatok.pipelines.common import Stopped, Terminated, sigterm_stops_between_batches
+from mediatok.progress import progress as progress_bar
 from mediatok.runtime import barrier, resolve_device, torchrun_rank
-from mediatok.tokens import TokenWriter, merge_manifests, read_shard
+from mediatok.tokens import TokenSpec, TokenWriter, merge_manifests, read_shard
 from mediatok.tokens.written import WrittenSample, written_samples
 
 __all__ = ["EncodeResult", "class_labels", "encode_folder", "rank_of"]
@@ -134,6 +135,11 @@ def encode_folder(
     root = Path(folder)
     codec = load_codec(checkpoint).to(device)
     modality = modality_of(codec)
+    if options.num_tokens is not None and not codec.token_spec.geometry.get("prefix_decodable"):
+        raise ValueError(
+            f"expected a codec whose tokens decode from any prefix for num_tokens (--tokens), "
+            f"got {codec.name}, whose token spec does not say prefix_decodable"
+        )
     files = modality.list_files(root)
     keys = [path.relative_to(root).as_posix() for path in files]
     class_names, label_of = (None, {}) if labels is None else class_labels(labels, root, keys)
@@ -188,8 +194,8 @@ def encode_folder(
         writer.abort()
         raise
     finished = len(mine) - len(todo) - len(to_skip)
-    progress = tqdm(
-        total=len(mine), initial=finished, desc="encode", unit="file", disable=rank != 0 or None
+    progress = progress_bar(
+        desc="encode", total=len(mine), initial=finished, unit="file", enabled=rank == 0
     )
     stale: list[dict[str, str]] = []
     try:
@@ -221,11 +227,14 @@ def encode_folder(
                         )
                 for piece in batch.encoded:
                     piece_keys = [path.relative_to(root).as_posix() for path in piece.paths]
+                    codes, lengths = _prefix(
+                        piece.codes, piece.lengths, options.num_tokens, codec.token_spec
+                    )
                     writer.add_batch(
-                        piece.codes,
+                        codes,
                         labels=None if class_names is None else [label_of[k] for k in piece_keys],
                         keys=piece_keys,
-                        lengths=piece.lengths,
+                        lengths=lengths,
                         media_lengths=piece.media_lengths,
                         media_rates=piece.media_rates,
                         source_stats=[stats[key] for key in piece_keys],
@@ -367,6 +376,20 @@ def _read_label_csv(path: Path) -> dict[str, str]:
             raise ValueError(f"{path}, line {line}: {text} is listed twice (line {lines[key]})")
         classes[key], lines[key] = name, line
     return classes
+
+
+def _prefix(
+    codes: torch.Tensor, lengths: torch.Tensor | None, keep: int | None, spec: TokenSpec
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The first `keep` tokens of each sample along the spec's length axis (all: `keep` None),
+    and their lengths."""
+    if keep is None:
+        return codes, lengths
+    axis = 1 + spec.length_axis
+    kept = torch.full((len(codes),), min(keep, codes.shape[axis]), dtype=torch.int64)
+    if lengths is not None:
+        kept = torch.minimum(kept, lengths.cpu())
+    return codes.narrow(axis, 0, min(keep, codes.shape[axis])), kept
 
 
 def rank_of(key: str, world: int) -> int:

@@ -1,6 +1,7 @@
 """`mediatok eval`: score a codec's reconstructions of a folder (the metrics of its modality's
 entry), or a folder of generated samples against reference images (gFID); write
-`metrics.json`.
+`metrics.json` and, beside it, `report.html` (`mediatok.report`: the metrics, what the
+modality's entry shows of the media, the codebook-usage histogram from `codebook.json`).
 
 Layer 5.
 """
@@ -21,6 +22,14 @@ from mediatok.config import check_choice
 from mediatok.eval import fid as fid_scores  # the module: tests replace its `fid`
 from mediatok.modalities import EvalOptions, StopEvaluation, modality_of
 from mediatok.pipelines.common import Stopped, load_decoding_codec
+from mediatok.report import (
+    CODEBOOK_FILE,
+    ReportMedia,
+    ReportRow,
+    write_codebook_counts,
+    write_grid,
+    write_report,
+)
 from mediatok.runtime import resolve_device
 
 __all__ = ["GFID_MIN_IMAGES", "evaluate_codec", "evaluate_samples"]
@@ -59,7 +68,8 @@ def evaluate_codec(
     Args:
         codec: a codec checkpoint directory, or a loaded codec (which stays on its device).
         folder: the media files (searched recursively).
-        out: gets `metrics.json` and what the modality writes beside it.
+        out: gets `metrics.json`, what the modality writes beside it (`codebook.json`, grids,
+            examples) and `report.html`.
         device: where to load a checkpoint.
         **options: `EvalOptions` fields (`batch_size`, `limit`, `fid`, `grid_pairs`,
             `speech_metrics`, `dnsmos`, `examples`, `chunk_seconds`, `on_error`).
@@ -94,6 +104,14 @@ def evaluate_codec(
     report = {"checkpoint": None if checkpoint is None else str(checkpoint), **metrics}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(report, indent=1))
+    codebook = out / CODEBOOK_FILE
+    write_report(
+        out,
+        report,
+        modality.report_media(out, report),
+        title=f"{codec.name} reconstructing {folder}",
+        codebook=codebook if codebook.is_file() else None,
+    )
     return report
 
 
@@ -118,7 +136,8 @@ def evaluate_samples(
     Args:
         samples: a folder of generated images (searched recursively).
         reference: a folder of reference images.
-        out: gets `metrics.json`.
+        out: gets `metrics.json` and `report.html` (the sample grid, the first reference
+            images, and the codebook histogram of the samples' `tokens/` when there are any).
         batch_size: images per forward pass of the network.
         device: where to run it.
         on_error: an unreadable image is logged and left out ("skip") or stops the job with
@@ -141,7 +160,58 @@ def evaluate_samples(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(report, indent=1))
+    write_report(
+        out,
+        report,
+        _sample_rows(Path(samples), Path(reference), out),
+        title=f"samples in {samples} against {reference}",
+        codebook=_sample_codebook(Path(samples), out),
+    )
     return report
+
+
+def _sample_rows(samples: Path, reference: Path, out: Path) -> list[ReportRow]:
+    """The report's grids: the samples' `grid.png` (`mediatok sample` writes one, a row per
+    class) or the first 64 samples, and the first 16 reference images. A folder with no
+    readable image gives no grid (its problem is the score's to report)."""
+    from mediatok.data import list_images
+
+    rows = []
+    for name, folder, limit in (("samples", samples, 64), ("reference", reference, 16)):
+        grid = folder / "grid.png"
+        if name == "reference" or not grid.is_file():
+            try:
+                files = list_images(folder, extensions=fid_scores.IMAGE_SUFFIXES)
+                grid = write_grid(out / f"{name}.png", files, limit=limit)
+            except (OSError, ValueError) as error:  # no folder, no image, an unreadable one
+                logger.warning("report.html: no grid of the %s: %s", name, error)
+                continue
+        caption = f"{name} ({folder})"
+        rows.append(ReportRow(name.capitalize(), (ReportMedia("image", grid, caption),)))
+    return rows
+
+
+def _sample_codebook(samples: Path, out: Path) -> Path | None:
+    """`codebook.json` of the codes in the samples' `tokens/` (which `mediatok sample` writes),
+    for the report's histogram; None without such tokens."""
+    from mediatok.eval import CodebookUsage
+    from mediatok.tokens import TokenDataset, TokenFileError
+
+    if not (samples / "tokens" / "manifest.json").is_file():
+        return None
+    try:
+        dataset = TokenDataset(samples / "tokens")
+        spec = dataset.spec
+        usage = CodebookUsage(list(spec.vocab_sizes))
+        for index in range(len(dataset)):
+            codes = dataset[index]["codes"]  # (*token_shape)
+            if spec.level_axis is not None:
+                codes = codes.movedim(spec.level_axis, -1)  # (..., Q)
+            usage.update(codes.reshape(-1, spec.num_levels))
+    except (TokenFileError, ValueError) as error:
+        logger.warning("report.html: no codebook histogram of the samples' tokens: %s", error)
+        return None
+    return write_codebook_counts(out, usage)
 
 
 def _warn_about_gfid_folders(samples: Path, reference: Path) -> None:

@@ -24,6 +24,7 @@ from mediatok.generation import SampleConfig, load_generator, read_generator_run
 from mediatok.modalities import DecodeOptions, modality_of
 from mediatok.pipelines.common import check_decodes, load_decoding_codec
 from mediatok.pipelines.decode import write_decoded
+from mediatok.progress import progress
 from mediatok.runtime import resolve_device
 from mediatok.tokens import TokenDataset, TokenWriter
 
@@ -69,6 +70,7 @@ def sample(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     require_codec: bool = False,
+    tokens: int | None = None,
     **settings: Any,
 ) -> Samples:
     """Sample token sequences from a generator checkpoint (and load the codec that decodes them).
@@ -84,6 +86,9 @@ def sample(
         batch_size: samples per `generate` call.
         device: where to sample ("auto", "cpu", "cuda", or a torch.device).
         require_codec: raise unless a codec is known (to write media files).
+        tokens: AR generators: stop each sample at this many tokens, fewer than the model's L
+            where its samples may be shorter (a variable-length model, or tokens whose spec
+            says any prefix decodes: FlexTok's); None: all L (or to the end token).
         **settings: override the run's sampling settings: fields of
             `mediatok.generation.SampleConfig` (`cfg_scale`, `temperature`, `top_k`, `top_p`,
             `steps`, `precision`, `compile`, ...), checked there.
@@ -98,6 +103,13 @@ def sample(
     check_positive_int("batch_size", batch_size)
     check_seed(seed)
     run = read_generator_run(checkpoint)
+    if tokens is not None:
+        check_positive_int("tokens", tokens)
+        if run.generator != "ar":
+            raise ValueError(
+                f"expected an AR generator to stop at a number of tokens (tokens, --tokens), "
+                f"got a {run.generator!r} one, which fills every position"
+            )
     config = from_dict(SampleConfig, {**run.sample, **settings}, where="sampling")
     config.check_for(
         run.generator,
@@ -116,6 +128,7 @@ def sample(
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
     codes, lengths, labels = [], [], []
+    bar = progress(desc="sample", total=num_samples, unit="sample")
     for batch, start in enumerate(range(0, num_samples, batch_size)):
         count = min(batch_size, num_samples - start)
         batch_labels = None
@@ -128,10 +141,15 @@ def sample(
         generator = torch.Generator(device).manual_seed(batch_seed(seed, batch))
         bf16 = precision == "bf16"
         with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            out = model.generate(count, batch_labels, config.settings(), generator=generator)
+            stop = {} if tokens is None else {"max_tokens": tokens}
+            out = model.generate(
+                count, batch_labels, config.settings(), generator=generator, **stop
+            )
         codes.append(out.codes.cpu())
         if out.lengths is not None:
             lengths.append(out.lengths.cpu())
+        bar.update(count)
+    bar.close()
     return Samples(
         codes=torch.cat(codes),
         lengths=torch.cat(lengths) if lengths else None,

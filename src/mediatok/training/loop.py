@@ -26,7 +26,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -37,10 +36,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from mediatok import checkpoint as ckpt
 from mediatok.config import to_dict
+from mediatok.progress import progress
 from mediatok.runtime import resolve_device, torchrun_rank
 from mediatok.training.base import Losses, Task, TrainConfig, is_main_process
 from mediatok.training.ema import EMA
@@ -310,11 +309,8 @@ class Trainer:
         """
         cfg = self.config
         writer, metrics = self._open_logs() if self.is_main else (None, None)
-        bar = tqdm(
-            total=cfg.steps,
-            initial=self.step,
-            disable=not (self.is_main and sys.stderr.isatty()),
-            dynamic_ncols=True,
+        bar = progress(
+            desc="train", total=cfg.steps, initial=self.step, unit="step", enabled=self.is_main
         )
         last: dict[str, float] = {}
         self.stopped_early = False

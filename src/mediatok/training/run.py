@@ -29,6 +29,8 @@ from mediatok.training.tasks import (
     AudioCodecRunConfig,
     AudioCodecTask,
     CodecTask,
+    FlexTokRunConfig,
+    FlexTokTask,
     GeneratorRunConfig,
     ImageCodecRunConfig,
     ImageCodecTask,
@@ -80,7 +82,7 @@ def codec_task(config: Any) -> tuple[Any, CodecTask]:
 
 
 _CODEC_TASKS: dict[str, type[CodecTask]] = {
-    task.run_task: task for task in (ImageCodecTask, AudioCodecTask, VideoCodecTask)
+    task.run_task: task for task in (ImageCodecTask, AudioCodecTask, VideoCodecTask, FlexTokTask)
 }
 
 # `task:` value -> what runs it.
@@ -88,6 +90,7 @@ RUNS: dict[str, Run] = {
     "image_codec": Run(ImageCodecRunConfig, codec_task),
     "audio_codec": Run(AudioCodecRunConfig, codec_task),
     "video_codec": Run(VideoCodecRunConfig, codec_task),
+    "flextok": Run(FlexTokRunConfig, codec_task),
     "generator": Run(GeneratorRunConfig, prepare_generator_run),
 }
 

@@ -9,6 +9,8 @@ YAML's `task:`), its data, and its losses and discriminators beside it.
 - `video_codec`: `VideoCodecTask` (`VideoCodecRunConfig`): clips and images as 1-frame videos,
   per-frame L1 and perceptual losses, a 3-D PatchGAN (`video_losses.py`), inflation from an
   image checkpoint.
+- `flextok`: `FlexTokTask` (`FlexTokRunConfig`): the rectified-flow loss of a FlexTok tokenizer,
+  its quantizer's losses, REPA when configured.
 - `generator`: `GeneratorTask` (`GeneratorRunConfig`): AR or masked generators on token shards.
 
 The codec tasks share `codec.py` (the codec, the quantizer's terms) and `adversarial.py` (hinge
@@ -24,6 +26,7 @@ from mediatok.training.tasks.audio_codec import (
     AudioLossConfig,
 )
 from mediatok.training.tasks.codec import CodecTask
+from mediatok.training.tasks.flextok import FlexTokLossConfig, FlexTokRunConfig, FlexTokTask
 from mediatok.training.tasks.generator import (
     GeneratorDataConfig,
     GeneratorRunConfig,
@@ -50,6 +53,9 @@ __all__ = [
     "AudioDataConfig",
     "AudioLossConfig",
     "CodecTask",
+    "FlexTokLossConfig",
+    "FlexTokRunConfig",
+    "FlexTokTask",
     "GeneratorDataConfig",
     "GeneratorRunConfig",
     "GeneratorTask",
