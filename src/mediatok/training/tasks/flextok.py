@@ -26,11 +26,15 @@ from torch.utils.data import Dataset
 
 from mediatok.codecs import Codec
 from mediatok.config import check_positive_int
-from mediatok.data import ImageFolder, Repeated, write_image
+from mediatok.data import write_image
 from mediatok.eval.image import psnr
 from mediatok.training.base import TrainConfig, is_main_process
 from mediatok.training.tasks.codec import CodecTask, codec_logs, quantizer_terms
-from mediatok.training.tasks.image_codec import ImageDataConfig, validation_images
+from mediatok.training.tasks.image_codec import (
+    ImageDataConfig,
+    training_images,
+    validation_images,
+)
 
 __all__ = ["FlexTokLossConfig", "FlexTokRunConfig", "FlexTokTask"]
 
@@ -82,14 +86,7 @@ class FlexTokTask(CodecTask):
         return codec
 
     def dataset(self) -> Dataset:
-        folder = ImageFolder(
-            self.data.train_dir,
-            self.image_size,
-            crop=self.data.crop,
-            on_error=self.data.on_error,
-            seed=self.seed,
-        )
-        return Repeated(folder, self.data.repeat) if self.data.repeat > 1 else folder
+        return training_images(self.data, self.image_size, self.seed)
 
     def losses(self, model: nn.Module, batch: dict, step: int):
         cfg = self.loss_config

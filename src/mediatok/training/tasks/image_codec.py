@@ -120,14 +120,7 @@ class ImageCodecTask(CodecTask):
         return codec
 
     def dataset(self) -> Dataset:
-        folder = ImageFolder(
-            self.data.train_dir,
-            self.image_size,
-            crop=self.data.crop,
-            on_error=self.data.on_error,
-            seed=self.seed,
-        )
-        return Repeated(folder, self.data.repeat) if self.data.repeat > 1 else folder
+        return training_images(self.data, self.image_size, self.seed)
 
     def build_discriminator(self) -> nn.Module | None:
         if not self.loss_config.adversarial_weight:
@@ -213,6 +206,12 @@ class ImageCodecRunConfig:
     data: ImageDataConfig = field(default_factory=ImageDataConfig)
     loss: ImageLossConfig = field(default_factory=ImageLossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def training_images(data: ImageDataConfig, size: int, seed: int) -> Dataset:
+    """The images of `train_dir` as `size`-pixel crops, each `repeat` times per epoch."""
+    folder = ImageFolder(data.train_dir, size, crop=data.crop, on_error=data.on_error, seed=seed)
+    return Repeated(folder, data.repeat) if data.repeat > 1 else folder
 
 
 def validation_images(data: ImageDataConfig, size: int) -> torch.Tensor:
