@@ -115,6 +115,7 @@ def test_eval_scores_every_prefix_length(checkpoint, tmp_path):
     report = json.loads((out / "metrics.json").read_text())
     assert [point["k"] for point in report["k_curve"]] == [1, 2, 4, 8]
     assert all(np.isfinite(point["psnr"]) for point in report["k_curve"])
+    assert report["k_curve"][-1]["psnr"] == report["psnr"]  # all 8 tokens: the reconstruction
     assert json.loads((out / "k_curve.json").read_text()) == report["k_curve"]
     with Image.open(out / "k_grid.png") as grid:
         assert grid.size == (16 * (1 + 4), 16 * 6)  # the original, then k = 1, 2, 4, 8; 6 rows

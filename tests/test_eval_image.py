@@ -200,6 +200,19 @@ def test_codebook_usage_per_level_with_different_sizes() -> None:
     assert metrics["num_tokens"] == 4
 
 
+def test_codebook_usage_of_tokens_counts_each_level_of_a_level_first_layout() -> None:
+    from mediatok.tokens import TokenSpec
+
+    usage = CodebookUsage([4, 2])
+    # (B=1, Q=2, N=4) in layout "Q N": level 0 holds 0..3, level 1 is always 1.
+    usage.update_tokens(torch.tensor([[[0, 1, 2, 3], [1, 1, 1, 1]]]), TokenSpec([4, 2], "Q N"))
+    metrics = usage.compute()
+    assert metrics["usage_q0"] == pytest.approx(1.0)
+    assert metrics["perplexity_q0"] == pytest.approx(4.0)
+    assert metrics["usage_q1"] == pytest.approx(0.5)
+    assert metrics["num_tokens"] == 4
+
+
 def test_codebook_usage_agrees_with_quantizer_code_usage() -> None:
     from mediatok.quantize import CodeUsage
 

@@ -1,6 +1,6 @@
 """The notebooks run top to bottom in a fresh kernel of this Python (notebooks/execute.py, as
 `make notebooks` runs them), every training cut to a few steps (`MEDIATOK_NOTEBOOK_STEPS`) so
-that all five fit the test budget; and the committed notebooks carry the outputs of a whole,
+that all six fit the test budget; and the committed notebooks carry the outputs of a whole,
 normal run, so that a reader sees the plots without running anything."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _text(output) -> str:
     return "".join(output.get("data", {}).get("text/plain", ""))
 
 
-def test_the_five_notebooks_are_there():
+def test_the_six_notebooks_are_there():
     assert [path.stem for path in NOTEBOOKS] == EXPECTED
 
 

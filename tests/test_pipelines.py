@@ -63,6 +63,16 @@ def test_decoded_media_formats_belong_to_the_modality():
         IMAGE.suffix("wav")
 
 
+def test_the_commands_offer_the_decoded_formats_of_the_modality_table():
+    from mediatok.cli import DECODED_FORMATS
+    from mediatok.modalities import MODALITIES
+
+    table = [name for entry in MODALITIES.values() for name in entry.formats]
+    assert sorted(DECODED_FORMATS) == sorted(table)
+    defaults = {entry.noun: entry.formats[0] for entry in MODALITIES.values()}
+    assert defaults == {"images": "png", "files": "wav", "videos": "mp4"}  # as --help says
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

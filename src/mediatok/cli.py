@@ -38,6 +38,9 @@ from contextlib import contextmanager
 from mediatok.progress import is_quiet, quiet  # tqdm only: `--help` still imports no torch
 
 PROGRAM = "mediatok"
+# The `formats` of the modality table's entries, written out so that `--help` imports no torch
+# (a test keeps them equal).
+DECODED_FORMATS = ("png", "wav", "flac", "mp4", "webm", "mkv")
 
 
 def command_train(args: argparse.Namespace) -> int:
@@ -333,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--batch-size", type=_positive_int, default=32)
     decode.add_argument(
         "--format",
-        choices=["png", "wav", "flac", "mp4", "webm", "mkv"],
+        choices=DECODED_FORMATS,
         default=None,
         help="default: png, wav, mp4 (images, audio, video)",
     )
@@ -427,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     sampler.add_argument("--batch-size", type=_positive_int, default=64)
     sampler.add_argument(
         "--format",
-        choices=["png", "wav", "flac", "mp4", "webm", "mkv"],
+        choices=DECODED_FORMATS,
         default=None,
         help="default: png, wav, mp4 (images, audio, video)",
     )

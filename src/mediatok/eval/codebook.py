@@ -12,9 +12,13 @@ each level also gets `usage_q{i}` / `perplexity_q{i}`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
+
+if TYPE_CHECKING:
+    from mediatok.tokens import TokenSpec
 
 
 class CodebookUsage:
@@ -105,6 +109,14 @@ class CodebookUsage:
         # bincount would sync with the host on CUDA; index_add_ stays asynchronous.
         indices = (flat + offsets).reshape(-1)  # (N·Q,)
         self._counts.index_add_(0, indices, torch.ones_like(indices))
+
+    def update_tokens(self, codes: torch.Tensor, spec: TokenSpec) -> None:
+        """`update` with a batch of token codes `(B, *token_shape)` laid out as `spec` says:
+        its level axis ("Q H W", "Q N") is moved last first, so that each level is counted
+        apart."""
+        if spec.level_axis is not None:
+            codes = codes.movedim(1 + spec.level_axis, -1)  # (B, ..., Q)
+        self.update(codes)
 
     def reduce(self) -> list[torch.Tensor]:
         """The histograms summed over all ranks (this rank's alone outside `torch.distributed`).

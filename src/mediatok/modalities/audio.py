@@ -200,7 +200,7 @@ class AudioModality(Modality):
             tokens = codec.encode_long(audio.to(device), options.chunk_seconds)
             reconstruction = codec.decode_long(tokens.codes)[..., : audio.shape[-1]].float()
             reconstruction = reconstruction.clamp(-1, 1).cpu()
-            usage.update(tokens.codes.reshape(1, -1, 1))
+            usage.update_tokens(tokens.codes, tokens.spec)
             seconds += audio.shape[-1] / rate
             try:
                 values, why = score_items(

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from mediatok.codecs import Codec, Tokens
+from mediatok.codecs.nested_dropout import length_choices
 from mediatok.data import (
     ImageReadError,
     decode_batch,
@@ -45,7 +46,7 @@ from mediatok.progress import progress
 from mediatok.report import ReportMedia, ReportRow, write_codebook_counts
 from mediatok.tokens import TokenSpec
 
-__all__ = ["IMAGE", "PREVIEW_COLUMNS", "PREVIEW_ROWS", "ImageModality", "codebook_usage"]
+__all__ = ["IMAGE", "PREVIEW_COLUMNS", "PREVIEW_ROWS", "ImageModality"]
 
 PREVIEW_COLUMNS = 8  # samples a row of a sample folder's grid.png
 PREVIEW_ROWS = 16  # rows (classes) at most
@@ -198,11 +199,15 @@ class ImageModality(Modality):
                 continue
             images = torch.cat(crops).to(device)  # (B, 3, S, S)
             tokens = codec.encode(images)
-            reconstruction = codec.decode(tokens, **settings).float().clamp(-1, 1)
+            reconstruction = None
             for k in prefixes:  # every prefix of ordered tokens decodes: FlexTok's k-curve
                 decoded = codec.decode(tokens.codes[:, :k], **settings).float().clamp(-1, 1)
                 curve[k].add(decoded, images, inception, options.grid_pairs)
-            usage.update(codebook_usage(tokens.codes, tokens.spec))
+                if k == tokens.codes.shape[1]:  # every token: the reconstruction itself
+                    reconstruction = decoded
+            if reconstruction is None:
+                reconstruction = codec.decode(tokens, **settings).float().clamp(-1, 1)
+            usage.update_tokens(tokens.codes, tokens.spec)
             scores["psnr"].append(psnr(reconstruction, images).cpu())
             scores["ssim"].append(ssim(reconstruction, images).cpu())
             if inception is not None:
@@ -272,7 +277,7 @@ def prefix_lengths(spec: TokenSpec) -> list[int]:
     count = spec.geometry.get("num_tokens")
     if not spec.geometry.get("prefix_decodable") or not count:
         return []
-    return [2**i for i in range(int(count).bit_length()) if 2**i < count] + [int(count)]
+    return length_choices("pow2", int(count))  # the lengths FlexTok trains on
 
 
 class _PrefixScores:
@@ -342,14 +347,6 @@ def plot_curve(
     draw.text((left + 4, 2), y_label, fill="black")
     pixels = torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8)
     return pixels.reshape(height, width, 3).permute(2, 0, 1).contiguous()  # (3, H, W)
-
-
-def codebook_usage(codes: torch.Tensor, spec: TokenSpec) -> torch.Tensor:
-    """Codes `(B, *token_shape)` as `CodebookUsage` reads them: `(B, tokens, Q)`, the level
-    axis last ("Q H W", "Q N" move theirs), so that each level is counted apart."""
-    if spec.level_axis is not None:
-        codes = codes.movedim(1 + spec.level_axis, -1)  # (B, ..., Q)
-    return codes.reshape(len(codes), -1, spec.num_levels)
 
 
 IMAGE = ImageModality()

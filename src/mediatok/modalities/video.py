@@ -239,7 +239,7 @@ class VideoModality(Modality):
             tokens = codec.encode_long(clip, chunk)
             reconstruction = codec.decode_long(tokens.codes, chunk // step)
             reconstruction = reconstruction[:, :, : clip.shape[2]].float().clamp(-1, 1)
-            usage.update(tokens.codes.reshape(1, -1, 1))
+            usage.update_tokens(tokens.codes, tokens.spec)
             scores["psnr"].append(float(frame_psnr(reconstruction, clip).clamp(max=100)))
             scores["ssim"].append(float(frame_ssim(reconstruction, clip)))
             if clip.shape[2] < 2:

@@ -204,10 +204,7 @@ def _sample_codebook(samples: Path, out: Path) -> Path | None:
         spec = dataset.spec
         usage = CodebookUsage(list(spec.vocab_sizes))
         for index in range(len(dataset)):
-            codes = dataset[index]["codes"]  # (*token_shape)
-            if spec.level_axis is not None:
-                codes = codes.movedim(spec.level_axis, -1)  # (..., Q)
-            usage.update(codes.reshape(-1, spec.num_levels))
+            usage.update_tokens(dataset[index]["codes"][None], spec)  # (1, *token_shape)
     except (TokenFileError, ValueError) as error:
         logger.warning("report.html: no codebook histogram of the samples' tokens: %s", error)
         return None

@@ -22,6 +22,28 @@ def hinge_generator_loss(fake: torch.Tensor) -> torch.Tensor:
     return -fake.mean()
 
 
+def hinge_lecam_losses(
+    discriminator: nn.Module,
+    lecam: LeCam,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    lecam_weight: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The discriminator's step of the image and video tasks: the hinge loss on its logits of
+    `real` and `fake` media, plus `lecam_weight` × the `lecam` regularizer of those logits.
+
+    Returns:
+        The loss and its logged terms (`discriminator_hinge`, `discriminator_lecam`, detached).
+    """
+    real_logits, fake_logits = discriminator(real), discriminator(fake)
+    hinge = hinge_discriminator_loss(real_logits, fake_logits)
+    regularizer = lecam_weight * lecam(real_logits, fake_logits)
+    return hinge + regularizer, {
+        "discriminator_hinge": hinge.detach(),
+        "discriminator_lecam": regularizer.detach(),
+    }
+
+
 class LeCam(nn.Module):
     """LeCam regularizer: ‖D(x) − ema(D(G(z)))‖² + ‖D(G(z)) − ema(D(x))‖² (Tseng et al. 2021, eq. 3).
 

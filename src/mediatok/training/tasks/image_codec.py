@@ -29,11 +29,7 @@ from mediatok.data import (
 )
 from mediatok.eval.image import psnr, ssim
 from mediatok.training.base import TrainConfig, is_main_process
-from mediatok.training.tasks.adversarial import (
-    LeCam,
-    hinge_discriminator_loss,
-    hinge_generator_loss,
-)
+from mediatok.training.tasks.adversarial import LeCam, hinge_generator_loss, hinge_lecam_losses
 from mediatok.training.tasks.codec import CodecTask, codec_logs, quantizer_terms
 from mediatok.training.tasks.image_losses import (
     PatchDiscriminator,
@@ -157,13 +153,8 @@ class ImageCodecTask(CodecTask):
         if not self.adversarial_on(step) or self._last is None:
             return None
         real, fake = self._last
-        real_logits, fake_logits = discriminator(real), discriminator(fake)
-        hinge = hinge_discriminator_loss(real_logits, fake_logits)
-        lecam = self.loss_config.lecam_weight * self.discriminator.lecam(real_logits, fake_logits)
-        return hinge + lecam, {
-            "discriminator_hinge": hinge.detach(),
-            "discriminator_lecam": lecam.detach(),
-        }
+        lecam, weight = self.discriminator.lecam, self.loss_config.lecam_weight
+        return hinge_lecam_losses(discriminator, lecam, real, fake, weight)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, step: int, out_dir: str | Path) -> dict[str, float]:

@@ -39,12 +39,9 @@ from mediatok.data.folder import item_seed
 from mediatok.eval import frame_psnr, frame_ssim
 from mediatok.modalities.video import frame_strip
 from mediatok.training.base import TrainConfig, is_main_process
-from mediatok.training.tasks.adversarial import (
-    LeCam,
-    hinge_discriminator_loss,
-    hinge_generator_loss,
-)
+from mediatok.training.tasks.adversarial import LeCam, hinge_generator_loss, hinge_lecam_losses
 from mediatok.training.tasks.codec import CodecTask, codec_logs, quantizer_terms
+from mediatok.training.tasks.image_codec import ImageLossConfig
 from mediatok.training.tasks.image_losses import PerceptualLoss, reconstruction_loss
 from mediatok.training.tasks.video_losses import PatchDiscriminator3d, frame_perceptual_loss
 
@@ -94,29 +91,12 @@ class VideoDataConfig:
 
 
 @dataclass
-class VideoLossConfig:
-    """Weights of the video codec objective (0 turns a term off)."""
+class VideoLossConfig(ImageLossConfig):
+    """Weights of the video codec objective (0 turns a term off): the image task's, applied to
+    every frame (the perceptual term frame by frame, the discriminator a 3-D PatchGAN), and
+    `image_weight`, of the image batches' terms in joint training."""
 
-    l1_weight: float = 1.0
-    l2_weight: float = 0.0
-    perceptual_weight: float = 0.0
-    perceptual_weights: str | None = None  # path of a torchvision vgg16 state dict
-    quantizer_weight: float = 1.0
-    image_weight: float = 1.0  # of the image batches' terms in joint training
-    adversarial_weight: float = 0.0
-    discriminator_start: int = 0
-    discriminator_channels: int = 64
-    discriminator_layers: int = 3
-    lecam_weight: float = 0.001
-
-    def __post_init__(self) -> None:
-        if self.discriminator_start < 0:
-            raise ValueError(f"expected discriminator_start >= 0, got {self.discriminator_start}")
-        if self.perceptual_weight and not self.perceptual_weights:
-            raise ValueError(
-                "perceptual_weight > 0 needs perceptual_weights: the path of VGG16 weights "
-                "(none can be downloaded here)"
-            )
+    image_weight: float = 1.0
 
 
 class VideoCodecTask(CodecTask):
@@ -242,13 +222,8 @@ class VideoCodecTask(CodecTask):
         if not self.adversarial_on(step) or self._last is None:
             return None
         real, fake = self._last
-        real_logits, fake_logits = discriminator(real), discriminator(fake)
-        hinge = hinge_discriminator_loss(real_logits, fake_logits)
-        lecam = self.loss_config.lecam_weight * self.discriminator.lecam(real_logits, fake_logits)
-        return hinge + lecam, {
-            "discriminator_hinge": hinge.detach(),
-            "discriminator_lecam": lecam.detach(),
-        }
+        lecam, weight = self.discriminator.lecam, self.loss_config.lecam_weight
+        return hinge_lecam_losses(discriminator, lecam, real, fake, weight)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, step: int, out_dir: str | Path) -> dict[str, float]:
