@@ -106,6 +106,12 @@ def test_pipelines_refuse_what_does_not_fit_before_any_work(titok, tmp_path):
         evaluate_codec(checkpoint, ASSETS / "images", tmp_path / "r", fid=False, dnsmos=True)
     with pytest.raises(TypeError, match="unexpected keyword argument 'fidd'"):
         evaluate_codec(checkpoint, ASSETS / "images", tmp_path / "r", fidd=False)
+    # A decode setting of sampling codecs, for codecs of every modality that take none.
+    audio = build_codec("wavtokenizer", TINY_WAVTOKENIZER).save_pretrained(tmp_path / "audio")
+    for codec, media in ((checkpoint, "images"), (audio, "speech-val")):
+        with pytest.raises(ValueError, match=r"decode settings that \w+ takes \(none\), got steps"):
+            evaluate_codec(codec, ASSETS / media, tmp_path / "r", codec_settings={"steps": 4})
+    assert not (tmp_path / "r").exists()
 
 
 def test_the_checkpoint_reader_names_the_file_and_what_it_holds(titok, tmp_path):

@@ -21,6 +21,7 @@ from mediatok.codecs import Codec
 from mediatok.config import check_choice
 from mediatok.eval import fid as fid_scores  # the module: tests replace its `fid`
 from mediatok.modalities import EvalOptions, StopEvaluation, modality_of
+from mediatok.modalities.base import codec_settings
 from mediatok.pipelines.common import Stopped, load_decoding_codec
 from mediatok.report import (
     CODEBOOK_FILE,
@@ -79,7 +80,8 @@ def evaluate_codec(
 
     Raises:
         ValueError: a bad option, an option the codec's modality does not have (DNSMOS of
-            images), no readable file, or a file the metrics cannot score (NaN).
+            images), a decode setting the codec does not take (`steps` of a codec whose
+            decoding is not sampling), no readable file, or a file the metrics cannot score (NaN).
         ImportError, FileNotFoundError: a metric's package or the FID weights are missing; the
             message names the install command and the option that does without.
         Stopped: a file that cannot be read or scored, with `on_error="stop"`; nothing is
@@ -92,6 +94,7 @@ def evaluate_codec(
         device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         codec = load_decoding_codec(checkpoint, device)
     modality = modality_of(codec)
+    codec_settings(codec, settings.codec_settings)  # one the codec does not take: refused now
     out = Path(out)
     try:
         metrics = modality.evaluate(codec, folder, out, settings)
