@@ -120,6 +120,9 @@ def test_eval_scores_every_prefix_length(checkpoint, tmp_path):
     with Image.open(out / "k_grid.png") as grid:
         assert grid.size == (16 * (1 + 4), 16 * 6)  # the original, then k = 1, 2, 4, 8; 6 rows
     assert (out / "k_curve.png").is_file()
+    page = (out / "report.html").read_text()
+    assert "<h2>Decoded from the first k tokens</h2>" in page
+    assert "decoded from its first 1, 2, 4, 8 tokens" in page and "k = 8: " in page
 
 
 def test_an_ar_generator_on_flextok_tokens_stops_at_k(checkpoint, tmp_path):

@@ -31,7 +31,7 @@ from mediatok.report import (
     write_report,
 )
 from mediatok.tokens import TokenWriter
-from tiny_configs import CAUSAL_VIDEO, TITOK, WAVTOKENIZER
+from tiny_configs import CAUSAL_VIDEO, FLEXTOK, TITOK, WAVTOKENIZER
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -129,13 +129,17 @@ def evaluate(*args: str) -> Path:
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory) -> dict[str, Path]:
-    """The reports of a tiny image, audio and video codec and of a folder of samples."""
+    """The reports of a tiny image, FlexTok, audio and video codec and of a folder of samples."""
     root = tmp_path_factory.mktemp("reports")
     torch.manual_seed(0)
     pages = {}
     titok = build_codec("titok", TITOK)
     image = titok.save_pretrained(root / "titok")
     pages["image"] = evaluate(str(image), str(PHOTOS), "-o", str(root / "image"), "--no-fid")
+    flextok = build_codec("flextok", FLEXTOK).save_pretrained(root / "flextok")
+    pages["flextok"] = evaluate(
+        str(flextok), str(PHOTOS), "-o", str(root / "flextok"), "--no-fid", "--steps", "2"
+    )
     audio = build_codec("wavtokenizer", WAVTOKENIZER).save_pretrained(root / "wavtokenizer")
     pages["audio"] = evaluate(
         str(audio), str(SPEECH), "-o", str(root / "audio"), "--no-speech-metrics"
@@ -168,6 +172,9 @@ def reports(tmp_path_factory) -> dict[str, Path]:
     return pages
 
 
+KINDS = ["image", "flextok", "audio", "video", "samples"]
+
+
 class _Addresses(HTMLParser):
     """Every `src` and `href` in a page."""
 
@@ -179,7 +186,7 @@ class _Addresses(HTMLParser):
         self.found += [value for name, value in attrs if name in ("src", "href") and value]
 
 
-@pytest.mark.parametrize("kind", ["image", "audio", "video", "samples"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_eval_writes_a_report_that_names_no_network_address(reports, kind, capsys):
     page = reports[kind]
     text = page.read_text(encoding="utf-8")
@@ -221,13 +228,14 @@ def browser():
 # What each page must hold, besides loading cleanly: images, players, histograms.
 EXPECTED = {
     "image": {"images": 1, "audio": 0, "video": 0, "svgs": 1},
+    "flextok": {"images": 3, "audio": 0, "video": 0, "svgs": 1},  # + the k grid and k-curve
     "audio": {"images": 6, "audio": 6, "video": 0, "svgs": 1},
     "video": {"images": 1, "audio": 0, "video": 6, "svgs": 1},
     "samples": {"images": 2, "audio": 0, "video": 0, "svgs": 1},
 }
 
 
-@pytest.mark.parametrize("kind", ["image", "audio", "video", "samples"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_the_report_loads_in_chromium_with_every_image_and_player_working(reports, browser, kind):
     page = browser.check_page(reports[kind].resolve().as_uri())
     assert page.problems() == []

@@ -264,11 +264,23 @@ class ImageModality(Modality):
         }
 
     def report_media(self, out: Path, report: dict[str, Any]) -> list[ReportRow]:
-        """`reconstructions.png`: the crops beside their reconstructions."""
+        """`reconstructions.png`: the crops beside their reconstructions; with a k-curve (a
+        codec whose tokens decode from any prefix), also `k_grid.png` and `k_curve.png`."""
         size = report["image_size"]
         caption = f"each {size}×{size} crop (left) beside its reconstruction (right)"
         grid = ReportMedia("image", out / "reconstructions.png", caption)
-        return [ReportRow("Originals and reconstructions", (grid,))]
+        rows = [ReportRow("Originals and reconstructions", (grid,))]
+        if report.get("k_curve"):
+            ks = [point["k"] for point in report["k_curve"]]
+            scores = ", ".join(f"k = {p['k']}: {p['psnr']:.2f} dB" for p in report["k_curve"])
+            prefixes = ReportMedia(
+                "image",
+                out / "k_grid.png",
+                f"each crop, then decoded from its first {', '.join(map(str, ks))} tokens",
+            )
+            curve = ReportMedia("image", out / "k_curve.png", "PSNR against k", width=480)
+            rows.append(ReportRow("Decoded from the first k tokens", (prefixes, curve), scores))
+        return rows
 
 
 def prefix_lengths(spec: TokenSpec) -> list[int]:
